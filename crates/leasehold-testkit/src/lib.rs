@@ -1,0 +1,1 @@
+//! Test support for leasehold: real redis-server processes and a fault proxy.

@@ -1,0 +1,425 @@
+//! The client: connection settings, shared state, background releases and shutdown.
+//!
+//! A [`Client`] is cheap to clone (an `Arc`). It owns one multiplexed command connection
+//! (replaced when a command's outcome becomes unknown), one lazily started pub/sub
+//! connection shared by all waiters, the per-name local wait queues, and a task tracker for
+//! background releases so that [`Client::shutdown`] can drain them. Building a client does
+//! no I/O; invalid settings are rejected by [`ClientBuilder::build`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::conn::{Connector, Failure};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
+use crate::lease::validate_ttl;
+use crate::lock::Lock;
+use crate::scripts::Scripts;
+use crate::wait::Waker;
+
+/// The default lease length.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// The default time `acquire()` waits for a contended lock.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// The default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default response timeout of one command.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Settings for a [`Client`]; see [`Client::builder`].
+#[derive(Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ClientBuilder {
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    prefix: String,
+    default_ttl: Duration,
+    default_wait: Duration,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("prefix", &self.prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("default_wait", &self.default_wait)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// ACL user name, overriding the one in the URL.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Password, overriding the one in the URL.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// How long establishing a connection may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one command may wait for its reply (default 1 s). When it passes, the
+    /// outcome of the command is unknown; leasehold then resolves it (see
+    /// [`Lock::acquire`]).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Prefix of every key (default `leasehold`). Clients that share locks must use the
+    /// same prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Lease length of locks that do not set their own (default 30 s).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How long `acquire()` waits for locks that do not set their own (default 10 s).
+    pub fn default_wait(mut self, wait: Duration) -> Self {
+        self.default_wait = wait;
+        self
+    }
+
+    /// Check the settings and create the client. No I/O happens here: the connection is
+    /// made on first use.
+    ///
+    /// Must be called within a Tokio runtime (the client spawns its background tasks on
+    /// it).
+    pub fn build(self) -> Result<Client> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid("leasehold::Client must be built inside a Tokio runtime")
+        })?;
+        validate_prefix(&self.prefix)?;
+        validate_ttl(self.default_ttl)?;
+        for (what, d) in [
+            ("connect timeout", self.connect_timeout),
+            ("response timeout", self.response_timeout),
+        ] {
+            if d < Duration::from_millis(1) || d > Duration::from_secs(300) {
+                return Err(Error::invalid(format!(
+                    "{what} {d:?} is out of range: use 1 ms to 300 s"
+                )));
+            }
+        }
+        if self.default_wait > Duration::from_secs(24 * 3600) {
+            return Err(Error::invalid(format!(
+                "default wait {:?} is too long: use at most 24 h",
+                self.default_wait
+            )));
+        }
+        let info = parse_url(&self.url, self.username, self.password)?;
+        let redis_client = redis::Client::open(info).map_err(|e| {
+            Error::invalid(format!(
+                "cannot use Redis URL {}: {}",
+                redact_url(&self.url),
+                e.detail().unwrap_or("unsupported settings")
+            ))
+        })?;
+        let conn = Connector::new(
+            redis_client.clone(),
+            self.connect_timeout,
+            self.response_timeout,
+        );
+        let waker = Waker::new(
+            redis_client,
+            self.connect_timeout,
+            self.response_timeout,
+            handle.clone(),
+        );
+        Ok(Client {
+            inner: Arc::new(Inner {
+                id: crate::random_id(),
+                display_url: redact_url(&self.url),
+                conn,
+                scripts: Scripts::new(),
+                waker,
+                queues: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                handle,
+                closed: AtomicBool::new(false),
+                prefix: self.prefix,
+                default_ttl: self.default_ttl,
+                default_wait: self.default_wait,
+            }),
+        })
+    }
+}
+
+fn parse_url(
+    url: &str,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<redis::ConnectionInfo> {
+    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err(Error::invalid(format!(
+            "Redis URL {} must start with redis://, rediss:// (TLS) or unix://, e.g. redis://127.0.0.1:6379/0",
+            redact_url(url)
+        )));
+    }
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+        Error::invalid(format!(
+            "Redis URL {} is not valid ({}): expected redis://[user:password@]host[:port][/db]",
+            redact_url(url),
+            e.detail().unwrap_or("cannot parse it")
+        ))
+    })?;
+    if let Some(u) = username {
+        let settings = info.redis_settings().clone().set_username(u);
+        info = info.set_redis_settings(settings);
+    }
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
+    Ok(info)
+}
+
+/// The URL with any password replaced by `***`, safe to print.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}://{shown}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+pub(crate) struct Inner {
+    pub id: String,
+    pub display_url: String,
+    pub conn: Connector,
+    pub scripts: Scripts,
+    pub waker: Arc<Waker>,
+    pub queues: Mutex<HashMap<String, Weak<Semaphore>>>,
+    pub tasks: TaskTracker,
+    pub handle: tokio::runtime::Handle,
+    pub closed: AtomicBool,
+    pub prefix: String,
+    pub default_ttl: Duration,
+    pub default_wait: Duration,
+}
+
+impl Inner {
+    /// The local FIFO queue of waiters for one lock key.
+    pub(crate) fn queue(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sem) = map.get(key).and_then(Weak::upgrade) {
+            return sem;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let sem = Arc::new(Semaphore::new(1));
+        map.insert(key.to_string(), Arc::downgrade(&sem));
+        sem
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::new(
+                ErrorKind::Shutdown,
+                "the leasehold client was shut down",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Run `fut` in the background, tracked so that shutdown can wait for it.
+    pub(crate) fn spawn_background<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn_on(fut, &self.handle);
+    }
+}
+
+/// A connection to one Redis server (or a compatible one) for taking leases.
+///
+/// ```no_run
+/// # async fn demo() -> leasehold::Result<()> {
+/// use std::time::Duration;
+/// let client = leasehold::Client::builder("redis://127.0.0.1:6379/")
+///     .response_timeout(Duration::from_millis(500))
+///     .build()?;
+/// let guard = client.lock("reports/nightly")?
+///     .ttl(Duration::from_secs(60))?
+///     .acquire()
+///     .await?;
+/// // ... work, checking guard.fencing_token() at the resource ...
+/// guard.release().await?;
+/// client.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.display_url)
+            .field("prefix", &self.inner.prefix)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Start configuring a client for `url` (`redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` for TLS, or `unix:///path`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            username: None,
+            password: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            prefix: DEFAULT_PREFIX.to_string(),
+            default_ttl: DEFAULT_TTL,
+            default_wait: DEFAULT_WAIT,
+        }
+    }
+
+    /// A client for `url` with default settings; see [`Client::builder`].
+    pub fn new(url: impl Into<String>) -> Result<Self> {
+        Client::builder(url).build()
+    }
+
+    /// A handle on the lock called `name`. Validates the name (non-empty, at most 512
+    /// bytes, no braces or control characters); does no I/O.
+    pub fn lock(&self, name: &str) -> Result<Lock> {
+        validate_name(name)?;
+        let keys = LockKeys::new(&self.inner.prefix, name);
+        Ok(Lock::new(self.inner.clone(), name, keys))
+    }
+
+    /// Check that Redis answers.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: `PING` changes nothing on the server.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.check_open()?;
+        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
+        match self
+            .inner
+            .conn
+            .query::<String>(&redis::cmd("PING"), budget)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(f) => Err(failure_error("PING", f)),
+        }
+    }
+
+    /// The number of background releases still running.
+    pub fn pending_releases(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Stop accepting new acquires and wait for every background release (from dropped
+    /// guards, cancelled or ambiguous acquires) to finish. Each of them is bounded by the
+    /// response timeout and the lease, so this returns in bounded time.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: cancelling stops waiting; the releases go on in the background.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// The key prefix in use.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+}
+
+/// Turn a failure of a command whose effect does not matter (or is known) into an error.
+pub(crate) fn failure_error(context: &str, f: Failure) -> Error {
+    match f {
+        Failure::Server(e) => Error::from_redis(context, e),
+        other => {
+            let msg = format!("{context}: {}", other.describe());
+            let err = Error::new(ErrorKind::Connection, msg);
+            match other.into_redis() {
+                Some(e) => err.with_source(e),
+                None => err,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("redis://alice:s3cret@h:6379/0"),
+            "redis://alice:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:pw@h/"), "rediss://:***@h/");
+        assert_eq!(redact_url("redis://h:1/"), "redis://h:1/");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_rejected_without_io_and_without_the_password() {
+        let e = Client::new("http://u:pw@localhost").unwrap_err();
+        assert!(e.is_invalid_input());
+        assert!(!e.to_string().contains("pw"), "{e}");
+        let e = Client::new("redis://u:pw@host:notaport").unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        assert!(Client::new("rediss://example.invalid:6380/").is_ok());
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_a_clear_error() {
+        let e = Client::new("redis://127.0.0.1/").unwrap_err();
+        assert!(e.to_string().contains("Tokio runtime"));
+    }
+}

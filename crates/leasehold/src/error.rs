@@ -1,0 +1,199 @@
+//! Errors: one [`Error`] type with a public, `#[non_exhaustive]` [`ErrorKind`].
+//!
+//! Every failure leasehold reports is classified so that callers can branch on what
+//! happened rather than on a message: contention, a wait that ran out, a lease that is no
+//! longer held (and why), an outcome that could not be learned, the connection, the server,
+//! or invalid input. Messages never carry credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a hold is no longer held by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotHeldReason {
+    /// The lease expired (or was released) and nobody holds the lock now, or this hold
+    /// already ended.
+    Expired,
+    /// Another owner holds the lock now.
+    HeldByOther,
+}
+
+impl fmt::Display for NotHeldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotHeldReason::Expired => f.write_str("the lease expired"),
+            NotHeldReason::HeldByOther => f.write_str("another owner holds the lock"),
+        }
+    }
+}
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `try_acquire`: another owner holds the lock (or a task in this process is ahead in
+    /// the local queue). Nothing was granted.
+    Contended,
+    /// The wait deadline passed before the lock could be granted. Nothing is held.
+    TimedOut,
+    /// The hold is no longer held: extend or release came too late.
+    NotHeld(NotHeldReason),
+    /// The server may have granted the lock but the reply could not be obtained before the
+    /// deadline. The possible grant is being released in the background; the caller does
+    /// not hold the lock.
+    Ambiguous,
+    /// Redis could not be reached, or the connection broke, and the operation is known not
+    /// to have taken effect (or has no effect that matters, like a failed release).
+    Connection,
+    /// Redis answered with an error, e.g. `WRONGTYPE` when a key under the lock's name is
+    /// not a leasehold lock.
+    Server,
+    /// Invalid input, rejected before any I/O.
+    InvalidInput,
+    /// The client was shut down.
+    Shutdown,
+}
+
+/// The error type of every fallible leasehold operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<redis::RedisError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: redis::RedisError) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    pub(crate) fn with_source_opt(self, source: Option<redis::RedisError>) -> Self {
+        match source {
+            Some(s) => self.with_source(s),
+            None => self,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    pub(crate) fn not_held(name: &str, reason: NotHeldReason) -> Self {
+        Error::new(
+            ErrorKind::NotHeld(reason),
+            format!("lock {name:?} is not held: {reason}"),
+        )
+    }
+
+    pub(crate) fn timed_out(name: &str, waited: Duration) -> Self {
+        Error::new(
+            ErrorKind::TimedOut,
+            format!("lock {name:?} was not granted within {waited:?}"),
+        )
+    }
+
+    /// Classify a redis-rs error that happened while talking to the server.
+    pub(crate) fn from_redis(context: &str, err: redis::RedisError) -> Self {
+        let kind = if is_server_reply(&err) {
+            ErrorKind::Server
+        } else {
+            ErrorKind::Connection
+        };
+        let what = match kind {
+            ErrorKind::Server => "Redis refused the command",
+            _ => "Redis connection failed",
+        };
+        Error::new(kind, format!("{context}: {what}: {err}")).with_source(err)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// `try_acquire` found the lock held.
+    pub fn is_contended(&self) -> bool {
+        self.kind == ErrorKind::Contended
+    }
+
+    /// A deadline passed: the wait for the lock ran out.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::TimedOut
+    }
+
+    /// The hold is gone (expired, released, or taken by someone else).
+    pub fn is_not_held(&self) -> bool {
+        matches!(self.kind, ErrorKind::NotHeld(_))
+    }
+
+    /// Why the hold is gone, when [`is_not_held`](Self::is_not_held).
+    pub fn not_held_reason(&self) -> Option<NotHeldReason> {
+        match self.kind {
+            ErrorKind::NotHeld(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The outcome at the server is unknown; the possible grant is released in the
+    /// background.
+    pub fn is_ambiguous(&self) -> bool {
+        self.kind == ErrorKind::Ambiguous
+    }
+
+    /// Redis was unreachable or the connection broke.
+    pub fn is_connection(&self) -> bool {
+        self.kind == ErrorKind::Connection
+    }
+
+    /// Redis answered with an error reply (e.g. `WRONGTYPE`).
+    pub fn is_server(&self) -> bool {
+        self.kind == ErrorKind::Server
+    }
+
+    /// The input was invalid; nothing was sent.
+    pub fn is_invalid_input(&self) -> bool {
+        self.kind == ErrorKind::InvalidInput
+    }
+
+    /// Trying again later can succeed: contention, a wait that ran out, an ambiguous
+    /// outcome (its grant is being released) or a connection failure. Invalid input, server
+    /// error replies and lost holds are not retryable as such.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Contended
+                | ErrorKind::TimedOut
+                | ErrorKind::Ambiguous
+                | ErrorKind::Connection
+        )
+    }
+
+    /// The underlying redis-rs error, if any.
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        self.source.as_ref()
+    }
+}
+
+/// Whether Redis itself answered with an error reply (as opposed to an I/O failure).
+pub(crate) fn is_server_reply(err: &redis::RedisError) -> bool {
+    !(err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal())
+        && err.code().is_some()
+}
+
+/// A specialised `Result` for leasehold operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,334 @@
+//! Holding a lock: the guard, its lease deadline, extend and release.
+//!
+//! A [`LockGuard`] is the only proof of holding (no shared "is locked" flag exists). Its
+//! lease deadline is judged on the local monotonic clock from the send time of the request
+//! that set the TTL, minus drift. Release and extend are token-checked scripts and report
+//! distinct outcomes (invariant 4). Dropping a guard releases in the background, tracked
+//! so that [`Client::shutdown`](crate::Client::shutdown) drains it (invariant 5).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::client::{failure_error, Inner};
+use crate::conn::Failure;
+use crate::error::{Error, NotHeldReason, Result};
+use crate::keys::LockKeys;
+use crate::lease::{millis, valid_until, validate_ttl};
+use crate::owner::Owner;
+
+/// What an explicit [`LockGuard::release`] found at the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseOutcome {
+    /// This hold was released. If the same [`Owner`] still has other holds, the lock stays
+    /// held by it; otherwise the lock is free and waiters were woken.
+    Released,
+    /// The lease had already expired (or this hold had already ended): nothing was
+    /// removed.
+    Expired,
+    /// Another owner holds the lock now: nothing was removed.
+    HeldByOther,
+}
+
+impl ReleaseOutcome {
+    /// Whether this hold was actually released by the call.
+    pub fn is_released(self) -> bool {
+        self == ReleaseOutcome::Released
+    }
+}
+
+/// Proof of holding a lock, until its lease runs out.
+///
+/// Owned (`Send + 'static`): move it into a spawned task freely. Dropping it releases the
+/// hold in the background; call [`release`](Self::release) to learn the outcome.
+#[must_use = "the lock is released in the background as soon as the guard is dropped"]
+pub struct LockGuard {
+    inner: Arc<Inner>,
+    name: Arc<str>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    owner: Option<Owner>,
+    hold_key: String,
+    req: String,
+    token: u64,
+    count: u32,
+    ttl: Duration,
+    valid_until: Mutex<Instant>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("fencing_token", &self.token)
+            .field("hold_count", &self.count)
+            .field("remaining", &self.remaining())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        name: Arc<str>,
+        keys: Arc<LockKeys>,
+        owner_id: String,
+        owner: Option<Owner>,
+        hold_key: String,
+        req: String,
+        token: u64,
+        count: u32,
+        ttl: Duration,
+        sent_at: Instant,
+    ) -> Self {
+        LockGuard {
+            inner,
+            name,
+            keys,
+            owner_id,
+            owner,
+            hold_key,
+            req,
+            token,
+            count,
+            ttl,
+            valid_until: Mutex::new(valid_until(sent_at, ttl)),
+            done: false,
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token of this grant: strictly greater than that of every earlier grant
+    /// of the same lock name. Pass it to the protected resource and have it refuse writes
+    /// with a smaller token than it has seen. Unchanged on re-entry.
+    pub fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The owner's hold count right after this hold was granted (1 unless re-entered).
+    pub fn hold_count(&self) -> u32 {
+        self.count
+    }
+
+    /// The owner id stored with the lock.
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    /// The lease length this hold was granted (or last extended) with.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The local (monotonic) instant until which this holder may assume it holds the lock:
+    /// send time of the request that set the TTL, plus the TTL, minus drift
+    /// (1% of the TTL + 2 ms).
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.deadline().into_std()
+    }
+
+    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the local lease deadline has passed (the lock may now be someone else's).
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the lease last at least `ttl` from now (it is never shortened).
+    ///
+    /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) — expired, or held by
+    /// another owner — when the hold is gone; the guard then holds nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: extending is idempotent at the server; a cancelled extend may or may
+    /// not have lengthened the lease, and [`valid_until`](Self::valid_until) keeps the
+    /// older, conservative deadline.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        validate_ttl(ttl)?;
+        self.inner.check_open()?;
+        let inner = &self.inner;
+        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        let mut last: Option<Failure> = None;
+        let mut first_send = None;
+        while Instant::now() < resolve_by {
+            let sent = Instant::now();
+            first_send.get_or_insert(sent);
+            let mut inv = inner.scripts.extend.key(&self.keys.lock);
+            inv.arg(&self.owner_id).arg(&self.req).arg(millis(ttl));
+            match inner.conn.eval::<Vec<i64>>(&inv, resolve_by - sent).await {
+                Ok(reply) => {
+                    let outcome = match reply.first() {
+                        Some(1) => {
+                            let new = valid_until(first_send.unwrap_or(sent), ttl);
+                            let mut v = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+                            if new > *v {
+                                *v = new;
+                            }
+                            Ok(())
+                        }
+                        Some(-1) => Err(Error::not_held(&self.name, NotHeldReason::HeldByOther)),
+                        _ => Err(Error::not_held(&self.name, NotHeldReason::Expired)),
+                    };
+                    tracing::debug!(lock = %self.name, ok = outcome.is_ok(), "extend");
+                    return outcome;
+                }
+                Err(Failure::Server(e)) => {
+                    return Err(Error::from_redis(&format!("extend {:?}", self.name), e))
+                }
+                Err(f) => {
+                    if matches!(f, Failure::NotSent(_)) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    last = Some(f);
+                }
+            }
+        }
+        Err(failure_error(
+            &format!("extend {:?}", self.name),
+            last.unwrap_or(Failure::Unknown(None)),
+        ))
+    }
+
+    /// Release this hold and report what the server found.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: if the future is dropped before the outcome is known, the release is
+    /// finished in the background (tracked by [`Client::shutdown`](crate::Client::shutdown)).
+    pub async fn release(mut self) -> Result<ReleaseOutcome> {
+        let inner = self.inner.clone();
+        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        let lease_ok_at_send = Instant::now() < self.deadline();
+        // From here on, dropping `self` (e.g. cancellation) releases in the background.
+        let result = release_once(&inner, &self.keys, &self.owner_id, &self.req, resolve_by).await;
+        match result {
+            Ok((code, saw_unknown)) => {
+                self.finish();
+                let outcome = match code {
+                    1 | 2 => ReleaseOutcome::Released,
+                    -1 => ReleaseOutcome::HeldByOther,
+                    // After a reply was lost, "not there" most likely means our own release
+                    // was applied; if the lease was still valid when we sent it, say so.
+                    _ if saw_unknown && lease_ok_at_send => ReleaseOutcome::Released,
+                    _ => ReleaseOutcome::Expired,
+                };
+                if code == 1 {
+                    inner.waker.notify_local(&self.keys.channel);
+                }
+                tracing::debug!(lock = %self.name, outcome = ?outcome, "release");
+                Ok(outcome)
+            }
+            Err(f) => {
+                // Keep trying in the background; the lease expires by itself at worst.
+                let err = failure_error(&format!("release {:?}", self.name), f);
+                tracing::warn!(lock = %self.name, error = %err, "release failed; retrying in the background");
+                Err(err)
+            }
+        }
+    }
+
+    /// Mark the hold as finished locally (no background release on drop).
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(o) = &self.owner {
+            o.remove_hold(&self.hold_key);
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.finish();
+        let fut = release_in_background(
+            self.inner.clone(),
+            self.keys.clone(),
+            std::mem::take(&mut self.owner_id),
+            std::mem::take(&mut self.req),
+            self.ttl,
+        );
+        self.inner.spawn_background(fut);
+    }
+}
+
+/// Run the release script until its outcome is known or `resolve_by` passes. Returns the
+/// script's code and whether an earlier try's outcome was unknown.
+async fn release_once(
+    inner: &Inner,
+    keys: &LockKeys,
+    owner_id: &str,
+    req: &str,
+    resolve_by: Instant,
+) -> std::result::Result<(i64, bool), Failure> {
+    let mut saw_unknown = false;
+    let mut last = None;
+    while Instant::now() < resolve_by {
+        let mut inv = inner.scripts.release.key(&keys.lock);
+        inv.arg(owner_id).arg(req);
+        let budget = resolve_by.saturating_duration_since(Instant::now());
+        match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
+            Ok(reply) => return Ok((reply.first().copied().unwrap_or(0), saw_unknown)),
+            Err(f @ Failure::Server(_)) => return Err(f),
+            Err(f) => {
+                if matches!(f, Failure::Unknown(_)) {
+                    saw_unknown = true;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                last = Some(f);
+            }
+        }
+    }
+    Err(last.unwrap_or(Failure::Unknown(None)))
+}
+
+/// Release one hold in the background: retried while the lease could still be alive.
+pub(crate) async fn release_in_background(
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    req: String,
+    ttl: Duration,
+) {
+    let give_up = Instant::now() + ttl.min(Duration::from_secs(30));
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
+            Ok((code, _)) => {
+                if code == 1 {
+                    inner.waker.notify_local(&keys.channel);
+                }
+                tracing::debug!(lock = %keys.lock, code, "background release");
+                return;
+            }
+            Err(f) => {
+                if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
+                    tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Lock names and the Redis key layout.
+//!
+//! Every key and channel of one lock shares the hash tag `{name}`, so every script touches
+//! one slot (invariant 9). Names are validated here, before any I/O: non-empty, at most
+//! [`MAX_NAME_LEN`] bytes, no braces (they would break the hash tag) and no control
+//! characters (they make keys unreadable in `redis-cli` and logs).
+
+use crate::error::{Error, Result};
+
+/// The longest lock name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// The key prefix used when the client builder is not given one.
+pub const DEFAULT_PREFIX: &str = "leasehold";
+
+/// The keys and channel of one lock.
+#[derive(Debug, Clone)]
+pub(crate) struct LockKeys {
+    /// The lock hash: `owner`, `token`, `count` and one `r:<request id>` field per hold.
+    pub lock: String,
+    /// The fencing counter (no TTL; floored by server time).
+    pub fence: String,
+    /// The channel on which release announces that the lock is free.
+    pub channel: String,
+}
+
+impl LockKeys {
+    pub(crate) fn new(prefix: &str, name: &str) -> Self {
+        let lock = format!("{prefix}:{{{name}}}");
+        LockKeys {
+            fence: format!("{lock}:fence"),
+            channel: format!("{lock}:released"),
+            lock,
+        }
+    }
+}
+
+/// Check a lock name; the error says what to fix.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid("lock name is empty: give the lock a name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "lock name is {} bytes long: use at most {MAX_NAME_LEN} bytes",
+            name.len()
+        )));
+    }
+    if name.contains(['{', '}']) {
+        return Err(Error::invalid(format!(
+            "lock name {name:?} contains '{{' or '}}': leasehold wraps names in a Redis hash tag, remove the braces"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "lock name {name:?} contains control characters: use printable text"
+        )));
+    }
+    Ok(())
+}
+
+/// Check a key prefix.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() || prefix.len() > 64 {
+        return Err(Error::invalid(
+            "key prefix must be 1 to 64 bytes long (the default is \"leasehold\")",
+        ));
+    }
+    if prefix.contains(['{', '}']) || prefix.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(format!(
+            "key prefix {prefix:?} must not contain braces, whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_one_lock_share_its_hash_tag() {
+        let k = LockKeys::new("leasehold", "orders:42");
+        assert_eq!(k.lock, "leasehold:{orders:42}");
+        assert_eq!(k.fence, "leasehold:{orders:42}:fence");
+        assert_eq!(k.channel, "leasehold:{orders:42}:released");
+    }
+
+    #[test]
+    fn bad_names_are_rejected_with_a_reason() {
+        assert!(validate_name("").unwrap_err().to_string().contains("empty"));
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(validate_name(&long).unwrap_err().to_string().contains("at most"));
+        assert!(validate_name("a{b}").unwrap_err().is_invalid_input());
+        assert!(validate_name("a\nb").unwrap_err().is_invalid_input());
+        assert!(validate_name("jobs/nightly-report").is_ok());
+        assert!(validate_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
+    fn bad_prefixes_are_rejected() {
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("a b").is_err());
+        assert!(validate_prefix("{x}").is_err());
+        assert!(validate_prefix("app1.locks").is_ok());
+    }
+}

@@ -1,0 +1,59 @@
+//! # leasehold
+//!
+//! Distributed locks on Redis that are correct by construction.
+//!
+//! A leasehold lock is a **lease**: its holder owns it until a deadline that it judges on
+//! its own monotonic clock, conservatively (send time + TTL − drift). Every grant carries
+//! a **fencing token** that strictly increases per lock name, for the protected resource to
+//! check. Acquire is one atomic, idempotent server-side script that always sets a TTL, so
+//! a cancelled task, a timeout or a retried command can neither leave a lock without a TTL
+//! nor misreport a granted lock as refused. Release and extend are checked against the
+//! holder, so a late holder can never remove someone else's lock.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> leasehold::Result<()> {
+//! let client = leasehold::Client::new("redis://127.0.0.1:6379/")?;
+//! let lock = client.lock("invoices/2026-11")?.ttl(Duration::from_secs(30))?;
+//!
+//! let guard = lock.acquire().await?;          // waits up to 10 s by default
+//! let token = guard.fencing_token();          // hand this to the resource you protect
+//! println!("holding with token {token}, {:?} left", guard.remaining());
+//! guard.extend(Duration::from_secs(30)).await?;
+//! let outcome = guard.release().await?;       // Released / Expired / HeldByOther
+//! assert!(outcome.is_released());
+//! client.shutdown().await;                    // drains background releases
+//! # Ok(()) }
+//! ```
+//!
+//! See `PROTOCOL.md` in the repository for the key layout and the scripts' contracts.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod conn;
+mod error;
+mod guard;
+mod keys;
+pub mod lease;
+mod lock;
+mod owner;
+pub mod scripts;
+mod wait;
+
+pub use client::{
+    redact_url, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_TTL, DEFAULT_WAIT,
+};
+pub use error::{Error, ErrorKind, NotHeldReason, Result};
+pub use guard::{LockGuard, ReleaseOutcome};
+pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
+pub use lock::Lock;
+pub use owner::Owner;
+
+/// A random 128-bit identifier in hex (owner ids, request ids).
+pub(crate) fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -1,0 +1,485 @@
+//! Acquiring a lock: the local queue, the idempotent acquire, waiting, unknown outcomes.
+//!
+//! One acquire call has one request id. Every time its script is sent — first try, retry
+//! after a timeout or a broken connection — it carries that id, and the script counts a
+//! request once: a retry of a granted request reports the same grant (invariant 3). If
+//! the outcome is still unknown at the deadline, the call fails with
+//! [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) and the possible grant is
+//! released in the background; the same happens when the acquire future is dropped while
+//! a grant may exist (invariant 6).
+//!
+//! Waiting (invariant 8): tasks of one client that want the same lock queue locally, first
+//! come first served, and only the head of that queue talks to Redis. After contention the
+//! head subscribes to the lock's release channel (one shared pub/sub connection per
+//! client) and sleeps until a release is announced, or until the holder's remaining TTL
+//! runs out (expiry is not announced), or its deadline; if the subscription is not
+//! confirmed it polls with jittered backoff instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tracing::Instrument;
+
+use crate::client::Inner;
+use crate::conn::Failure;
+use crate::error::{Error, ErrorKind, Result};
+use crate::guard::{release_in_background, LockGuard};
+use crate::keys::LockKeys;
+use crate::lease::{millis, validate_ttl, MAX_TTL};
+use crate::owner::Owner;
+
+/// A handle on one named lock, with its lease and wait settings.
+///
+/// Cheap to clone; holds no lock by itself. Get one from [`Client::lock`](crate::Client::lock).
+#[derive(Clone)]
+pub struct Lock {
+    inner: Arc<Inner>,
+    name: Arc<str>,
+    keys: Arc<LockKeys>,
+    ttl: Duration,
+    wait: Duration,
+    owner: Option<Owner>,
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .field("wait", &self.wait)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+enum Attempt {
+    Granted {
+        token: u64,
+        count: u32,
+        sent_at: Instant,
+    },
+    Contended {
+        pttl: i64,
+    },
+}
+
+impl Lock {
+    pub(crate) fn new(inner: Arc<Inner>, name: &str, keys: LockKeys) -> Self {
+        Lock {
+            ttl: inner.default_ttl,
+            wait: inner.default_wait,
+            inner,
+            name: Arc::from(name),
+            keys: Arc::new(keys),
+            owner: None,
+        }
+    }
+
+    /// Set the lease length (at least 10 ms, at most 24 h). A holder that needs longer
+    /// extends its lease.
+    pub fn ttl(mut self, ttl: Duration) -> Result<Self> {
+        validate_ttl(ttl)?;
+        self.ttl = ttl;
+        Ok(self)
+    }
+
+    /// Set how long [`acquire`](Self::acquire) waits for the lock (at most 24 h).
+    pub fn wait(mut self, wait: Duration) -> Result<Self> {
+        validate_wait(wait)?;
+        self.wait = wait;
+        Ok(self)
+    }
+
+    /// Acquire as `owner`: acquires by the same owner re-enter (see [`Owner`]).
+    pub fn owner(mut self, owner: &Owner) -> Self {
+        self.owner = Some(owner.clone());
+        self
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lease length used by acquires.
+    pub fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The Redis key of the lock (useful for inspection and tests).
+    pub fn redis_key(&self) -> &str {
+        &self.keys.lock
+    }
+
+    /// The Redis key of the lock's fencing counter.
+    pub fn fence_key(&self) -> &str {
+        &self.keys.fence
+    }
+
+    /// Acquire the lock, waiting up to the lock's wait setting (default 10 s).
+    ///
+    /// Fails with [`ErrorKind::TimedOut`] when the wait runs out,
+    /// [`ErrorKind::Ambiguous`] when Redis may have granted the lock but the reply could
+    /// not be obtained in time (the possible grant is released in the background),
+    /// [`ErrorKind::Connection`] when Redis cannot be reached, and
+    /// [`ErrorKind::Server`] when Redis refuses the script (e.g. `WRONGTYPE`: a key under
+    /// this lock's name is not a leasehold lock).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe with respect to the lock: if the future is dropped after Redis may have
+    /// granted the lock, that grant is released in the background (tracked by
+    /// [`Client::shutdown`](crate::Client::shutdown)); a grant never outlives its TTL
+    /// unreleased, and the key always carries a TTL. The caller's place in the local queue
+    /// is given up.
+    pub async fn acquire(&self) -> Result<LockGuard> {
+        self.acquire_until(Instant::now() + self.wait, true).await
+    }
+
+    /// Acquire the lock, waiting at most `wait`.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, wait: Duration) -> Result<LockGuard> {
+        validate_wait(wait)?;
+        self.acquire_until(Instant::now() + wait, true).await
+    }
+
+    /// Try once, without waiting for a holder: fails with [`ErrorKind::Contended`] if the
+    /// lock is held (or another task of this client is queued for it). An unknown outcome
+    /// is still resolved, within twice the response timeout.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn try_acquire(&self) -> Result<LockGuard> {
+        self.acquire_until(Instant::now(), false).await
+    }
+
+    async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
+        self.inner.check_open()?;
+        let span = tracing::debug_span!("leasehold.acquire", lock = %self.name, waiting);
+        self.acquire_inner(deadline, waiting).instrument(span).await
+    }
+
+    async fn acquire_inner(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let hold_key = format!("{}/{}", inner.id, self.keys.lock);
+        let (owner_id, reentrant) = match &self.owner {
+            Some(o) => (o.id().to_string(), true),
+            None => (crate::random_id(), false),
+        };
+        let reentering = self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.holds_locally(&hold_key));
+        let _queue_place = if reentering {
+            None
+        } else {
+            let queue = inner.queue(&self.keys.lock);
+            let place = if waiting {
+                match timeout_at(deadline, queue.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::debug!(outcome = "timed_out", "waited in the local queue");
+                        return Err(Error::timed_out(&self.name, started.elapsed()));
+                    }
+                }
+            } else {
+                match queue.try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Contended,
+                            format!("lock {:?} is wanted by another task of this client", self.name),
+                        ))
+                    }
+                }
+            };
+            Some(place)
+        };
+
+        let req = crate::random_id();
+        let mut pending = PendingGrant {
+            inner: inner.clone(),
+            keys: self.keys.clone(),
+            owner_id: owner_id.clone(),
+            req: req.clone(),
+            ttl: self.ttl,
+            armed: false,
+        };
+        let mut sub = None;
+        let mut backoff = Duration::from_millis(5);
+        let mut attempts = 0u32;
+        loop {
+            if attempts > 0 && Instant::now() >= deadline {
+                tracing::debug!(outcome = "timed_out", attempts, "lock not granted in time");
+                return Err(Error::timed_out(&self.name, started.elapsed()));
+            }
+            let seen = sub.as_ref().map(crate::wait::Subscription::version);
+            attempts += 1;
+            let resolve_by = deadline.max(Instant::now() + 2 * inner.conn.response_timeout());
+            match self
+                .attempt(&owner_id, &req, reentrant, resolve_by, &mut pending)
+                .await?
+            {
+                Attempt::Granted {
+                    token,
+                    count,
+                    sent_at,
+                } => {
+                    pending.armed = false;
+                    if let Some(o) = &self.owner {
+                        o.add_hold(&hold_key);
+                    }
+                    tracing::debug!(
+                        outcome = "granted",
+                        token,
+                        count,
+                        attempts,
+                        waited_us = started.elapsed().as_micros() as u64,
+                        "lock granted"
+                    );
+                    return Ok(LockGuard::new(
+                        inner.clone(),
+                        self.name.clone(),
+                        self.keys.clone(),
+                        owner_id,
+                        self.owner.clone(),
+                        hold_key,
+                        req,
+                        token,
+                        count,
+                        self.ttl,
+                        sent_at,
+                    ));
+                }
+                Attempt::Contended { pttl } => {
+                    if !waiting {
+                        tracing::debug!(outcome = "contended", pttl, "lock is held");
+                        return Err(Error::new(
+                            ErrorKind::Contended,
+                            format!("lock {:?} is held by another owner", self.name),
+                        ));
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        continue;
+                    }
+                    let Some(s) = sub.as_mut() else {
+                        // Subscribe, then try again at once: a release between the failed
+                        // attempt and the subscription would otherwise be missed.
+                        sub = Some(inner.waker.subscribe(&self.keys.channel, deadline).await);
+                        continue;
+                    };
+                    let pause = fallback_delay(pttl, s.is_confirmed(), &mut backoff);
+                    let wake = (now + pause).min(deadline);
+                    tracing::trace!(pttl, pause_us = pause.as_micros() as u64, "waiting for a release");
+                    let seen = seen.unwrap_or_default();
+                    tokio::select! {
+                        _ = s.changed_since(seen) => {}
+                        _ = sleep_until(wake) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run the acquire script for `req` until its outcome is known or `resolve_by` passes.
+    async fn attempt(
+        &self,
+        owner_id: &str,
+        req: &str,
+        reentrant: bool,
+        resolve_by: Instant,
+        pending: &mut PendingGrant,
+    ) -> Result<Attempt> {
+        let inner = &self.inner;
+        let mut maybe_applied = false;
+        let mut first_send: Option<Instant> = None;
+        let mut not_sent = 0u32;
+        let mut backoff = Duration::from_millis(10);
+        let mut last: Option<Failure> = None;
+        let ttl_ms = millis(self.ttl);
+        loop {
+            let now = Instant::now();
+            if now >= resolve_by && last.is_some() {
+                let failure = last.take().map(|f| f.describe()).unwrap_or_default();
+                if maybe_applied {
+                    tracing::warn!(
+                        lock = %self.name,
+                        outcome = "ambiguous",
+                        "acquire outcome unknown at the deadline; releasing the possible grant in the background"
+                    );
+                    return Err(Error::new(
+                        ErrorKind::Ambiguous,
+                        format!(
+                            "lock {:?}: Redis may have granted the lock but its reply did not arrive in time ({failure}); the possible grant is being released",
+                            self.name
+                        ),
+                    ));
+                }
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("lock {:?}: {failure}", self.name),
+                ));
+            }
+            let budget = resolve_by.saturating_duration_since(now).max(Duration::from_millis(1));
+            let sent_at = Instant::now();
+            first_send.get_or_insert(sent_at);
+            pending.armed = true;
+            let mut inv = inner.scripts.acquire.key(&self.keys.lock);
+            inv.key(&self.keys.fence)
+                .arg(owner_id)
+                .arg(req)
+                .arg(ttl_ms)
+                .arg(if reentrant { 1 } else { 0 });
+            match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
+                Ok(reply) => {
+                    return match reply.as_slice() {
+                        [1, token, count, ..] => Ok(Attempt::Granted {
+                            token: u64::try_from(*token).unwrap_or_default(),
+                            count: u32::try_from(*count).unwrap_or(u32::MAX),
+                            sent_at: first_send.unwrap_or(sent_at),
+                        }),
+                        [0, pttl, ..] => {
+                            pending.armed = false;
+                            Ok(Attempt::Contended { pttl: *pttl })
+                        }
+                        other => Err(Error::new(
+                            ErrorKind::Server,
+                            format!("lock {:?}: unexpected acquire reply {other:?}", self.name),
+                        )),
+                    };
+                }
+                Err(Failure::Server(e)) => {
+                    pending.armed = maybe_applied;
+                    return Err(Error::from_redis(&format!("acquire {:?}", self.name), e));
+                }
+                Err(f @ Failure::NotSent(_)) => {
+                    pending.armed = maybe_applied;
+                    if !maybe_applied {
+                        first_send = None;
+                        not_sent += 1;
+                        if not_sent >= 3 {
+                            return Err(Error::new(
+                                ErrorKind::Connection,
+                                format!("lock {:?}: {}", self.name, f.describe()),
+                            )
+                            .with_source_opt(f.into_redis()));
+                        }
+                    }
+                    last = Some(f);
+                    let pause = jitter(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    sleep_until((Instant::now() + pause).min(resolve_by)).await;
+                }
+                Err(f @ Failure::Unknown(_)) => {
+                    maybe_applied = true;
+                    tracing::warn!(
+                        lock = %self.name,
+                        outcome = "unknown",
+                        cause = %f.describe(),
+                        "acquire outcome unknown; retrying the same request"
+                    );
+                    last = Some(f);
+                }
+            }
+        }
+    }
+}
+
+/// A grant that may exist at the server but has no guard yet. If dropped while armed
+/// (the acquire was cancelled or ended ambiguous), it releases the grant in the background.
+struct PendingGrant {
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    req: String,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for PendingGrant {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::debug!(lock = %self.keys.lock, "releasing a possible grant of a cancelled or ambiguous acquire");
+        let fut = release_in_background(
+            self.inner.clone(),
+            self.keys.clone(),
+            std::mem::take(&mut self.owner_id),
+            std::mem::take(&mut self.req),
+            self.ttl,
+        );
+        self.inner.spawn_background(fut);
+    }
+}
+
+fn validate_wait(wait: Duration) -> Result<()> {
+    if wait > MAX_TTL {
+        return Err(Error::invalid(format!(
+            "wait {wait:?} is too long: use at most {MAX_TTL:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Add up to 20% random jitter.
+fn jitter(d: Duration) -> Duration {
+    let max = (d.as_micros() / 5).max(1) as u64;
+    d + Duration::from_micros(rand::rng().random_range(0..=max))
+}
+
+/// How long a waiter sleeps when nothing wakes it.
+fn fallback_delay(pttl: i64, confirmed: bool, backoff: &mut Duration) -> Duration {
+    let ttl_left = u64::try_from(pttl).ok().filter(|ms| *ms > 0).map(Duration::from_millis);
+    match ttl_left {
+        // Releases are announced; only expiry is not: sleep until the lease runs out.
+        Some(left) if confirmed => jitter(left + Duration::from_millis(1)),
+        Some(left) => {
+            let d = left.min(*backoff);
+            *backoff = (*backoff * 2).min(Duration::from_millis(250));
+            jitter(d)
+        }
+        None => {
+            let d = *backoff;
+            *backoff = (*backoff * 2).min(Duration::from_millis(250));
+            jitter(d)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmed_waiters_sleep_until_the_lease_runs_out() {
+        let mut b = Duration::from_millis(5);
+        let d = fallback_delay(5_000, true, &mut b);
+        assert!(d >= Duration::from_millis(5_001) && d <= Duration::from_millis(6_002), "{d:?}");
+        assert_eq!(b, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn unconfirmed_waiters_back_off_up_to_a_cap() {
+        let mut b = Duration::from_millis(5);
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = fallback_delay(60_000, false, &mut b);
+        }
+        assert!(last <= Duration::from_millis(300), "{last:?}");
+        assert!(last >= Duration::from_millis(250), "{last:?}");
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_fifth() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(j >= Duration::from_millis(100) && j <= Duration::from_millis(120));
+        }
+    }
+}

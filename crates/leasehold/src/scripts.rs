@@ -1,0 +1,32 @@
+//! The Lua scripts, one per operation, each loaded once as a redis-rs [`Script`].
+//!
+//! Every mutation leasehold makes is one of these scripts (invariant 2): it runs
+//! atomically on the server, checks ownership itself, and is sent as `EVALSHA` with a
+//! single `SCRIPT LOAD` fallback on `NOSCRIPT`, so a `SCRIPT FLUSH` is transparent. The
+//! contracts are written down in `PROTOCOL.md`.
+
+use redis::Script;
+
+/// Source of the acquire script.
+pub const ACQUIRE_LUA: &str = include_str!("scripts/acquire.lua");
+/// Source of the release script.
+pub const RELEASE_LUA: &str = include_str!("scripts/release.lua");
+/// Source of the extend script.
+pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
+
+/// The loaded scripts (their SHA1s are computed once).
+pub(crate) struct Scripts {
+    pub acquire: Script,
+    pub release: Script,
+    pub extend: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            acquire: Script::new(ACQUIRE_LUA),
+            release: Script::new(RELEASE_LUA),
+            extend: Script::new(EXTEND_LUA),
+        }
+    }
+}

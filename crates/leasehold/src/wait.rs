@@ -1,0 +1,310 @@
+//! Waking waiters: one shared pub/sub connection per client, plus local wake-ups.
+//!
+//! A waiter subscribes to its lock's `…:released` channel before it retries after
+//! contention, so a release that happens after its failed attempt is never missed: every
+//! message bumps a per-channel version, and a waiter compares the version it saw before the
+//! attempt with the current one. The subscription is shared by all waiters of a channel in
+//! this client and dropped with the last of them. If the pub/sub connection breaks, every
+//! channel is bumped (waiters retry at once instead of trusting a dead subscription), the
+//! connection is re-established with backoff and every live channel re-subscribed; while it
+//! is down, waiters fall back to short jittered timers. Releases made by this client bump
+//! the channel locally too, so a waiter in the same process does not wait for the
+//! round trip through Redis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep, timeout, Instant};
+
+enum Cmd {
+    Subscribe(String, oneshot::Sender<bool>),
+    Unsubscribe(String),
+}
+
+struct Chan {
+    tx: watch::Sender<u64>,
+    refs: usize,
+    confirmed: bool,
+}
+
+struct State {
+    channels: HashMap<String, Chan>,
+    cmd_tx: Option<mpsc::UnboundedSender<Cmd>>,
+}
+
+/// The shared waker of one client.
+pub(crate) struct Waker {
+    client: redis::Client,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    handle: tokio::runtime::Handle,
+    state: Mutex<State>,
+}
+
+impl Waker {
+    pub(crate) fn new(
+        client: redis::Client,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        handle: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(Waker {
+            client,
+            connect_timeout,
+            response_timeout,
+            handle,
+            state: Mutex::new(State {
+                channels: HashMap::new(),
+                cmd_tx: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribe to `channel`, waiting for the server's confirmation until `deadline`.
+    pub(crate) async fn subscribe(self: &Arc<Self>, channel: &str, deadline: Instant) -> Subscription {
+        let (rx, ack) = {
+            let mut st = self.lock();
+            if let Some(chan) = st.channels.get_mut(channel) {
+                chan.refs += 1;
+                (chan.tx.subscribe(), None)
+            } else {
+                let (tx, rx) = watch::channel(0u64);
+                st.channels.insert(
+                    channel.to_string(),
+                    Chan {
+                        tx,
+                        refs: 1,
+                        confirmed: false,
+                    },
+                );
+                let (ack_tx, ack_rx) = oneshot::channel();
+                self.command(&mut st, Cmd::Subscribe(channel.to_string(), ack_tx));
+                (rx, Some(ack_rx))
+            }
+        };
+        let sub = Subscription {
+            waker: Arc::downgrade(self),
+            channel: channel.to_string(),
+            rx,
+        };
+        if let Some(ack) = ack {
+            let limit = Instant::now() + self.response_timeout.max(self.connect_timeout);
+            let _ = tokio::time::timeout_at(deadline.min(limit), ack).await;
+        } else {
+            // Someone else's subscribe may still be in flight: give it the same chance.
+            let limit = Instant::now() + self.response_timeout;
+            let mut probe = sub.rx.clone();
+            let _ = tokio::time::timeout_at(deadline.min(limit), async {
+                while !sub.is_confirmed() {
+                    if probe.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        sub
+    }
+
+    fn command(self: &Arc<Self>, st: &mut State, cmd: Cmd) {
+        let tx = st.cmd_tx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.handle.spawn(run(Arc::downgrade(self), rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(cmd)) = tx.send(cmd) {
+            // The task ended (it never should while the waker lives); start a new one.
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.handle.spawn(run(Arc::downgrade(self), rx));
+            let _ = tx.send(cmd);
+            st.cmd_tx = Some(tx);
+        }
+    }
+
+    /// Wake local waiters of `channel` (a release made by this client freed the lock).
+    pub(crate) fn notify_local(&self, channel: &str) {
+        let st = self.lock();
+        if let Some(chan) = st.channels.get(channel) {
+            chan.tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn bump(&self, channel: &str) {
+        self.notify_local(channel);
+    }
+
+    fn bump_all(&self, confirmed: bool) {
+        let mut st = self.lock();
+        for chan in st.channels.values_mut() {
+            chan.confirmed = confirmed;
+            chan.tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn set_confirmed(&self, channel: &str) {
+        let mut st = self.lock();
+        if let Some(chan) = st.channels.get_mut(channel) {
+            chan.confirmed = true;
+            // Wake anyone waiting for the confirmation itself.
+            chan.tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn live_channels(&self) -> Vec<String> {
+        self.lock().channels.keys().cloned().collect()
+    }
+
+    fn is_live(&self, channel: &str) -> bool {
+        self.lock().channels.contains_key(channel)
+    }
+}
+
+/// One waiter's interest in a channel; dropping it may unsubscribe.
+pub(crate) struct Subscription {
+    waker: Weak<Waker>,
+    channel: String,
+    rx: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The current version; compare with [`changed_since`](Self::changed_since).
+    pub(crate) fn version(&self) -> u64 {
+        *self.rx.borrow()
+    }
+
+    /// Whether the server confirmed the subscription (so releases will be announced).
+    pub(crate) fn is_confirmed(&self) -> bool {
+        self.waker.upgrade().is_some_and(|w| {
+            w.lock()
+                .channels
+                .get(&self.channel)
+                .is_some_and(|c| c.confirmed)
+        })
+    }
+
+    /// Resolve once the version differs from `seen`.
+    pub(crate) async fn changed_since(&mut self, seen: u64) {
+        loop {
+            if *self.rx.borrow_and_update() != seen {
+                return;
+            }
+            if self.rx.changed().await.is_err() {
+                // The waker is gone; never resolve (the caller's timers decide).
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(waker) = self.waker.upgrade() else {
+            return;
+        };
+        let mut st = waker.lock();
+        let last = match st.channels.get_mut(&self.channel) {
+            Some(chan) => {
+                chan.refs -= 1;
+                chan.refs == 0
+            }
+            None => false,
+        };
+        if last {
+            st.channels.remove(&self.channel);
+            waker.command(&mut st, Cmd::Unsubscribe(self.channel.clone()));
+        }
+    }
+}
+
+/// The pub/sub task: owns the connection, applies (un)subscriptions, bumps versions.
+async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let Some(w) = waker.upgrade() else { return };
+        let (client, ct, rt) = (w.client.clone(), w.connect_timeout, w.response_timeout);
+        drop(w);
+        let pubsub = match timeout(ct, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "leasehold pub/sub connection failed");
+                None
+            }
+            Err(_) => None,
+        };
+        let Some(pubsub) = pubsub else {
+            // Wait out the backoff, still draining commands (their acks report failure).
+            let until = Instant::now() + backoff;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        None => return,
+                        Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(false); }
+                        Some(Cmd::Unsubscribe(_)) => {}
+                    },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+            continue;
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let live = match waker.upgrade() {
+            Some(w) => w.live_channels(),
+            None => return,
+        };
+        if !live.is_empty() {
+            match timeout(rt, sink.subscribe(&live)).await {
+                Ok(Ok(())) => {
+                    if let Some(w) = waker.upgrade() {
+                        // Releases may have been missed while disconnected: wake everyone.
+                        for ch in &live {
+                            w.set_confirmed(ch);
+                        }
+                    }
+                }
+                _ => continue,
+            }
+        }
+        backoff = Duration::from_millis(20);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Subscribe(ch, ack)) => {
+                        let ok = matches!(timeout(rt, sink.subscribe(&ch)).await, Ok(Ok(())));
+                        if ok {
+                            if let Some(w) = waker.upgrade() { w.set_confirmed(&ch); }
+                        }
+                        let _ = ack.send(ok);
+                        if !ok { break; }
+                    }
+                    Some(Cmd::Unsubscribe(ch)) => {
+                        let still_live = waker.upgrade().is_some_and(|w| w.is_live(&ch));
+                        if !still_live && timeout(rt, sink.unsubscribe(&ch)).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        if let Some(w) = waker.upgrade() { w.bump(msg.get_channel_name()); }
+                    }
+                    None => break,
+                },
+            }
+        }
+        tracing::debug!("leasehold pub/sub connection lost; reconnecting");
+        match waker.upgrade() {
+            Some(w) => w.bump_all(false),
+            None => return,
+        }
+        sleep(backoff).await;
+    }
+}
