@@ -135,18 +135,16 @@ impl ClientBuilder {
             )));
         }
         let info = parse_url(&self.url, self.username, self.password)?;
-        let redis_client = redis::Client::open(info).map_err(|e| {
+        let unusable = |e: redis::RedisError| {
             Error::invalid(format!(
                 "cannot use Redis URL {}: {}",
                 redact_url(&self.url),
                 e.detail().unwrap_or("unsupported settings")
             ))
-        })?;
-        let conn = Connector::new(
-            redis_client.clone(),
-            self.connect_timeout,
-            self.response_timeout,
-        );
+        };
+        let redis_client = redis::Client::open(info.clone()).map_err(unusable)?;
+        let conn =
+            Connector::new(info, self.connect_timeout, self.response_timeout).map_err(unusable)?;
         let waker = Waker::new(
             redis_client,
             self.connect_timeout,

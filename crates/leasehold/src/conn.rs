@@ -8,7 +8,8 @@
 //! reply that is merely late would otherwise be matched to the next command. No command
 //! is ever re-sent here; retrying is the caller's decision (only idempotent scripts are).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -50,11 +51,24 @@ impl Failure {
 struct Slot {
     generation: u64,
     con: Option<MultiplexedConnection>,
+    /// Set by redis-rs's disconnection notice: the connection's driver has ended, so a
+    /// command sent on it would fail without being written.
+    dead: Arc<AtomicBool>,
+}
+
+/// Whether a connection error means the server does not know `HELLO 3`.
+fn speaks_no_resp3(e: &RedisError) -> bool {
+    let text = e.to_string();
+    is_server_reply(e)
+        && (text.contains("HELLO") || text.contains("unknown command") || text.contains("NOPROTO"))
 }
 
 /// Hands out the current connection, connecting on demand.
 pub(crate) struct Connector {
+    /// RESP3 when the server speaks it (disconnection notices need it), else RESP2.
     client: redis::Client,
+    resp2_client: redis::Client,
+    resp2_only: AtomicBool,
     connect_timeout: Duration,
     response_timeout: Duration,
     slot: Mutex<Slot>,
@@ -63,20 +77,29 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(
-        client: redis::Client,
+        info: redis::ConnectionInfo,
         connect_timeout: Duration,
         response_timeout: Duration,
-    ) -> Self {
-        Connector {
+    ) -> redis::RedisResult<Self> {
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.clone().set_redis_settings(resp3))?;
+        let resp2_client = redis::Client::open(info)?;
+        Ok(Connector {
             client,
+            resp2_client,
+            resp2_only: AtomicBool::new(false),
             connect_timeout,
             response_timeout,
             slot: Mutex::new(Slot {
                 generation: 0,
                 con: None,
+                dead: Arc::new(AtomicBool::new(true)),
             }),
             connecting: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -89,6 +112,9 @@ impl Connector {
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.dead.load(Ordering::Acquire) {
+            return None;
+        }
         slot.con.clone().map(|c| (slot.generation, c))
     }
 
@@ -104,27 +130,55 @@ impl Connector {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(wait))
-            .set_response_timeout(None);
-        let con = match timeout(
-            wait,
-            self.client.get_multiplexed_async_connection_with_config(&cfg),
-        )
-        .await
-        {
-            Ok(Ok(con)) => con,
-            Ok(Err(e)) => {
-                // Authentication and similar refusals come back as server replies; the
-                // command itself was still never sent.
-                return Err(Failure::NotSent(Some(e)));
+        let dead = Arc::new(AtomicBool::new(false));
+        let con = if self.resp2_only.load(Ordering::Relaxed) {
+            self.open(&self.resp2_client, wait, None).await?
+        } else {
+            match self.open(&self.client, wait, Some(dead.clone())).await {
+                Err(Failure::NotSent(Some(e))) if speaks_no_resp3(&e) => {
+                    // A server without HELLO 3: plain RESP2, without disconnection notices.
+                    self.resp2_only.store(true, Ordering::Relaxed);
+                    self.open(&self.resp2_client, wait, None).await?
+                }
+                other => other?,
             }
-            Err(_) => return Err(Failure::NotSent(None)),
         };
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generation += 1;
         slot.con = Some(con.clone());
+        slot.dead = dead;
         Ok((slot.generation, con))
+    }
+
+    async fn open(
+        &self,
+        client: &redis::Client,
+        wait: Duration,
+        dead: Option<Arc<AtomicBool>>,
+    ) -> Result<MultiplexedConnection, Failure> {
+        let mut cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(wait))
+            .set_response_timeout(None);
+        if let Some(flag) = dead {
+            cfg = cfg.set_push_sender(move |info: redis::PushInfo| {
+                if info.kind == redis::PushKind::Disconnection {
+                    flag.store(true, Ordering::Release);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        match timeout(
+            wait,
+            client.get_multiplexed_async_connection_with_config(&cfg),
+        )
+        .await
+        {
+            Ok(Ok(con)) => Ok(con),
+            // Authentication and similar refusals come back as server replies; the command
+            // itself was still never sent.
+            Ok(Err(e)) => Err(Failure::NotSent(Some(e))),
+            Err(_) => Err(Failure::NotSent(None)),
+        }
     }
 
     /// Forget the connection of `generation` (if it is still the current one).

@@ -90,7 +90,10 @@ mod tests {
     fn bad_names_are_rejected_with_a_reason() {
         assert!(validate_name("").unwrap_err().to_string().contains("empty"));
         let long = "x".repeat(MAX_NAME_LEN + 1);
-        assert!(validate_name(&long).unwrap_err().to_string().contains("at most"));
+        assert!(validate_name(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most"));
         assert!(validate_name("a{b}").unwrap_err().is_invalid_input());
         assert!(validate_name("a\nb").unwrap_err().is_invalid_input());
         assert!(validate_name("jobs/nightly-report").is_ok());

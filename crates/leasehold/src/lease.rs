@@ -42,7 +42,11 @@ pub(crate) fn validate_ttl(ttl: Duration) -> crate::Result<()> {
 /// Milliseconds for Redis, rounded up so a lease is never shorter than asked.
 pub(crate) fn millis(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let ms = if d.as_nanos() % 1_000_000 != 0 { ms + 1 } else { ms };
+    let ms = if d.as_nanos() % 1_000_000 != 0 {
+        ms + 1
+    } else {
+        ms
+    };
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 

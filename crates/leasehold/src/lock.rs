@@ -192,7 +192,10 @@ impl Lock {
                     Err(_) => {
                         return Err(Error::new(
                             ErrorKind::Contended,
-                            format!("lock {:?} is wanted by another task of this client", self.name),
+                            format!(
+                                "lock {:?} is wanted by another task of this client",
+                                self.name
+                            ),
                         ))
                     }
                 }
@@ -275,7 +278,11 @@ impl Lock {
                     };
                     let pause = fallback_delay(pttl, s.is_confirmed(), &mut backoff);
                     let wake = (now + pause).min(deadline);
-                    tracing::trace!(pttl, pause_us = pause.as_micros() as u64, "waiting for a release");
+                    tracing::trace!(
+                        pttl,
+                        pause_us = pause.as_micros() as u64,
+                        "waiting for a release"
+                    );
                     let seen = seen.unwrap_or_default();
                     tokio::select! {
                         _ = s.changed_since(seen) => {}
@@ -325,7 +332,9 @@ impl Lock {
                     format!("lock {:?}: {failure}", self.name),
                 ));
             }
-            let budget = resolve_by.saturating_duration_since(now).max(Duration::from_millis(1));
+            let budget = resolve_by
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             let sent_at = Instant::now();
             first_send.get_or_insert(sent_at);
             pending.armed = true;
@@ -435,7 +444,10 @@ fn jitter(d: Duration) -> Duration {
 
 /// How long a waiter sleeps when nothing wakes it.
 fn fallback_delay(pttl: i64, confirmed: bool, backoff: &mut Duration) -> Duration {
-    let ttl_left = u64::try_from(pttl).ok().filter(|ms| *ms > 0).map(Duration::from_millis);
+    let ttl_left = u64::try_from(pttl)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
     match ttl_left {
         // Releases are announced; only expiry is not: sleep until the lease runs out.
         Some(left) if confirmed => jitter(left + Duration::from_millis(1)),
@@ -460,7 +472,10 @@ mod tests {
     fn confirmed_waiters_sleep_until_the_lease_runs_out() {
         let mut b = Duration::from_millis(5);
         let d = fallback_delay(5_000, true, &mut b);
-        assert!(d >= Duration::from_millis(5_001) && d <= Duration::from_millis(6_002), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(5_001) && d <= Duration::from_millis(6_002),
+            "{d:?}"
+        );
         assert_eq!(b, Duration::from_millis(5));
     }
 

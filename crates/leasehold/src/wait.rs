@@ -68,7 +68,11 @@ impl Waker {
     }
 
     /// Subscribe to `channel`, waiting for the server's confirmation until `deadline`.
-    pub(crate) async fn subscribe(self: &Arc<Self>, channel: &str, deadline: Instant) -> Subscription {
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        deadline: Instant,
+    ) -> Subscription {
         let (rx, ack) = {
             let mut st = self.lock();
             if let Some(chan) = st.channels.get_mut(channel) {
