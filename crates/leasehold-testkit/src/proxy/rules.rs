@@ -1,0 +1,363 @@
+//! Faults as data: a [`Rule`] pairs a [`Match`] on a command's arguments with
+//! the [`Verdict`] for that command's reply, optionally for only the first N
+//! matching commands.
+//!
+//! Invariants: rules are checked in insertion order and the first active rule
+//! that matches claims the command; claiming decrements the rule's remaining
+//! count atomically, so with concurrent connections a `first(n)` rule claims
+//! exactly `n` commands. A rule is active from [`FaultProxy::add_rule`] until
+//! its [`RuleGuard`] is dropped; a verdict already assigned to a command in
+//! flight still applies after that.
+//!
+//! [`FaultProxy::add_rule`]: super::FaultProxy::add_rule
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::Duration,
+};
+
+/// What happens to the reply of a command claimed by a rule. The command
+/// itself is always delivered to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the reply unchanged.
+    Pass,
+    /// Hold the reply for this long (from its arrival at the proxy) before
+    /// forwarding it; later replies on the same connection queue behind it,
+    /// as they would on a slow TCP path.
+    Delay(Duration),
+    /// Discard the reply silently; the connection stays open, so the client
+    /// only learns of it by timing out.
+    Drop,
+    /// Instead of delivering the reply, close the client connection with a
+    /// TCP RST, and close the upstream connection too.
+    Reset,
+}
+
+/// A predicate on a command's arguments (`args[0]` is the command name).
+#[derive(Clone)]
+pub struct Match(Predicate);
+
+/// A custom predicate on a command's arguments, for [`Match::custom`].
+pub type CommandPredicate = dyn Fn(&[Vec<u8>]) -> bool + Send + Sync;
+
+#[derive(Clone)]
+enum Predicate {
+    Any,
+    Command(Vec<u8>),
+    ArgContains(Vec<u8>),
+    Custom(Arc<CommandPredicate>),
+    All(Vec<Match>),
+}
+
+impl Match {
+    /// Every command, including the handshake clients send on connect
+    /// (`AUTH`, `HELLO`, `SELECT`, `CLIENT SETINFO`); prefer a narrower match
+    /// unless the fault should hit those too.
+    pub fn any() -> Self {
+        Self(Predicate::Any)
+    }
+
+    /// Commands whose name (first argument) equals `name`, ignoring ASCII case.
+    pub fn command(name: impl AsRef<[u8]>) -> Self {
+        Self(Predicate::Command(name.as_ref().to_vec()))
+    }
+
+    /// Commands with any argument (the name included) containing `needle`.
+    pub fn arg_contains(needle: impl AsRef<[u8]>) -> Self {
+        Self(Predicate::ArgContains(needle.as_ref().to_vec()))
+    }
+
+    /// Commands for which `predicate(args)` is true. It runs on the proxy's
+    /// connection task for every command, so it must be quick and must not
+    /// block or call back into the proxy.
+    pub fn custom(predicate: Arc<CommandPredicate>) -> Self {
+        Self(Predicate::Custom(predicate))
+    }
+
+    /// Commands matched by both `self` and `other`.
+    pub fn and(self, other: Match) -> Self {
+        match self.0 {
+            Predicate::All(mut all) => {
+                all.push(other);
+                Self(Predicate::All(all))
+            }
+            predicate => Self(Predicate::All(vec![Self(predicate), other])),
+        }
+    }
+
+    /// Whether the command with these arguments matches.
+    pub fn matches(&self, args: &[Vec<u8>]) -> bool {
+        match &self.0 {
+            Predicate::Any => true,
+            Predicate::Command(name) => args
+                .first()
+                .is_some_and(|first| first.eq_ignore_ascii_case(name)),
+            Predicate::ArgContains(needle) => args.iter().any(|arg| contains(arg, needle)),
+            Predicate::Custom(predicate) => predicate(args),
+            Predicate::All(all) => all.iter().all(|each| each.matches(args)),
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+impl fmt::Debug for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Predicate::Any => f.write_str("Match::any()"),
+            Predicate::Command(name) => {
+                write!(f, "Match::command({:?})", String::from_utf8_lossy(name))
+            }
+            Predicate::ArgContains(needle) => {
+                write!(
+                    f,
+                    "Match::arg_contains({:?})",
+                    String::from_utf8_lossy(needle)
+                )
+            }
+            Predicate::Custom(_) => f.write_str("Match::custom(..)"),
+            Predicate::All(all) => f.debug_list().entries(all).finish(),
+        }
+    }
+}
+
+/// A fault: the [`Verdict`] for the replies of commands that [`Match`],
+/// applied to the first `limit` of them (all of them if `None`), after which
+/// the rule is inert.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Which commands the rule claims.
+    pub matcher: Match,
+    /// What happens to a claimed command's reply.
+    pub verdict: Verdict,
+    /// How many commands the rule claims before it becomes inert.
+    pub limit: Option<usize>,
+}
+
+impl Rule {
+    /// Starts a rule for the replies to commands matching `matcher`.
+    pub fn reply_to(matcher: Match) -> RuleBuilder {
+        RuleBuilder {
+            matcher,
+            limit: None,
+        }
+    }
+}
+
+/// Builds a [`Rule`]: `Rule::reply_to(m).first(n).delay(d)`.
+#[derive(Debug, Clone)]
+#[must_use = "a RuleBuilder does nothing until a verdict turns it into a Rule"]
+pub struct RuleBuilder {
+    matcher: Match,
+    limit: Option<usize>,
+}
+
+impl RuleBuilder {
+    /// Applies the rule to the first `n` matching commands only.
+    pub fn first(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Replies pass unchanged (useful to shield commands from later rules).
+    pub fn pass(self) -> Rule {
+        self.verdict(Verdict::Pass)
+    }
+
+    /// Replies are held for `delay` before being forwarded.
+    pub fn delay(self, delay: Duration) -> Rule {
+        self.verdict(Verdict::Delay(delay))
+    }
+
+    /// Replies are discarded; the connection stays open.
+    pub fn drop(self) -> Rule {
+        self.verdict(Verdict::Drop)
+    }
+
+    /// The connection is reset instead of delivering the reply.
+    pub fn reset(self) -> Rule {
+        self.verdict(Verdict::Reset)
+    }
+
+    /// The rule with an explicit verdict.
+    pub fn verdict(self, verdict: Verdict) -> Rule {
+        Rule {
+            matcher: self.matcher,
+            verdict,
+            limit: self.limit,
+        }
+    }
+}
+
+/// A rule installed in a proxy, with its counters.
+#[derive(Debug)]
+pub(crate) struct ActiveRule {
+    id: u64,
+    rule: Rule,
+    remaining: Option<AtomicUsize>,
+    hits: AtomicUsize,
+}
+
+impl ActiveRule {
+    /// Claims one command if the rule still has budget.
+    fn try_claim(&self) -> bool {
+        let claimed = match &self.remaining {
+            None => true,
+            Some(remaining) => remaining
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok(),
+        };
+        if claimed {
+            self.hits.fetch_add(1, Ordering::AcqRel);
+        }
+        claimed
+    }
+}
+
+/// The ordered rules of one proxy.
+#[derive(Debug, Default)]
+pub(crate) struct RuleSet {
+    next_id: AtomicU64,
+    rules: Mutex<Vec<Arc<ActiveRule>>>,
+}
+
+impl RuleSet {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<ActiveRule>>> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Installs `rule` after the existing ones.
+    pub(crate) fn add(self: &Arc<Self>, rule: Rule) -> RuleGuard {
+        let active = Arc::new(ActiveRule {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            remaining: rule.limit.map(AtomicUsize::new),
+            rule,
+            hits: AtomicUsize::new(0),
+        });
+        self.lock().push(Arc::clone(&active));
+        RuleGuard {
+            rules: Arc::clone(self),
+            rule: active,
+        }
+    }
+
+    /// The verdict for a command: the first active matching rule claims it.
+    pub(crate) fn claim(&self, args: &[Vec<u8>]) -> Verdict {
+        let snapshot: Vec<Arc<ActiveRule>> = {
+            let rules = self.lock();
+            if rules.is_empty() {
+                return Verdict::Pass;
+            }
+            rules.clone()
+        };
+        snapshot
+            .iter()
+            .find(|active| active.rule.matcher.matches(args) && active.try_claim())
+            .map_or(Verdict::Pass, |active| active.rule.verdict)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|active| active.id != id);
+    }
+}
+
+/// Keeps a rule installed; dropping it removes the rule.
+#[must_use = "the rule is removed when the guard is dropped"]
+#[derive(Debug)]
+pub struct RuleGuard {
+    rules: Arc<RuleSet>,
+    rule: Arc<ActiveRule>,
+}
+
+impl RuleGuard {
+    /// How many commands the rule has claimed so far.
+    pub fn hits(&self) -> usize {
+        self.rule.hits.load(Ordering::Acquire)
+    }
+
+    /// The rule as installed.
+    pub fn rule(&self) -> &Rule {
+        &self.rule.rule
+    }
+}
+
+impl Drop for RuleGuard {
+    fn drop(&mut self) {
+        self.rules.remove(self.rule.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|word| word.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn matchers_match_what_their_names_say() {
+        let set = args(&["set", "lock:{a}", "token-1"]);
+        assert!(Match::any().matches(&set));
+        assert!(Match::command("SET").matches(&set));
+        assert!(!Match::command("SETNX").matches(&set));
+        assert!(Match::arg_contains(b"{a}").matches(&set));
+        assert!(!Match::arg_contains(b"{b}").matches(&set));
+        assert!(Match::custom(Arc::new(|args: &[Vec<u8>]| args.len() == 3)).matches(&set));
+        assert!(Match::command("set")
+            .and(Match::arg_contains("token"))
+            .matches(&set));
+        assert!(!Match::command("get")
+            .and(Match::arg_contains("token"))
+            .matches(&set));
+        assert!(!Match::command("SET").matches(&[]));
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_limits_are_counted() {
+        let rules = Arc::new(RuleSet::default());
+        let limited = rules.add(Rule::reply_to(Match::command("GET")).first(2).drop());
+        let fallback = rules.add(Rule::reply_to(Match::any()).reset());
+        let get = args(&["GET", "k"]);
+        assert_eq!(rules.claim(&get), Verdict::Drop);
+        assert_eq!(rules.claim(&get), Verdict::Drop);
+        assert_eq!(rules.claim(&get), Verdict::Reset);
+        assert_eq!(limited.hits(), 2);
+        assert_eq!(fallback.hits(), 1);
+        drop(fallback);
+        assert_eq!(rules.claim(&get), Verdict::Pass);
+        drop(limited);
+        assert!(rules.lock().is_empty());
+    }
+
+    #[test]
+    fn concurrent_claims_never_exceed_the_limit() {
+        let rules = Arc::new(RuleSet::default());
+        let guard = rules.add(Rule::reply_to(Match::any()).first(100).drop());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let rules = Arc::clone(&rules);
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| rules.claim(&[b"PING".to_vec()]) == Verdict::Drop)
+                        .count()
+                })
+            })
+            .collect();
+        let claimed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(claimed, 100);
+        assert_eq!(guard.hits(), 100);
+    }
+}
