@@ -1,1 +1,390 @@
-fn main(){}
+//! leasehold's benchmark: ratios against baselines measured in the same run.
+//!
+//! Starts its own redis-server (through the test kit) and prints a markdown table:
+//! (a) uncontended acquire+release cycles/s vs raw redis-rs running the same two scripts;
+//! (b) 64 tasks on distinct keys vs raw multiplexed EVALSHA and vs the `rslock` crate;
+//! (c) 8 contenders (separate clients) on one key: handoff to a different waiter in µs and
+//!     in raw round trips, the share of self-handoffs, and the longest single wait, beside
+//!     `rslock`'s retrying acquire.
+//! Each figure is the median over rounds; ratios are medians of per-round ratios.
+//!
+//! Run: `cargo bench -p leasehold --bench locks` (`LEASEHOLD_BENCH_SECS` = seconds per
+//! measurement, default 1; `LEASEHOLD_BENCH_ROUNDS`, default 5).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leasehold::scripts::{ACQUIRE_LUA, RELEASE_LUA};
+use leasehold_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
+use redis::Script;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+struct Raw {
+    con: MultiplexedConnection,
+    acquire: Arc<Script>,
+    release: Arc<Script>,
+}
+
+impl Raw {
+    async fn cycle(&mut self, key: &str, fence: &str, n: u64) {
+        let id = format!("{n:032x}");
+        let r: Vec<i64> = self
+            .acquire
+            .key(key)
+            .key(fence)
+            .arg(&id)
+            .arg(&id)
+            .arg(30_000)
+            .arg(0)
+            .invoke_async(&mut self.con)
+            .await
+            .expect("raw acquire");
+        assert_eq!(r[0], 1, "raw acquire must be uncontended");
+        let _: Vec<i64> = self
+            .release
+            .key(key)
+            .arg(&id)
+            .arg(&id)
+            .invoke_async(&mut self.con)
+            .await
+            .expect("raw release");
+    }
+}
+
+/// Run `tasks` copies of `body` for `secs`; total completed cycles per second.
+async fn throughput<F, Fut>(tasks: usize, dur: Duration, body: F) -> f64
+where
+    F: Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| tokio::spawn(body(t, stop.clone(), count.clone())))
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(dur).await;
+    let done = count.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    done as f64 / elapsed.as_secs_f64()
+}
+
+async fn ping_rtt_us(con: &mut MultiplexedConnection) -> f64 {
+    let mut samples = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(con).await.expect("PING");
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    median(&mut samples)
+}
+
+#[derive(Clone, Copy)]
+enum Ev {
+    ReleaseStart(usize, Instant),
+    Granted(usize, Instant, Duration),
+}
+
+struct ContentionStats {
+    handoffs: usize,
+    p50_us: f64,
+    p99_us: f64,
+    self_share: f64,
+    longest_wait_ms: f64,
+    acquisitions: usize,
+}
+
+fn analyse(events: &[Ev]) -> ContentionStats {
+    let mut last_release: Option<(usize, Instant)> = None;
+    let mut handoffs = Vec::new();
+    let mut selfs = 0usize;
+    let mut longest = Duration::ZERO;
+    let mut acquisitions = 0;
+    for ev in events {
+        match *ev {
+            Ev::ReleaseStart(who, t) => last_release = Some((who, t)),
+            Ev::Granted(who, t, waited) => {
+                acquisitions += 1;
+                longest = longest.max(waited);
+                if let Some((prev, rt)) = last_release.take() {
+                    if prev == who {
+                        selfs += 1;
+                    } else {
+                        handoffs.push(t.saturating_duration_since(rt).as_secs_f64() * 1e6);
+                    }
+                }
+            }
+        }
+    }
+    let total = handoffs.len() + selfs;
+    handoffs.sort_by(|a, b| a.total_cmp(b));
+    ContentionStats {
+        handoffs: handoffs.len(),
+        p50_us: percentile(&handoffs, 0.5),
+        p99_us: percentile(&handoffs, 0.99),
+        self_share: if total == 0 {
+            f64::NAN
+        } else {
+            selfs as f64 / total as f64
+        },
+        longest_wait_ms: longest.as_secs_f64() * 1e3,
+        acquisitions,
+    }
+}
+
+async fn contention_leasehold(url: &str, dur: Duration) -> ContentionStats {
+    let events = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for who in 0..8 {
+        let client = leasehold::Client::new(url).expect("client");
+        let lock = client
+            .lock("bench-contended")
+            .unwrap()
+            .ttl(Duration::from_secs(10))
+            .unwrap()
+            .wait(Duration::from_secs(30))
+            .unwrap();
+        let (events, stop) = (events.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let guard = lock.acquire().await.expect("acquire");
+                let now = Instant::now();
+                events
+                    .lock()
+                    .unwrap()
+                    .push(Ev::Granted(who, now, now - asked));
+                tokio::task::yield_now().await; // the critical section
+                events
+                    .lock()
+                    .unwrap()
+                    .push(Ev::ReleaseStart(who, Instant::now()));
+                guard.release().await.expect("release");
+            }
+            client.shutdown().await;
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let ev = events.lock().unwrap();
+    analyse(&ev)
+}
+
+async fn contention_rslock(url: &str, dur: Duration) -> ContentionStats {
+    let events = Arc::new(Mutex::new(Vec::with_capacity(10_000)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for who in 0..8 {
+        let lm = rslock::LockManager::new(vec![url.to_string()]);
+        let (events, stop) = (events.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let guard = lm
+                    .acquire(b"bench-rslock".as_slice(), Duration::from_secs(10))
+                    .await
+                    .expect("rslock acquire");
+                let now = Instant::now();
+                events
+                    .lock()
+                    .unwrap()
+                    .push(Ev::Granted(who, now, now - asked));
+                tokio::task::yield_now().await;
+                events
+                    .lock()
+                    .unwrap()
+                    .push(Ev::ReleaseStart(who, Instant::now()));
+                guard.release().await;
+            }
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    let ev = events.lock().unwrap();
+    analyse(&ev)
+}
+
+fn main() {
+    let secs = env_num("LEASEHOLD_BENCH_SECS", 1);
+    let rounds = env_num("LEASEHOLD_BENCH_ROUNDS", 5) as usize;
+    let dur = Duration::from_secs(secs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = RedisServer::start();
+    let url = server.url();
+    rt.block_on(async move {
+        let redis_client = redis::Client::open(url.as_str()).unwrap();
+        let mut con = redis_client.get_multiplexed_async_connection().await.unwrap();
+        let acquire = Arc::new(Script::new(ACQUIRE_LUA));
+        let release = Arc::new(Script::new(RELEASE_LUA));
+        let client = leasehold::Client::new(url.as_str()).unwrap();
+        let rtt_us = ping_rtt_us(&mut con).await;
+        eprintln!("raw PING round trip: median {rtt_us:.1} µs; {rounds} rounds × {secs} s per measurement");
+
+        // (a) uncontended, one task.
+        let (mut raw_a, mut lh_a, mut ratio_a) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let raw = throughput(1, dur, |_, stop, count| {
+                let mut raw = Raw { con: con.clone(), acquire: acquire.clone(), release: release.clone() };
+                async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        raw.cycle("leasehold:{bench-a-raw}", "leasehold:{bench-a-raw}:fence", n).await;
+                        n += 1;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+            let lh = throughput(1, dur, |_, stop, count| {
+                let lock = client.lock("bench-a").unwrap();
+                async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let g = lock.try_acquire().await.expect("uncontended");
+                        g.release().await.expect("release");
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+            eprintln!("(a) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s", round + 1);
+            raw_a.push(raw);
+            lh_a.push(lh);
+            ratio_a.push(lh / raw);
+        }
+
+        // (b) 64 tasks on distinct keys.
+        let (mut raw_b, mut lh_b, mut rs_b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ratio_b_raw, mut ratio_b_rs) = (Vec::new(), Vec::new());
+        let rs = Arc::new(rslock::LockManager::new(vec![url.clone()]));
+        for round in 0..rounds {
+            let raw = throughput(64, dur, |t, stop, count| {
+                let mut raw = Raw { con: con.clone(), acquire: acquire.clone(), release: release.clone() };
+                async move {
+                    let key = format!("leasehold:{{bench-b-raw-{t}}}");
+                    let fence = format!("{key}:fence");
+                    let mut n = (t as u64) << 40;
+                    while !stop.load(Ordering::Relaxed) {
+                        raw.cycle(&key, &fence, n).await;
+                        n += 1;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+            let lh = throughput(64, dur, |t, stop, count| {
+                let lock = client.lock(&format!("bench-b-{t}")).unwrap();
+                async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let g = lock.try_acquire().await.expect("uncontended");
+                        g.release().await.expect("release");
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+            let rsl = throughput(64, dur, |t, stop, count| {
+                let rs = rs.clone();
+                async move {
+                    let key = format!("bench-b-rslock-{t}");
+                    while !stop.load(Ordering::Relaxed) {
+                        let l = rs.lock(key.as_bytes(), Duration::from_secs(30)).await.expect("rslock lock");
+                        rs.unlock(&l).await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+            eprintln!("(b) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s, rslock {rsl:.0}/s", round + 1);
+            raw_b.push(raw);
+            lh_b.push(lh);
+            rs_b.push(rsl);
+            ratio_b_raw.push(lh / raw);
+            ratio_b_rs.push(lh / rsl);
+        }
+
+        // (c) contention: 8 separate clients on one key.
+        let cdur = Duration::from_secs(secs * 5);
+        let lc = contention_leasehold(&url, cdur).await;
+        eprintln!("(c) leasehold: {} acquisitions", lc.acquisitions);
+        let rc = contention_rslock(&url, cdur).await;
+        eprintln!("(c) rslock: {} acquisitions", rc.acquisitions);
+        client.shutdown().await;
+
+        println!("| measurement | leasehold | baseline | ratio | target |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| (a) uncontended acquire+release, 1 task | {:.0} cycles/s | raw redis-rs, same 2 scripts: {:.0} cycles/s | {:.2}× | ≥ 0.90× |",
+            median(&mut lh_a), median(&mut raw_a), median(&mut ratio_a)
+        );
+        println!(
+            "| (b) 64 tasks, distinct keys | {:.0} cycles/s | raw multiplexed EVALSHA: {:.0} cycles/s | {:.2}× | ≥ 0.80× |",
+            median(&mut lh_b.clone()), median(&mut raw_b), median(&mut ratio_b_raw)
+        );
+        println!(
+            "| (b) 64 tasks, distinct keys | {:.0} cycles/s | rslock 0.10: {:.0} cycles/s | {:.2}× | ≥ 1.0× |",
+            median(&mut lh_b), median(&mut rs_b), median(&mut ratio_b_rs)
+        );
+        println!(
+            "| (c) 8 contenders, handoff to another waiter p50 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | {:.2}× faster | ≤ 3 RTT |",
+            lc.p50_us, lc.p50_us / rtt_us, rc.p50_us, rc.p50_us / lc.p50_us
+        );
+        println!(
+            "| (c) handoff p99 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | | |",
+            lc.p99_us, lc.p99_us / rtt_us, rc.p99_us
+        );
+        println!(
+            "| (c) self-handoffs (same holder again) | {:.1}% of {} | rslock: {:.1}% of {} | | |",
+            lc.self_share * 100.0, lc.handoffs + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
+            rc.self_share * 100.0, rc.handoffs + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
+        );
+        println!(
+            "| (c) longest single wait over {} s | {:.1} ms | rslock: {:.1} ms | | ≤ 50 ms |",
+            cdur.as_secs(), lc.longest_wait_ms, rc.longest_wait_ms
+        );
+        println!(
+            "| (c) acquisitions in {} s | {} | rslock: {} | | |",
+            cdur.as_secs(), lc.acquisitions, rc.acquisitions
+        );
+        println!("\nraw PING round trip (median): {rtt_us:.1} µs");
+    });
+    drop(server);
+}

@@ -1,0 +1,90 @@
+//! Helpers shared by leasehold's integration tests: clients with short timeouts, polling
+//! with a deadline, and raw Redis inspection.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use leasehold::Client;
+use redis::AsyncCommands;
+
+/// A client with timeouts short enough for fault tests.
+pub fn client(url: &str) -> Client {
+    Client::builder(url)
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(250))
+        .build()
+        .expect("client")
+}
+
+/// Poll `check` every 5 ms until it returns true; panic with `what` after `limit`.
+pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// PTTL of a key through a direct connection (-2 = absent, -1 = no TTL).
+pub async fn pttl(con: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(con)
+        .await
+        .expect("PTTL")
+}
+
+/// Whether a key exists.
+pub async fn exists(con: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    con.exists(key).await.expect("EXISTS")
+}
+
+/// A hash field of the lock.
+pub async fn hget(
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    field: &str,
+) -> Option<String> {
+    con.hget(key, field).await.expect("HGET")
+}
+
+/// Calls of one command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+pub async fn command_calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reset `INFO commandstats`.
+pub async fn reset_stats(con: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(con)
+        .await
+        .expect("RESETSTAT");
+}
+
+/// The SHA1 of a leasehold script, for fault-proxy matchers.
+pub fn sha(script: &str) -> String {
+    redis::Script::new(script).get_hash().to_string()
+}

@@ -1,0 +1,289 @@
+//! Unknown outcomes and cancellation, through the fault proxy (seeds 000 and 004).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, exists, hget, poll_until, pttl, sha};
+use leasehold::scripts::ACQUIRE_LUA;
+use leasehold::{ErrorKind, ReleaseOutcome};
+use leasehold_testkit::{FaultProxy, Match, RedisServer, Rule};
+use rand::Rng;
+
+fn acquire_script() -> Match {
+    Match::command("EVALSHA").and(Match::arg_contains(sha(ACQUIRE_LUA)))
+}
+
+/// Load the scripts through `client` so later calls are plain EVALSHA.
+async fn warm_up(c: &leasehold::Client) {
+    c.lock("warm-up")
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_reply_to_acquire_still_grants_the_lock_once() {
+    // Seed 004: the first SET NX succeeded, its reply was lost, the retry saw the key and
+    // reported failure. Here the retry carries the same request id and gets the grant.
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let rule = proxy.add_rule(Rule::reply_to(acquire_script()).first(1).drop());
+    let lock = c.lock("seed004-drop").unwrap();
+    let guard = lock
+        .acquire()
+        .await
+        .expect("the caller must end up holding the lock");
+    assert_eq!(rule.hits(), 1, "the reply to the first acquire was dropped");
+    assert!(proxy.replies_dropped() >= 1);
+    assert_eq!(guard.hold_count(), 1);
+    assert_eq!(
+        hget(&mut con, lock.redis_key(), "count").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(
+        !exists(&mut con, lock.redis_key()).await,
+        "one release frees it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reply_to_acquire_still_grants_the_lock_once() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    // Longer than the 250 ms response timeout: the client gives up on that reply.
+    let _rule = proxy.add_rule(
+        Rule::reply_to(acquire_script())
+            .first(1)
+            .delay(Duration::from_millis(700)),
+    );
+    let lock = c.lock("seed004-late").unwrap();
+    let guard = lock
+        .try_acquire()
+        .await
+        .expect("granted despite the late reply");
+    assert_eq!(guard.hold_count(), 1);
+    assert_eq!(
+        hget(&mut con, lock.redis_key(), "count").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(!exists(&mut con, lock.redis_key()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_reset_after_acquire_was_delivered_still_grants_the_lock_once() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let rule = proxy.add_rule(Rule::reply_to(acquire_script()).first(1).reset());
+    let lock = c.lock("seed004-reset").unwrap();
+    let guard = lock.acquire().await.unwrap();
+    assert_eq!(rule.hits(), 1);
+    assert_eq!(guard.hold_count(), 1);
+    assert_eq!(
+        hget(&mut con, lock.redis_key(), "count").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(!exists(&mut con, lock.redis_key()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_acquire_is_ambiguous_and_its_grant_is_released() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let rule = proxy.add_rule(Rule::reply_to(acquire_script()).first(1_000).drop());
+    let lock = c
+        .lock("seed004-ambiguous")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = lock
+        .acquire_timeout(Duration::from_millis(600))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Ambiguous, "{err}");
+    assert!(err.is_ambiguous() && err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        rule.hits() >= 2,
+        "the same request was retried ({} sends)",
+        rule.hits()
+    );
+    // The grant did happen at the server; the background release must remove it.
+    let key = lock.redis_key().to_string();
+    poll_until(
+        Duration::from_secs(5),
+        "the possible grant to be released",
+        || {
+            let mut con = con.clone();
+            let key = key.clone();
+            async move { !exists(&mut con, &key).await }
+        },
+    )
+    .await;
+    drop(rule);
+    let g = lock.try_acquire().await.unwrap();
+    assert_eq!(g.hold_count(), 1);
+    g.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_acquires_under_latency_never_leave_a_key_without_ttl_or_unreleased() {
+    // Seed 000: SETNX then EXPIRE, the task killed in between, the key never expired.
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let _latency = proxy.add_rule(Rule::reply_to(Match::any()).delay(Duration::from_millis(3)));
+    let lock = c
+        .lock("seed000")
+        .unwrap()
+        .ttl(Duration::from_secs(20))
+        .unwrap();
+    let key = lock.redis_key().to_string();
+
+    // A watcher samples the key's PTTL continuously.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let mut con = server.async_connection().await;
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut samples = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && samples < 200_000 {
+                assert_ne!(pttl(&mut con, &key).await, -1, "a lock key without TTL");
+                samples += 1;
+            }
+            samples
+        })
+    };
+
+    let mut cancelled = 0;
+    let mut granted = 0;
+    for i in 0..150u32 {
+        let cut = Duration::from_micros(rand::rng().random_range(0..9_000));
+        match tokio::time::timeout(cut, lock.acquire()).await {
+            Err(_) => cancelled += 1,
+            Ok(Ok(guard)) => {
+                granted += 1;
+                // Cancel the release half-way too, on odd iterations.
+                if i % 2 == 1 {
+                    let _ = tokio::time::timeout(cut / 2, guard.release()).await;
+                } else {
+                    drop(guard);
+                }
+            }
+            Ok(Err(e)) => panic!("iteration {i}: {e}"),
+        }
+        assert_ne!(pttl(&mut con, &key).await, -1, "iteration {i}");
+        poll_until(
+            Duration::from_secs(5),
+            "background releases to finish",
+            || {
+                let n = c.pending_releases();
+                async move { n == 0 }
+            },
+        )
+        .await;
+        // Every grant, including those of cancelled acquires, has been released: the
+        // key is gone long before its 20 s TTL.
+        assert!(
+            !exists(&mut con, &key).await,
+            "iteration {i}: a grant outlived its acquire (cut {cut:?})"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = watcher.await.unwrap();
+    assert!(
+        cancelled > 10,
+        "the test must cancel acquires mid-flight ({cancelled})"
+    );
+    assert!(granted > 10, "and let some finish ({granted})");
+    assert!(samples > 100, "the watcher ran ({samples} samples)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_acquire_future_after_the_grant_releases_it() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    // The command reaches Redis (which grants) but its reply is held back; the caller
+    // gives up first.
+    let _slow = proxy.add_rule(
+        Rule::reply_to(acquire_script())
+            .first(1)
+            .delay(Duration::from_millis(200)),
+    );
+    let lock = c
+        .lock("dropped-future")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .unwrap();
+    let key = lock.redis_key().to_string();
+    let res = tokio::time::timeout(Duration::from_millis(50), lock.acquire()).await;
+    assert!(res.is_err(), "the acquire was cancelled");
+    // The server did grant: the lock's fencing counter was written.
+    let fence: Option<u64> = redis::cmd("GET")
+        .arg(lock.fence_key())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(fence.is_some(), "the acquire reached Redis and was granted");
+    c.shutdown().await;
+    assert!(
+        !exists(&mut con, &key).await,
+        "the cancelled acquire's grant was released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_times_out_as_unknown_and_recovers_on_a_new_one() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let lock = c.lock("stalled").unwrap();
+    let stall = proxy.stall();
+    let err = lock.try_acquire().await.unwrap_err();
+    assert!(err.is_ambiguous() || err.is_connection(), "{err}");
+    drop(stall);
+    poll_until(
+        Duration::from_secs(5),
+        "the possible grant to be released",
+        || {
+            let mut con = con.clone();
+            async move { !exists(&mut con, "leasehold:{stalled}").await }
+        },
+    )
+    .await;
+    let g = lock.try_acquire().await.unwrap();
+    assert_eq!(g.hold_count(), 1);
+    g.release().await.unwrap();
+}
