@@ -50,15 +50,24 @@ struct Raw {
 }
 
 impl Raw {
-    async fn cycle(&mut self, key: &str, fence: &str, n: u64) {
+    /// The same two scripts leasehold sends, with the same keys and arguments.
+    async fn cycle(&mut self, name: &str, n: u64) {
         let id = format!("{n:032x}");
+        let lock = format!("leasehold:{{{name}}}");
+        let (fence, queue) = (format!("{lock}:fence"), format!("{lock}:waiters"));
+        let (expiries, next) = (format!("{lock}:waiters:exp"), format!("{lock}:next"));
         let r: Vec<i64> = self
             .acquire
-            .key(key)
-            .key(fence)
+            .key(&lock)
+            .key(&fence)
+            .key(&queue)
+            .key(&expiries)
+            .key(&next)
             .arg(&id)
             .arg(&id)
             .arg(30_000)
+            .arg(0)
+            .arg(0)
             .arg(0)
             .invoke_async(&mut self.con)
             .await
@@ -66,9 +75,13 @@ impl Raw {
         assert_eq!(r[0], 1, "raw acquire must be uncontended");
         let _: Vec<i64> = self
             .release
-            .key(key)
+            .key(&lock)
+            .key(&queue)
+            .key(&expiries)
+            .key(&next)
             .arg(&id)
             .arg(&id)
+            .arg(100)
             .invoke_async(&mut self.con)
             .await
             .expect("raw release");
@@ -267,7 +280,7 @@ fn main() {
                 async move {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        raw.cycle("leasehold:{bench-a-raw}", "leasehold:{bench-a-raw}:fence", n).await;
+                        raw.cycle("bench-a-raw", n).await;
                         n += 1;
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -299,11 +312,10 @@ fn main() {
             let raw = throughput(64, dur, |t, stop, count| {
                 let mut raw = Raw { con: con.clone(), acquire: acquire.clone(), release: release.clone() };
                 async move {
-                    let key = format!("leasehold:{{bench-b-raw-{t}}}");
-                    let fence = format!("{key}:fence");
+                    let name = format!("bench-b-raw-{t}");
                     let mut n = (t as u64) << 40;
                     while !stop.load(Ordering::Relaxed) {
-                        raw.cycle(&key, &fence, n).await;
+                        raw.cycle(&name, n).await;
                         n += 1;
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -341,6 +353,12 @@ fn main() {
             ratio_b_rs.push(lh / rsl);
         }
 
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.unwrap();
+        for l in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_set:") || l.starts_with("cmdstat_eval")) {
+            eprintln!("{l}");
+        }
+        let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await.unwrap();
+        eprintln!("{}", cpu.replace("\r\n", " "));
         // (c) contention: 8 separate clients on one key.
         let cdur = Duration::from_secs(secs * 5);
         let lc = contention_leasehold(&url, cdur).await;

@@ -265,6 +265,7 @@ impl Drop for LockGuard {
             std::mem::take(&mut self.owner_id),
             std::mem::take(&mut self.req),
             self.ttl,
+            false,
         );
         self.inner.spawn_background(fut);
     }
@@ -283,7 +284,12 @@ async fn release_once(
     let mut last = None;
     while Instant::now() < resolve_by {
         let mut inv = inner.scripts.release.key(&keys.lock);
-        inv.arg(owner_id).arg(req);
+        inv.key(&keys.queue)
+            .key(&keys.expiries)
+            .key(&keys.next)
+            .arg(owner_id)
+            .arg(req)
+            .arg(crate::scripts::RESERVATION_MS);
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
             Ok(reply) => return Ok((reply.first().copied().unwrap_or(0), saw_unknown)),
@@ -302,14 +308,25 @@ async fn release_once(
 }
 
 /// Release one hold in the background: retried while the lease could still be alive.
+///
+/// With `recheck` (the grant of a cancelled or ambiguous acquire, whose command may still
+/// be on its way to Redis on an abandoned connection), a "nothing there" answer is checked
+/// again a few times (after 50 ms, 250 ms, 1 s and 3 s, within the lease).
 pub(crate) async fn release_in_background(
     inner: Arc<Inner>,
     keys: Arc<LockKeys>,
     owner_id: String,
     req: String,
     ttl: Duration,
+    recheck: bool,
 ) {
-    let give_up = Instant::now() + ttl.min(Duration::from_secs(30));
+    let started = Instant::now();
+    let give_up = started + ttl.min(Duration::from_secs(30));
+    let mut rechecks = if recheck {
+        &[50u64, 250, 1_000, 3_000][..]
+    } else {
+        &[][..]
+    };
     let mut pause = Duration::from_millis(20);
     loop {
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
@@ -319,6 +336,16 @@ pub(crate) async fn release_in_background(
                     inner.waker.notify_local(&keys.channel);
                 }
                 tracing::debug!(lock = %keys.lock, code, "background release");
+                if code == 0 {
+                    if let Some((first, rest)) = rechecks.split_first() {
+                        let at = started + Duration::from_millis(*first);
+                        if at < give_up {
+                            rechecks = rest;
+                            tokio::time::sleep_until(at).await;
+                            continue;
+                        }
+                    }
+                }
                 return;
             }
             Err(f) => {

@@ -20,8 +20,14 @@ pub(crate) struct LockKeys {
     pub lock: String,
     /// The fencing counter (no TTL; floored by server time).
     pub fence: String,
-    /// The channel on which release announces that the lock is free.
+    /// The channel on which release announces which waiter the free lock is handed to.
     pub channel: String,
+    /// The waiter queue: request id -> enqueue time (µs, server clock).
+    pub queue: String,
+    /// Waiter registration expiries: request id -> expiry (ms, server clock).
+    pub expiries: String,
+    /// The handoff reservation: the request id of the waiter a free lock is reserved for.
+    pub next: String,
 }
 
 impl LockKeys {
@@ -30,6 +36,9 @@ impl LockKeys {
         LockKeys {
             fence: format!("{lock}:fence"),
             channel: format!("{lock}:released"),
+            queue: format!("{lock}:waiters"),
+            expiries: format!("{lock}:waiters:exp"),
+            next: format!("{lock}:next"),
             lock,
         }
     }
@@ -84,6 +93,9 @@ mod tests {
         assert_eq!(k.lock, "leasehold:{orders:42}");
         assert_eq!(k.fence, "leasehold:{orders:42}:fence");
         assert_eq!(k.channel, "leasehold:{orders:42}:released");
+        for key in [&k.queue, &k.expiries, &k.next] {
+            assert!(key.starts_with("leasehold:{orders:42}:"), "{key}");
+        }
     }
 
     #[test]

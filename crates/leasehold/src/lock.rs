@@ -61,7 +61,10 @@ enum Attempt {
         sent_at: Instant,
     },
     Contended {
+        /// Remaining ms of the holder's lease, or of the reservation if `reserved`.
         pttl: i64,
+        /// The lock is free but reserved for the waiter it was handed to.
+        reserved: bool,
     },
 }
 
@@ -211,6 +214,13 @@ impl Lock {
             req: req.clone(),
             ttl: self.ttl,
             armed: false,
+            abandoned_connection: false,
+        };
+        let mut registration = Registration {
+            inner: inner.clone(),
+            keys: self.keys.clone(),
+            req: req.clone(),
+            active: false,
         };
         let mut sub = None;
         let mut backoff = Duration::from_millis(5);
@@ -223,8 +233,20 @@ impl Lock {
             let seen = sub.as_ref().map(crate::wait::Subscription::version);
             attempts += 1;
             let resolve_by = deadline.max(Instant::now() + 2 * inner.conn.response_timeout());
+            let wait_lease = if waiting {
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(500)
+            } else {
+                Duration::ZERO
+            };
             match self
-                .attempt(&owner_id, &req, reentrant, resolve_by, &mut pending)
+                .attempt(
+                    &owner_id,
+                    &req,
+                    reentrant,
+                    (wait_lease, registration.active),
+                    resolve_by,
+                    &mut pending,
+                )
                 .await?
             {
                 Attempt::Granted {
@@ -233,6 +255,8 @@ impl Lock {
                     sent_at,
                 } => {
                     pending.armed = false;
+                    // The script took the caller off the waiter queue.
+                    registration.active = false;
                     if let Some(o) = &self.owner {
                         o.add_hold(&hold_key);
                     }
@@ -258,14 +282,15 @@ impl Lock {
                         sent_at,
                     ));
                 }
-                Attempt::Contended { pttl } => {
+                Attempt::Contended { pttl, reserved } => {
                     if !waiting {
-                        tracing::debug!(outcome = "contended", pttl, "lock is held");
+                        tracing::debug!(outcome = "contended", pttl, reserved, "lock is held");
                         return Err(Error::new(
                             ErrorKind::Contended,
                             format!("lock {:?} is held by another owner", self.name),
                         ));
                     }
+                    registration.active = true;
                     let now = Instant::now();
                     if now >= deadline {
                         continue;
@@ -276,17 +301,36 @@ impl Lock {
                         sub = Some(inner.waker.subscribe(&self.keys.channel, deadline).await);
                         continue;
                     };
-                    let pause = fallback_delay(pttl, s.is_confirmed(), &mut backoff);
-                    let wake = (now + pause).min(deadline);
+                    let pause = if reserved {
+                        // Handed to another waiter: retry if it does not claim the lock.
+                        jitter(Duration::from_millis(
+                            u64::try_from(pttl.max(1)).unwrap_or(1),
+                        ))
+                    } else {
+                        fallback_delay(pttl, s.is_confirmed(), &mut backoff)
+                    };
+                    let mut wake = (now + pause).min(deadline);
                     tracing::trace!(
                         pttl,
+                        reserved,
                         pause_us = pause.as_micros() as u64,
                         "waiting for a release"
                     );
-                    let seen = seen.unwrap_or_default();
-                    tokio::select! {
-                        _ = s.changed_since(seen) => {}
-                        _ = sleep_until(wake) => {}
+                    let mut seen = seen.unwrap_or_default();
+                    loop {
+                        tokio::select! {
+                            _ = s.changed_since(seen) => {
+                                let (version, handed_to) = s.latest();
+                                seen = version;
+                                if handed_to.is_empty() || *handed_to == *req {
+                                    break;
+                                }
+                                // Handed to another waiter: retry only if it fails to claim.
+                                let grace = Duration::from_millis(crate::scripts::RESERVATION_MS);
+                                wake = (Instant::now() + jitter(grace)).min(deadline);
+                            }
+                            _ = sleep_until(wake) => break,
+                        }
                     }
                 }
             }
@@ -299,6 +343,7 @@ impl Lock {
         owner_id: &str,
         req: &str,
         reentrant: bool,
+        (wait_lease, queued): (Duration, bool),
         resolve_by: Instant,
         pending: &mut PendingGrant,
     ) -> Result<Attempt> {
@@ -338,12 +383,18 @@ impl Lock {
             let sent_at = Instant::now();
             first_send.get_or_insert(sent_at);
             pending.armed = true;
-            let mut inv = inner.scripts.acquire.key(&self.keys.lock);
-            inv.key(&self.keys.fence)
+            let k = &self.keys;
+            let mut inv = inner.scripts.acquire.key(&k.lock);
+            inv.key(&k.fence)
+                .key(&k.queue)
+                .key(&k.expiries)
+                .key(&k.next)
                 .arg(owner_id)
                 .arg(req)
                 .arg(ttl_ms)
-                .arg(if reentrant { 1 } else { 0 });
+                .arg(if reentrant { 1 } else { 0 })
+                .arg(millis(wait_lease))
+                .arg(if queued || maybe_applied { 1 } else { 0 });
             match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
                 Ok(reply) => {
                     return match reply.as_slice() {
@@ -352,9 +403,12 @@ impl Lock {
                             count: u32::try_from(*count).unwrap_or(u32::MAX),
                             sent_at: first_send.unwrap_or(sent_at),
                         }),
-                        [0, pttl, ..] => {
+                        [0, pttl, rest @ ..] => {
                             pending.armed = false;
-                            Ok(Attempt::Contended { pttl: *pttl })
+                            Ok(Attempt::Contended {
+                                pttl: *pttl,
+                                reserved: rest.first() == Some(&1),
+                            })
                         }
                         other => Err(Error::new(
                             ErrorKind::Server,
@@ -386,6 +440,7 @@ impl Lock {
                 }
                 Err(f @ Failure::Unknown(_)) => {
                     maybe_applied = true;
+                    pending.abandoned_connection = true;
                     tracing::warn!(
                         lock = %self.name,
                         outcome = "unknown",
@@ -408,6 +463,9 @@ struct PendingGrant {
     req: String,
     ttl: Duration,
     armed: bool,
+    /// A try went out on a connection that was then abandoned (its outcome unknown): that
+    /// command may still reach Redis after the release, so the release re-checks.
+    abandoned_connection: bool,
 }
 
 impl Drop for PendingGrant {
@@ -422,8 +480,43 @@ impl Drop for PendingGrant {
             std::mem::take(&mut self.owner_id),
             std::mem::take(&mut self.req),
             self.ttl,
+            self.abandoned_connection,
         );
         self.inner.spawn_background(fut);
+    }
+}
+
+/// A waiter's place in the lock's queue at the server. If the acquire ends without the
+/// grant (timed out, failed, cancelled), the place is given up in the background, and a
+/// lock already handed to this waiter is handed on.
+struct Registration {
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    req: String,
+    active: bool,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let inner = self.inner.clone();
+        let keys = self.keys.clone();
+        let req = std::mem::take(&mut self.req);
+        self.inner.spawn_background(async move {
+            let mut inv = inner.scripts.leave.key(&keys.lock);
+            inv.key(&keys.queue)
+                .key(&keys.expiries)
+                .key(&keys.next)
+                .arg(&req)
+                .arg(crate::scripts::RESERVATION_MS);
+            let budget = 2 * inner.conn.response_timeout();
+            if let Err(f) = inner.conn.eval::<i64>(&inv, budget).await {
+                // The place expires with its registration at the server anyway.
+                tracing::debug!(lock = %keys.lock, cause = %f.describe(), "leaving the waiter queue failed");
+            }
+        });
     }
 }
 

@@ -9,8 +9,20 @@ use redis::Script;
 
 /// Source of the acquire script.
 pub const ACQUIRE_LUA: &str = include_str!("scripts/acquire.lua");
-/// Source of the release script.
-pub const RELEASE_LUA: &str = include_str!("scripts/release.lua");
+/// Source of the release script (with the shared handoff function).
+pub const RELEASE_LUA: &str = concat!(
+    include_str!("scripts/handoff.lua"),
+    include_str!("scripts/release.lua")
+);
+/// Source of the leave script (with the shared handoff function).
+pub const LEAVE_LUA: &str = concat!(
+    include_str!("scripts/handoff.lua"),
+    include_str!("scripts/leave.lua")
+);
+
+/// How long a released lock stays reserved for the waiter it was handed to (ms). If that
+/// waiter does not claim it in time (it crashed, or gave up), anyone may take it.
+pub const RESERVATION_MS: u64 = 100;
 /// Source of the extend script.
 pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
 
@@ -19,6 +31,7 @@ pub(crate) struct Scripts {
     pub acquire: Script,
     pub release: Script,
     pub extend: Script,
+    pub leave: Script,
 }
 
 impl Scripts {
@@ -27,6 +40,7 @@ impl Scripts {
             acquire: Script::new(ACQUIRE_LUA),
             release: Script::new(RELEASE_LUA),
             extend: Script::new(EXTEND_LUA),
+            leave: Script::new(LEAVE_LUA),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Waking waiters: one shared pub/sub connection per client, plus local wake-ups.
 //!
+//! A release hands the free lock to the oldest live waiter and publishes that waiter's
+//! request id; waiters see the payload and only the named one retries at once (no
+//! thundering herd). An empty payload means "everyone retry".
+//!
 //! A waiter subscribes to its lock's `…:released` channel before it retries after
 //! contention, so a release that happens after its failed attempt is never missed: every
 //! message bumps a per-channel version, and a waiter compares the version it saw before the
@@ -24,8 +28,12 @@ enum Cmd {
     Unsubscribe(String),
 }
 
+/// A channel's state as waiters see it: a version bumped by every message, and the last
+/// message's payload (the request id the lock was handed to; empty = everyone retry).
+pub(crate) type Wake = (u64, Arc<str>);
+
 struct Chan {
-    tx: watch::Sender<u64>,
+    tx: watch::Sender<Wake>,
     refs: usize,
     confirmed: bool,
 }
@@ -79,7 +87,7 @@ impl Waker {
                 chan.refs += 1;
                 (chan.tx.subscribe(), None)
             } else {
-                let (tx, rx) = watch::channel(0u64);
+                let (tx, rx) = watch::channel((0u64, Arc::from("")));
                 st.channels.insert(
                     channel.to_string(),
                     Chan {
@@ -134,21 +142,21 @@ impl Waker {
 
     /// Wake local waiters of `channel` (a release made by this client freed the lock).
     pub(crate) fn notify_local(&self, channel: &str) {
-        let st = self.lock();
-        if let Some(chan) = st.channels.get(channel) {
-            chan.tx.send_modify(|v| *v += 1);
-        }
+        self.bump(channel, "");
     }
 
-    fn bump(&self, channel: &str) {
-        self.notify_local(channel);
+    fn bump(&self, channel: &str, payload: &str) {
+        let st = self.lock();
+        if let Some(chan) = st.channels.get(channel) {
+            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from(payload)));
+        }
     }
 
     fn bump_all(&self, confirmed: bool) {
         let mut st = self.lock();
         for chan in st.channels.values_mut() {
             chan.confirmed = confirmed;
-            chan.tx.send_modify(|v| *v += 1);
+            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
         }
     }
 
@@ -156,8 +164,9 @@ impl Waker {
         let mut st = self.lock();
         if let Some(chan) = st.channels.get_mut(channel) {
             chan.confirmed = true;
-            // Wake anyone waiting for the confirmation itself.
-            chan.tx.send_modify(|v| *v += 1);
+            // Wake anyone waiting for the confirmation itself (they retry: a release may
+            // have happened before the subscription).
+            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
         }
     }
 
@@ -174,13 +183,18 @@ impl Waker {
 pub(crate) struct Subscription {
     waker: Weak<Waker>,
     channel: String,
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<Wake>,
 }
 
 impl Subscription {
     /// The current version; compare with [`changed_since`](Self::changed_since).
     pub(crate) fn version(&self) -> u64 {
-        *self.rx.borrow()
+        self.rx.borrow().0
+    }
+
+    /// The current version and the last payload.
+    pub(crate) fn latest(&self) -> Wake {
+        self.rx.borrow().clone()
     }
 
     /// Whether the server confirmed the subscription (so releases will be announced).
@@ -196,7 +210,7 @@ impl Subscription {
     /// Resolve once the version differs from `seen`.
     pub(crate) async fn changed_since(&mut self, seen: u64) {
         loop {
-            if *self.rx.borrow_and_update() != seen {
+            if self.rx.borrow_and_update().0 != seen {
                 return;
             }
             if self.rx.changed().await.is_err() {
@@ -298,7 +312,10 @@ async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 },
                 msg = stream.next() => match msg {
                     Some(msg) => {
-                        if let Some(w) = waker.upgrade() { w.bump(msg.get_channel_name()); }
+                        if let Some(w) = waker.upgrade() {
+                            let payload: String = msg.get_payload().unwrap_or_default();
+                            w.bump(msg.get_channel_name(), &payload);
+                        }
                     }
                     None => break,
                 },

@@ -1,23 +1,56 @@
 -- leasehold acquire: grant, re-enter or report contention, in one atomic step.
--- KEYS[1] lock hash   KEYS[2] fencing counter
+-- KEYS[1] lock hash   KEYS[2] fencing counter   KEYS[3] waiter queue (zset: id -> enqueue time)
+-- KEYS[4] waiter expiries (zset: id -> expiry, ms)   KEYS[5] handoff reservation (string)
 -- ARGV[1] owner id    ARGV[2] request id   ARGV[3] lease ttl (ms)   ARGV[4] '1' = re-entrant owner
--- Returns {1, token, hold_count, pttl} when the caller holds the lock, {0, pttl} when another owner does.
-local lock, fence = KEYS[1], KEYS[2]
+-- ARGV[5] wait lease (ms): > 0 registers the caller as a waiter on contention, 0 = do not wait
+-- ARGV[6] '1' if this call may already be queued (a previous try was refused)
+-- Returns {1, token, hold_count, pttl} when the caller holds the lock,
+--         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
+--         for pttl more ms).
+local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local waitms, queued = tonumber(ARGV[5]), ARGV[6] == '1'
 local reqfield = 'r:' .. req
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Join the waiter queue (first come keeps its place) until now + waitms; every key keeps a TTL.
+local function enqueue()
+  if waitms <= 0 then return end
+  local now = now_us()
+  redis.call('ZADD', queue, 'NX', now, req)
+  redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
+  for _, k in ipairs({queue, expiries}) do
+    if redis.call('PTTL', k) < waitms then redis.call('PEXPIRE', k, waitms) end
+  end
+end
+
+local function dequeue()
+  if queued and redis.call('ZREM', queue, req) == 1 then redis.call('ZREM', expiries, req) end
+end
 
 local holder = redis.call('HGET', lock, 'owner')
 if not holder then
-  -- Free: issue a fencing token that beats both the counter and the server clock (microseconds),
-  -- so a lost or deleted counter can never make a token go backwards.
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local token = tonumber(redis.call('GET', fence) or '0') + 1
-  if token < now then token = now end
-  local tokstr = string.format('%.0f', token)
-  redis.call('SET', fence, tokstr)
-  redis.call('HSET', lock, 'owner', owner, 'token', tokstr, 'count', 1, reqfield, 1)
+  local reserved = redis.call('GET', nextkey)
+  if reserved and reserved ~= req then
+    -- Released to a waiter that has not claimed it yet: no barging past it.
+    enqueue()
+    return {0, redis.call('PTTL', nextkey), 1}
+  end
+  if reserved then redis.call('DEL', nextkey) end
+  -- Free: a fencing token above every earlier one. The counter is floored with the server
+  -- clock (µs) when it starts afresh, so losing it never makes a token go backwards.
+  local token = redis.call('INCR', fence)
+  if token == 1 then
+    token = now_us()
+    redis.call('SET', fence, string.format('%.0f', token))
+  end
+  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1)
   redis.call('PEXPIRE', lock, ttl)
+  dequeue()
   return {1, token, 1, ttl}
 end
 
@@ -26,7 +59,8 @@ if holder == owner then
   if redis.call('HEXISTS', lock, reqfield) == 1 then
     -- A retry of a request that was already granted: report the same grant, count it once.
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
-    return {1, tonumber(redis.call('HGET', lock, 'token')), tonumber(redis.call('HGET', lock, 'count')), pttl}
+    local h = redis.call('HMGET', lock, 'token', 'count')
+    return {1, tonumber(h[1]), tonumber(h[2]), pttl}
   end
   if reentrant then
     local count = redis.call('HINCRBY', lock, 'count', 1)
@@ -37,4 +71,5 @@ if holder == owner then
   end
 end
 
-return {0, redis.call('PTTL', lock)}
+enqueue()
+return {0, redis.call('PTTL', lock), 0}

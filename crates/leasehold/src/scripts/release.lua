@@ -1,22 +1,25 @@
 -- leasehold release: end one hold, checked against its owner and request id.
--- KEYS[1] lock hash
--- ARGV[1] owner id    ARGV[2] request id of the hold being released
--- Returns {1, 0} released and the lock is free (waiters were notified),
+-- KEYS[1] lock hash   KEYS[2] waiter queue   KEYS[3] waiter expiries   KEYS[4] handoff reservation
+-- ARGV[1] owner id    ARGV[2] request id of the hold being released   ARGV[3] reservation (ms)
+-- Returns {1, 0} released and the lock is free (the oldest live waiter was told),
 --         {2, n} released this hold, the owner still holds n,
 --         {0, 0} not held: expired (or this hold already ended),
 --         {-1, 0} held by another owner.
-local lock = KEYS[1]
-local owner, reqfield = ARGV[1], 'r:' .. ARGV[2]
+local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local owner, reqfield, reservems = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 
-local holder = redis.call('HGET', lock, 'owner')
-if not holder then return {0, 0} end
-if holder ~= owner then return {-1, 0} end
-if redis.call('HDEL', lock, reqfield) == 0 then return {0, 0} end
+local h = redis.call('HMGET', lock, 'owner', 'count', reqfield)
+if not h[1] then return {0, 0} end
+if h[1] ~= owner then return {-1, 0} end
+if not h[3] then return {0, 0} end
 
-local count = redis.call('HINCRBY', lock, 'count', -1)
-if count > 0 then return {2, count} end
+local count = tonumber(h[2]) - 1
+if count > 0 then
+  redis.call('HDEL', lock, reqfield)
+  redis.call('HSET', lock, 'count', count)
+  return {2, count}
+end
 
-local token = redis.call('HGET', lock, 'token')
 redis.call('DEL', lock)
-redis.call('PUBLISH', lock .. ':released', token)
+handoff(lock, queue, expiries, nextkey, reservems)
 return {1, 0}

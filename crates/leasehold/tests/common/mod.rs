@@ -88,3 +88,28 @@ pub async fn reset_stats(con: &mut redis::aio::MultiplexedConnection) {
 pub fn sha(script: &str) -> String {
     redis::Script::new(script).get_hash().to_string()
 }
+
+/// Every key of lock `name` except its fencing counter carries a TTL (invariant 1).
+pub async fn assert_every_key_has_a_ttl(con: &mut redis::aio::MultiplexedConnection, name: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("leasehold:{{{name}}}*"))
+        .query_async(con)
+        .await
+        .expect("KEYS");
+    for key in keys {
+        if key.ends_with(":fence") {
+            continue;
+        }
+        let ttl = pttl(con, &key).await;
+        assert!(ttl != -1, "{key} has no TTL");
+    }
+}
+
+/// Number of waiters queued at the server for lock `name`.
+pub async fn queued_waiters(con: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(format!("leasehold:{{{name}}}:waiters"))
+        .query_async(con)
+        .await
+        .expect("ZCARD")
+}
