@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{client, exists, hget, poll_until, pttl, sha};
 use leasehold::scripts::ACQUIRE_LUA;
 use leasehold::{ErrorKind, ReleaseOutcome};
-use leasehold_testkit::{FaultProxy, Match, RedisServer, Rule};
+use leasehold_testkit::{FaultProxy, Match, RedisServer, Rule, RuleBuilder};
 use rand::Rng;
 
 fn acquire_script() -> Match {
@@ -16,37 +16,29 @@ fn acquire_script() -> Match {
 
 /// Load the scripts through `client` so later calls are plain EVALSHA.
 async fn warm_up(c: &leasehold::Client) {
-    c.lock("warm-up")
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    common::acquire_and_release(c, "warm-up").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_reply_to_acquire_still_grants_the_lock_once() {
-    // Seed 004: the first SET NX succeeded, its reply was lost, the retry saw the key and
-    // reported failure. Here the retry carries the same request id and gets the grant.
+/// Apply `fault` to the reply of the first acquire command on lock `name`: the caller must
+/// still end up holding the lock, with hold count 1, and one release must free it.
+async fn assert_granted_once_despite(name: &str, fault: fn(RuleBuilder) -> Rule) {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let mut con = server.async_connection().await;
     let c = client(&proxy.url());
     warm_up(&c).await;
-    let rule = proxy.add_rule(Rule::reply_to(acquire_script()).first(1).drop());
-    let lock = c.lock("seed004-drop").unwrap();
+    let rule = proxy.add_rule(fault(Rule::reply_to(acquire_script()).first(1)));
+    let lock = c.lock(name).unwrap();
     let guard = lock
         .acquire()
         .await
         .expect("the caller must end up holding the lock");
-    assert_eq!(rule.hits(), 1, "the reply to the first acquire was dropped");
-    assert!(proxy.replies_dropped() >= 1);
+    assert_eq!(rule.hits(), 1, "the fault hit the first acquire");
     assert_eq!(guard.hold_count(), 1);
     assert_eq!(
         hget(&mut con, lock.redis_key(), "count").await.as_deref(),
-        Some("1")
+        Some("1"),
+        "the retry was not counted twice"
     );
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
     assert!(
@@ -56,50 +48,21 @@ async fn dropped_reply_to_acquire_still_grants_the_lock_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_reply_to_acquire_still_grants_the_lock_once() {
+    // Seed 004: the first SET NX succeeded, its reply was lost, the retry saw the key and
+    // reported failure. Here the retry carries the same request id and gets the grant.
+    assert_granted_once_despite("seed004-drop", RuleBuilder::drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_reply_to_acquire_still_grants_the_lock_once() {
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.addr()).await.unwrap();
-    let mut con = server.async_connection().await;
-    let c = client(&proxy.url());
-    warm_up(&c).await;
     // Longer than the 250 ms response timeout: the client gives up on that reply.
-    let _rule = proxy.add_rule(
-        Rule::reply_to(acquire_script())
-            .first(1)
-            .delay(Duration::from_millis(700)),
-    );
-    let lock = c.lock("seed004-late").unwrap();
-    let guard = lock
-        .try_acquire()
-        .await
-        .expect("granted despite the late reply");
-    assert_eq!(guard.hold_count(), 1);
-    assert_eq!(
-        hget(&mut con, lock.redis_key(), "count").await.as_deref(),
-        Some("1")
-    );
-    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
-    assert!(!exists(&mut con, lock.redis_key()).await);
+    assert_granted_once_despite("seed004-late", |r| r.delay(Duration::from_millis(700))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_reset_after_acquire_was_delivered_still_grants_the_lock_once() {
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.addr()).await.unwrap();
-    let mut con = server.async_connection().await;
-    let c = client(&proxy.url());
-    warm_up(&c).await;
-    let rule = proxy.add_rule(Rule::reply_to(acquire_script()).first(1).reset());
-    let lock = c.lock("seed004-reset").unwrap();
-    let guard = lock.acquire().await.unwrap();
-    assert_eq!(rule.hits(), 1);
-    assert_eq!(guard.hold_count(), 1);
-    assert_eq!(
-        hget(&mut con, lock.redis_key(), "count").await.as_deref(),
-        Some("1")
-    );
-    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
-    assert!(!exists(&mut con, lock.redis_key()).await);
+    assert_granted_once_despite("seed004-reset", RuleBuilder::reset).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,16 +97,7 @@ async fn unresolvable_acquire_is_ambiguous_and_its_grant_is_released() {
     );
     // The grant did happen at the server; the background release must remove it.
     let key = lock.redis_key().to_string();
-    poll_until(
-        Duration::from_secs(5),
-        "the possible grant to be released",
-        || {
-            let mut con = con.clone();
-            let key = key.clone();
-            async move { !exists(&mut con, &key).await }
-        },
-    )
-    .await;
+    common::wait_until_absent(&con, &key, "the possible grant to be released").await;
     drop(rule);
     let g = lock.try_acquire().await.unwrap();
     assert_eq!(g.hold_count(), 1);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, exists, hget, poll_until, pttl};
+use common::{client, exists, hget, pttl};
 use leasehold::{ErrorKind, NotHeldReason, Owner, ReleaseOutcome};
 use leasehold_testkit::RedisServer;
 
@@ -52,14 +52,7 @@ async fn try_acquire_on_a_held_lock_is_contended_and_changes_nothing() {
         Some("1")
     );
     held.release().await.unwrap();
-    b.lock("busy")
-        .unwrap()
-        .try_acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    common::take_and_release(&b, "busy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,12 +88,7 @@ async fn expired_holders_late_release_and_extend_do_not_touch_the_new_holder() {
         .unwrap();
     let guard_a = lock_a.acquire().await.unwrap();
     let key = lock_a.redis_key().to_string();
-    poll_until(Duration::from_secs(5), "A's lease to expire", || {
-        let mut con = con.clone();
-        let key = key.clone();
-        async move { !exists(&mut con, &key).await }
-    })
-    .await;
+    common::wait_until_absent(&con, &key, "A's lease to expire").await;
     assert!(guard_a.is_expired());
     let guard_b = b
         .lock("seed002")
@@ -143,12 +131,7 @@ async fn release_after_expiry_reports_expired() {
         .unwrap();
     let guard = lock.acquire().await.unwrap();
     let key = lock.redis_key().to_string();
-    poll_until(Duration::from_secs(5), "lease to expire", || {
-        let mut con = con.clone();
-        let key = key.clone();
-        async move { !exists(&mut con, &key).await }
-    })
-    .await;
+    common::wait_until_absent(&con, &key, "lease to expire").await;
     let err = guard.extend(Duration::from_secs(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotHeld(NotHeldReason::Expired));
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Expired);
@@ -255,15 +238,7 @@ async fn same_owner_reenters_with_the_same_token_and_the_last_release_frees() {
         .is_contended());
     assert_eq!(outer.release().await.unwrap(), ReleaseOutcome::Released);
     assert!(!exists(&mut con, lock.redis_key()).await);
-    other
-        .lock("reentrant")
-        .unwrap()
-        .try_acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    common::take_and_release(&other, "reentrant").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,28 +378,13 @@ async fn acl_user_and_password_from_the_url_or_the_builder() {
         .acl_user("locker", "s3cret-pw")
         .start();
     let c = client(&server.url());
-    c.lock("acl")
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    common::acquire_and_release(&c, "acl").await;
     let via_builder = leasehold::Client::builder(server.url_without_auth())
         .username("locker")
         .password("s3cret-pw")
         .build()
         .unwrap();
-    via_builder
-        .lock("acl")
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    common::acquire_and_release(&via_builder, "acl").await;
     let wrong = leasehold::Client::builder(server.url_without_auth())
         .username("locker")
         .password("wrong")

@@ -113,3 +113,25 @@ pub async fn queued_waiters(con: &mut redis::aio::MultiplexedConnection, name: &
         .await
         .expect("ZCARD")
 }
+
+/// Wait (polling, with a deadline) until `key` is gone.
+pub async fn wait_until_absent(con: &redis::aio::MultiplexedConnection, key: &str, what: &str) {
+    poll_until(Duration::from_secs(5), what, || {
+        let mut con = con.clone();
+        let key = key.to_string();
+        async move { !exists(&mut con, &key).await }
+    })
+    .await;
+}
+
+/// Take lock `name` without waiting and release it; panics unless both succeed.
+pub async fn take_and_release(c: &Client, name: &str) {
+    let guard = c.lock(name).unwrap().try_acquire().await.unwrap();
+    assert!(guard.release().await.unwrap().is_released());
+}
+
+/// Take lock `name` (waiting) and release it; panics unless both succeed.
+pub async fn acquire_and_release(c: &Client, name: &str) {
+    let guard = c.lock(name).unwrap().acquire().await.unwrap();
+    assert!(guard.release().await.unwrap().is_released());
+}
