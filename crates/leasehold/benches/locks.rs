@@ -69,6 +69,7 @@ impl Raw {
             .arg(0)
             .arg(0)
             .arg(0)
+            .arg(r#"{"host":"bench","pid":1}"#)
             .invoke_async(&mut self.con)
             .await
             .expect("raw acquire");

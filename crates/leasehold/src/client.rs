@@ -95,7 +95,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Lease length of locks that do not set their own (default 30 s).
+    /// Lease length of locks that do not fix their own (default 30 s); such leases are
+    /// renewed by the watchdog every third of it.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
         self
@@ -165,6 +166,7 @@ impl ClientBuilder {
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,
                 default_wait: self.default_wait,
+                renewer: Arc::new(crate::renew::Renewer::new()),
             }),
         })
     }
@@ -202,26 +204,50 @@ fn parse_url(
     Ok(info)
 }
 
-/// The URL with any password replaced by `***`, safe to print.
+/// The URL with any password replaced by `***`, safe to print: the password in the user
+/// part (which may itself contain `/` or `@`) and `pass=` / `password=` query parameters.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+        // Not a URL we can take apart: show it only if it cannot hide a password.
+        return if url.contains('@') || url.contains(':') || url.contains('=') {
+            "(hidden)".to_string()
+        } else {
+            url.to_string()
+        };
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://");
+    match before_query.rfind('@') {
         Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{}://{shown}{}", &url[..scheme_end], &rest[at..])
+            let userinfo = &before_query[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str("***"),
+            }
+            out.push_str(&before_query[at..]);
         }
-        None => url.to_string(),
+        None => out.push_str(before_query),
     }
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 pub(crate) struct Inner {
@@ -237,6 +263,13 @@ pub(crate) struct Inner {
     pub prefix: String,
     pub default_ttl: Duration,
     pub default_wait: Duration,
+    pub renewer: Arc<crate::renew::Renewer>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.renewer.client_dropped();
+    }
 }
 
 impl Inner {
@@ -369,6 +402,11 @@ impl Client {
         self.inner.tasks.wait().await;
     }
 
+    /// Counters of this client's renewal scheduler (the watchdog).
+    pub fn renewal_stats(&self) -> crate::RenewalStats {
+        self.inner.renewer.stats()
+    }
+
     /// The key prefix in use.
     pub fn key_prefix(&self) -> &str {
         &self.inner.prefix
@@ -402,6 +440,19 @@ mod tests {
         );
         assert_eq!(redact_url("rediss://:pw@h/"), "rediss://:***@h/");
         assert_eq!(redact_url("redis://h:1/"), "redis://h:1/");
+        assert_eq!(
+            redact_url("redis://default:ab/SECRET+=@host:6379/0"),
+            "redis://default:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=SECRET"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("unix:///s.sock?user=u&password=SECRET"),
+            "unix:///s.sock?user=u&password=***"
+        );
+        assert_eq!(redact_url("u:SECRET@host"), "(hidden)");
     }
 
     #[tokio::test]

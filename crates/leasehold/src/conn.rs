@@ -1,12 +1,22 @@
 //! The command connection: one multiplexed connection per client, replaced when its state
-//! is unknown.
+//! is unknown, and fenced off at the server before anything else is sent.
 //!
 //! Every command runs under a response timeout measured here (not by redis-rs), and a
 //! failure is classified by what it means for the command: never sent (connecting
-//! failed), outcome unknown (timeout or a connection that broke after sending), or a
-//! server error reply. After an unknown outcome the connection is discarded, because a
-//! reply that is merely late would otherwise be matched to the next command. No command
-//! is ever re-sent here; retrying is the caller's decision (only idempotent scripts are).
+//! failed, or the server answered "not now": `LOADING`, `BUSY`, `TRYAGAIN`,
+//! `MASTERDOWN`), outcome unknown (timeout or a connection that broke after sending), or
+//! a server error reply. After an unknown outcome the connection is discarded, because a
+//! reply that is merely late would otherwise be matched to the next command.
+//!
+//! A discarded connection may still carry a command on its way to Redis (in a kernel
+//! buffer, a proxy, the network). Before the next command is sent on a new connection,
+//! the old one is closed at the server with `CLIENT KILL ID` (its id is learned when it
+//! connects): from then on, what the old connection carried has either run already or
+//! never will, so a retry or a release can no longer be overtaken by it. If the ACL user
+//! may not run `CLIENT KILL`, this fencing is skipped (see [`Connector::can_fence`]).
+//!
+//! No command is ever re-sent here; retrying is the caller's decision (only idempotent
+//! scripts are).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,24 +24,28 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use crate::error::is_server_reply;
 
 /// Why a command did not produce a reply.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The command was never sent: connecting failed.
+    /// The command was never sent, or the server refused it before running it.
     NotSent(Option<RedisError>),
     /// The command may have been applied: it timed out or the connection broke.
     Unknown(Option<RedisError>),
-    /// Redis answered with an error reply; a script that errors has no effect.
+    /// Redis answered with an error reply; a script that errors has no effect beyond the
+    /// writes it made before the error.
     Server(RedisError),
 }
 
 impl Failure {
     pub(crate) fn describe(&self) -> String {
         match self {
+            Failure::NotSent(Some(e)) if is_server_reply(e) => {
+                format!("Redis could not run the command now: {e}")
+            }
             Failure::NotSent(Some(e)) => format!("could not connect to Redis: {e}"),
             Failure::NotSent(None) => "could not connect to Redis in time".to_string(),
             Failure::Unknown(Some(e)) => format!("connection broke before the reply: {e}"),
@@ -48,19 +62,22 @@ impl Failure {
     }
 }
 
+/// Server errors that mean "not executed, try again".
+fn is_transient_server_error(e: &RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+    )
+}
+
 struct Slot {
     generation: u64,
     con: Option<MultiplexedConnection>,
+    /// The server's id for this connection (`CLIENT ID`), for fencing it off later.
+    client_id: Option<i64>,
     /// Set by redis-rs's disconnection notice: the connection's driver has ended, so a
     /// command sent on it would fail without being written.
     dead: Arc<AtomicBool>,
-}
-
-/// Whether a connection error means the server does not know `HELLO 3`.
-fn speaks_no_resp3(e: &RedisError) -> bool {
-    let text = e.to_string();
-    is_server_reply(e)
-        && (text.contains("HELLO") || text.contains("unknown command") || text.contains("NOPROTO"))
 }
 
 /// Hands out the current connection, connecting on demand.
@@ -72,6 +89,9 @@ pub(crate) struct Connector {
     connect_timeout: Duration,
     response_timeout: Duration,
     slot: Mutex<Slot>,
+    /// Ids of discarded connections still to be closed at the server.
+    to_fence: Mutex<Vec<i64>>,
+    fencing_denied: AtomicBool,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -96,8 +116,11 @@ impl Connector {
             slot: Mutex::new(Slot {
                 generation: 0,
                 con: None,
+                client_id: None,
                 dead: Arc::new(AtomicBool::new(true)),
             }),
+            to_fence: Mutex::new(Vec::new()),
+            fencing_denied: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
         })
     }
@@ -110,12 +133,25 @@ impl Connector {
         self.response_timeout
     }
 
+    /// Whether discarded connections are closed at the server before the next command
+    /// (false when the ACL user may not run `CLIENT KILL`).
+    pub(crate) fn can_fence(&self) -> bool {
+        !self.fencing_denied.load(Ordering::Relaxed)
+    }
+
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.dead.load(Ordering::Acquire) {
-            return None;
+        let (generation, dead) = {
+            let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if !slot.dead.load(Ordering::Acquire) {
+                return slot.con.clone().map(|c| (slot.generation, c));
+            }
+            (slot.generation, slot.con.is_some())
+        };
+        if dead {
+            // The connection broke: what it carried may still reach Redis; fence it off.
+            self.invalidate(generation);
         }
-        slot.con.clone().map(|c| (slot.generation, c))
+        None
     }
 
     async fn connection(&self, budget: Duration) -> Result<(u64, MultiplexedConnection), Failure> {
@@ -130,8 +166,9 @@ impl Connector {
         if let Some(c) = self.current() {
             return Ok(c);
         }
+        let started = Instant::now();
         let dead = Arc::new(AtomicBool::new(false));
-        let con = if self.resp2_only.load(Ordering::Relaxed) {
+        let mut con = if self.resp2_only.load(Ordering::Relaxed) {
             self.open(&self.resp2_client, wait, None).await?
         } else {
             match self.open(&self.client, wait, Some(dead.clone())).await {
@@ -143,9 +180,23 @@ impl Connector {
                 other => other?,
             }
         };
+        let left = wait
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let client_id = match timeout(
+            left,
+            redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut con),
+        )
+        .await
+        {
+            Ok(Ok(id)) => Some(id),
+            Ok(Err(e)) if is_server_reply(&e) => None, // not allowed: no fencing for it
+            _ => return Err(Failure::NotSent(None)),
+        };
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generation += 1;
         slot.con = Some(con.clone());
+        slot.client_id = client_id;
         slot.dead = dead;
         Ok((slot.generation, con))
     }
@@ -181,11 +232,114 @@ impl Connector {
         }
     }
 
-    /// Forget the connection of `generation` (if it is still the current one).
+    /// Forget the connection of `generation` (if it is still the current one); it will be
+    /// closed at the server before the next command is sent.
     pub(crate) fn invalidate(&self, generation: u64) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.generation == generation {
+        if slot.generation == generation && slot.con.is_some() {
             slot.con = None;
+            if let Some(id) = slot.client_id.take() {
+                let mut fence = self.to_fence.lock().unwrap_or_else(|e| e.into_inner());
+                if fence.len() < 64 {
+                    fence.push(id);
+                }
+            }
+        }
+    }
+
+    /// Close discarded connections at the server, on `con`, before anything else is sent.
+    async fn fence_old(
+        &self,
+        generation: u64,
+        con: &mut MultiplexedConnection,
+        until: Instant,
+    ) -> Result<(), Failure> {
+        loop {
+            let Some(id) = self
+                .to_fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last()
+                .copied()
+            else {
+                return Ok(());
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            let reply = timeout(
+                left,
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query_async::<i64>(con),
+            )
+            .await;
+            match reply {
+                // Killed, or already gone (closed by the server after our side dropped it).
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_server_reply(&e) && e.code() == Some("NOPERM") => {
+                    if !self.fencing_denied.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("the Redis user may not run CLIENT KILL: a command on an abandoned connection cannot be fenced off; grant +client|kill for deterministic cleanup");
+                    }
+                    self.to_fence
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    return Ok(());
+                }
+                Ok(Err(e)) if is_server_reply(&e) => {} // "No such client": already gone
+                Ok(Err(e)) => {
+                    self.invalidate(generation);
+                    return Err(Failure::NotSent(Some(e)));
+                }
+                Err(_) => {
+                    self.invalidate(generation);
+                    return Err(Failure::NotSent(None));
+                }
+            }
+            self.to_fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|x| *x != id);
+        }
+    }
+
+    async fn ready(
+        &self,
+        budget: Duration,
+    ) -> Result<(u64, MultiplexedConnection, Instant), Failure> {
+        let until = Instant::now() + budget;
+        let (generation, mut con) = self.connection(budget).await?;
+        if !self
+            .to_fence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            self.fence_old(generation, &mut con, until).await?;
+        }
+        Ok((generation, con, until))
+    }
+
+    fn classify(
+        &self,
+        generation: u64,
+        result: Result<redis::RedisResult<impl Sized>, tokio::time::error::Elapsed>,
+    ) -> Option<Failure> {
+        match result {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if is_server_reply(&e) && is_transient_server_error(&e) => {
+                Some(Failure::NotSent(Some(e)))
+            }
+            Ok(Err(e)) if is_server_reply(&e) => Some(Failure::Server(e)),
+            Ok(Err(e)) => {
+                self.invalidate(generation);
+                Some(Failure::Unknown(Some(e)))
+            }
+            Err(_) => {
+                self.invalidate(generation);
+                Some(Failure::Unknown(None))
+            }
         }
     }
 
@@ -195,21 +349,13 @@ impl Connector {
         inv: &ScriptInvocation<'_>,
         budget: Duration,
     ) -> Result<T, Failure> {
-        let budget = budget.min(self.response_timeout);
-        let started = tokio::time::Instant::now();
-        let (generation, mut con) = self.connection(budget).await?;
-        let left = budget.saturating_sub(started.elapsed());
+        let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
+        let left = until.saturating_duration_since(Instant::now());
         match timeout(left, inv.invoke_async::<T>(&mut con)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if is_server_reply(&e) => Err(Failure::Server(e)),
-            Ok(Err(e)) => {
-                self.invalidate(generation);
-                Err(Failure::Unknown(Some(e)))
-            }
-            Err(_) => {
-                self.invalidate(generation);
-                Err(Failure::Unknown(None))
-            }
+            other => Err(self
+                .classify(generation, other)
+                .unwrap_or(Failure::Unknown(None))),
         }
     }
 
@@ -219,21 +365,20 @@ impl Connector {
         cmd: &redis::Cmd,
         budget: Duration,
     ) -> Result<T, Failure> {
-        let budget = budget.min(self.response_timeout);
-        let started = tokio::time::Instant::now();
-        let (generation, mut con) = self.connection(budget).await?;
-        let left = budget.saturating_sub(started.elapsed());
+        let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
+        let left = until.saturating_duration_since(Instant::now());
         match timeout(left, cmd.query_async::<T>(&mut con)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if is_server_reply(&e) => Err(Failure::Server(e)),
-            Ok(Err(e)) => {
-                self.invalidate(generation);
-                Err(Failure::Unknown(Some(e)))
-            }
-            Err(_) => {
-                self.invalidate(generation);
-                Err(Failure::Unknown(None))
-            }
+            other => Err(self
+                .classify(generation, other)
+                .unwrap_or(Failure::Unknown(None))),
         }
     }
+}
+
+/// Whether a connection error means the server does not know `HELLO 3`.
+fn speaks_no_resp3(e: &RedisError) -> bool {
+    let text = e.to_string();
+    is_server_reply(e)
+        && (text.contains("HELLO") || text.contains("unknown command") || text.contains("NOPROTO"))
 }

@@ -51,6 +51,8 @@ pub enum ErrorKind {
     Server,
     /// Invalid input, rejected before any I/O.
     InvalidInput,
+    /// The lease was lost while work ran under it (see [`Lock::run`](crate::Lock::run)).
+    LeaseLost(crate::LostReason),
     /// The client was shut down.
     Shutdown,
 }
@@ -178,6 +180,11 @@ impl Error {
                 | ErrorKind::Ambiguous
                 | ErrorKind::Connection
         )
+    }
+
+    /// The lease was lost while work ran under it.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self.kind, ErrorKind::LeaseLost(_))
     }
 
     /// The underlying redis-rs error, if any.

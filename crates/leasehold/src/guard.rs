@@ -6,7 +6,7 @@
 //! distinct outcomes (invariant 4). Dropping a guard releases in the background, tracked
 //! so that [`Client::shutdown`](crate::Client::shutdown) drains it (invariant 5).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,8 +15,10 @@ use crate::client::{failure_error, Inner};
 use crate::conn::Failure;
 use crate::error::{Error, NotHeldReason, Result};
 use crate::keys::LockKeys;
-use crate::lease::{millis, valid_until, validate_ttl};
+use crate::lease::{millis, validate_ttl};
 use crate::owner::Owner;
+use crate::renew::{LeaseState, LostReason};
+use tokio_util::sync::CancellationToken;
 
 /// What an explicit [`LockGuard::release`] found at the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,74 +45,64 @@ impl ReleaseOutcome {
 ///
 /// Owned (`Send + 'static`): move it into a spawned task freely. Dropping it releases the
 /// hold in the background; call [`release`](Self::release) to learn the outcome.
+///
+/// A guard learns when its lease is lost — a renewal was refused, or its local deadline
+/// passed without a confirmed renewal — through [`lost`](Self::lost) and
+/// [`cancellation_token`](Self::cancellation_token), never through a panic.
 #[must_use = "the lock is released in the background as soon as the guard is dropped"]
 pub struct LockGuard {
     inner: Arc<Inner>,
-    name: Arc<str>,
-    keys: Arc<LockKeys>,
-    owner_id: String,
+    state: Arc<LeaseState>,
     owner: Option<Owner>,
     hold_key: String,
-    req: String,
-    token: u64,
     count: u32,
-    ttl: Duration,
-    valid_until: Mutex<Instant>,
+    granted_at: Instant,
     done: bool,
 }
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockGuard")
-            .field("name", &self.name)
-            .field("fencing_token", &self.token)
+            .field("name", &self.state.name)
+            .field("fencing_token", &self.state.token)
             .field("hold_count", &self.count)
             .field("remaining", &self.remaining())
+            .field("auto_renew", &self.state.renew_every)
+            .field("lost", &self.state.lost_reason())
             .finish()
     }
 }
 
 impl LockGuard {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         inner: Arc<Inner>,
-        name: Arc<str>,
-        keys: Arc<LockKeys>,
-        owner_id: String,
+        state: Arc<LeaseState>,
         owner: Option<Owner>,
         hold_key: String,
-        req: String,
-        token: u64,
         count: u32,
-        ttl: Duration,
-        sent_at: Instant,
     ) -> Self {
+        inner.renewer.watch(&inner, state.clone());
         LockGuard {
             inner,
-            name,
-            keys,
-            owner_id,
+            state,
             owner,
             hold_key,
-            req,
-            token,
             count,
-            ttl,
-            valid_until: Mutex::new(valid_until(sent_at, ttl)),
+            granted_at: Instant::now(),
             done: false,
         }
     }
 
     /// The lock's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.state.name
     }
 
     /// The fencing token of this grant: strictly greater than that of every earlier grant
     /// of the same lock name. Pass it to the protected resource and have it refuse writes
     /// with a smaller token than it has seen. Unchanged on re-entry.
     pub fn fencing_token(&self) -> u64 {
-        self.token
+        self.state.token
     }
 
     /// The owner's hold count right after this hold was granted (1 unless re-entered).
@@ -120,33 +112,72 @@ impl LockGuard {
 
     /// The owner id stored with the lock.
     pub fn owner_id(&self) -> &str {
-        &self.owner_id
+        &self.state.owner_id
     }
 
-    /// The lease length this hold was granted (or last extended) with.
+    /// The lease length this hold was granted with (and is renewed to).
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.state.ttl
+    }
+
+    /// How often the watchdog renews this lease, or `None` if it is not renewed.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.state.renew_every
     }
 
     /// The local (monotonic) instant until which this holder may assume it holds the lock:
-    /// send time of the request that set the TTL, plus the TTL, minus drift
-    /// (1% of the TTL + 2 ms).
+    /// send time of the last confirmed request that set the TTL (acquire, renewal or
+    /// extend), plus the TTL, minus drift (1% of the TTL + 2 ms).
     pub fn valid_until(&self) -> std::time::Instant {
-        self.deadline().into_std()
+        self.state.valid_until().into_std()
     }
 
     /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
     pub fn remaining(&self) -> Duration {
-        self.deadline().saturating_duration_since(Instant::now())
+        self.state
+            .valid_until()
+            .saturating_duration_since(Instant::now())
     }
 
     /// Whether the local lease deadline has passed (the lock may now be someone else's).
     pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.deadline()
+        Instant::now() >= self.state.valid_until()
     }
 
-    fn deadline(&self) -> Instant {
-        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    /// Whether the lease has been declared lost; see [`lost`](Self::lost).
+    pub fn is_lost(&self) -> bool {
+        self.state.lost_reason().is_some()
+    }
+
+    /// Why the lease was lost, if it was.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.state.lost_reason()
+    }
+
+    /// Resolves when the lease is lost: a renewal was refused (the key is gone, the hold
+    /// ended, or another owner holds the lock) or the local deadline passed without a
+    /// confirmed renewal. It resolves no later than [`valid_until`](Self::valid_until), so
+    /// before Redis could grant the lock to anyone else. Any number of tasks may await it
+    /// (through [`lease`](Self::lease) handles).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes; dropping the future changes nothing.
+    pub async fn lost(&self) -> LostReason {
+        self.state.lost().await
+    }
+
+    /// A token cancelled when the lease is lost, or when this guard is released or
+    /// dropped. Hand it to work that must stop when the lock can no longer be relied on.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.state.cancellation_token()
+    }
+
+    /// A cheap, clonable view of this lease for other tasks: fencing token, deadline and
+    /// the loss signal.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            state: self.state.clone(),
+        }
     }
 
     /// Make the lease last at least `ttl` from now (it is never shortened).
@@ -162,33 +193,36 @@ impl LockGuard {
         validate_ttl(ttl)?;
         self.inner.check_open()?;
         let inner = &self.inner;
+        let st = &self.state;
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         let mut last: Option<Failure> = None;
         let mut first_send = None;
         while Instant::now() < resolve_by {
             let sent = Instant::now();
             first_send.get_or_insert(sent);
-            let mut inv = inner.scripts.extend.key(&self.keys.lock);
-            inv.arg(&self.owner_id).arg(&self.req).arg(millis(ttl));
+            let mut inv = inner.scripts.extend.key(&st.keys.lock);
+            inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
             match inner.conn.eval::<Vec<i64>>(&inv, resolve_by - sent).await {
                 Ok(reply) => {
                     let outcome = match reply.first() {
                         Some(1) => {
-                            let new = valid_until(first_send.unwrap_or(sent), ttl);
-                            let mut v = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
-                            if new > *v {
-                                *v = new;
-                            }
+                            st.confirm(first_send.unwrap_or(sent), ttl);
                             Ok(())
                         }
-                        Some(-1) => Err(Error::not_held(&self.name, NotHeldReason::HeldByOther)),
-                        _ => Err(Error::not_held(&self.name, NotHeldReason::Expired)),
+                        Some(-1) => {
+                            st.lose(LostReason::HeldByOther);
+                            Err(Error::not_held(&st.name, NotHeldReason::HeldByOther))
+                        }
+                        _ => {
+                            st.lose(LostReason::Expired);
+                            Err(Error::not_held(&st.name, NotHeldReason::Expired))
+                        }
                     };
-                    tracing::debug!(lock = %self.name, ok = outcome.is_ok(), "extend");
+                    tracing::debug!(lock = %st.name, ok = outcome.is_ok(), "extend");
                     return outcome;
                 }
                 Err(Failure::Server(e)) => {
-                    return Err(Error::from_redis(&format!("extend {:?}", self.name), e))
+                    return Err(Error::from_redis(&format!("extend {:?}", st.name), e))
                 }
                 Err(f) => {
                     if matches!(f, Failure::NotSent(_)) {
@@ -199,7 +233,7 @@ impl LockGuard {
             }
         }
         Err(failure_error(
-            &format!("extend {:?}", self.name),
+            &format!("extend {:?}", st.name),
             last.unwrap_or(Failure::Unknown(None)),
         ))
     }
@@ -211,33 +245,46 @@ impl LockGuard {
     /// finished in the background (tracked by [`Client::shutdown`](crate::Client::shutdown)).
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         let inner = self.inner.clone();
+        let st = self.state.clone();
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
-        let lease_ok_at_send = Instant::now() < self.deadline();
+        let lease_ok_at_send = Instant::now() < st.valid_until() && st.lost_reason().is_none();
+        // Renewal stops now, before the release is sent.
+        self.end_lease();
         // From here on, dropping `self` (e.g. cancellation) releases in the background.
-        let result = release_once(&inner, &self.keys, &self.owner_id, &self.req, resolve_by).await;
+        let result = release_once(&inner, &st.keys, &st.owner_id, &st.req, resolve_by).await;
         match result {
             Ok((code, saw_unknown)) => {
                 self.finish();
                 let outcome = match code {
                     1 | 2 => ReleaseOutcome::Released,
-                    -1 => ReleaseOutcome::HeldByOther,
-                    // After a reply was lost, "not there" most likely means our own release
-                    // was applied; if the lease was still valid when we sent it, say so.
+                    // After a reply was lost, "not ours" most likely means our own release
+                    // was applied (and perhaps someone took the lock since); if the lease
+                    // was still valid when we sent it, say so.
                     _ if saw_unknown && lease_ok_at_send => ReleaseOutcome::Released,
+                    -1 => ReleaseOutcome::HeldByOther,
                     _ => ReleaseOutcome::Expired,
                 };
                 if code == 1 {
-                    inner.waker.notify_local(&self.keys.channel);
+                    inner.waker.notify_local(&st.keys.channel);
                 }
-                tracing::debug!(lock = %self.name, outcome = ?outcome, "release");
+                tracing::debug!(lock = %st.name, outcome = ?outcome, "release");
                 Ok(outcome)
             }
             Err(f) => {
                 // Keep trying in the background; the lease expires by itself at worst.
-                let err = failure_error(&format!("release {:?}", self.name), f);
-                tracing::warn!(lock = %self.name, error = %err, "release failed; retrying in the background");
+                let err = failure_error(&format!("release {:?}", st.name), f);
+                tracing::warn!(lock = %st.name, error = %err, "release failed; retrying in the background");
                 Err(err)
             }
+        }
+    }
+
+    /// Stop renewing and signal the end of the lease (idempotent).
+    fn end_lease(&mut self) {
+        if !self.state.is_ended() {
+            self.state.end();
+            self.inner.renewer.ended(&self.state);
+            crate::metrics::held(&self.state.name, self.granted_at.elapsed());
         }
     }
 
@@ -253,18 +300,85 @@ impl LockGuard {
     }
 }
 
+/// A clonable view of a held lease, for tasks that must know whether the lock can still be
+/// relied on. It does not keep the lock held: the [`LockGuard`] does.
+#[derive(Clone)]
+pub struct Lease {
+    state: Arc<LeaseState>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("name", &self.state.name)
+            .field("fencing_token", &self.state.token)
+            .field("lost", &self.state.lost_reason())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The fencing token of the grant.
+    pub fn fencing_token(&self) -> u64 {
+        self.state.token
+    }
+
+    /// See [`LockGuard::valid_until`].
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.state.valid_until().into_std()
+    }
+
+    /// See [`LockGuard::remaining`].
+    pub fn remaining(&self) -> Duration {
+        self.state
+            .valid_until()
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the lease was lost or ended.
+    pub fn is_lost(&self) -> bool {
+        self.state.lost_reason().is_some()
+    }
+
+    /// Why the lease was lost or ended, if it was.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.state.lost_reason()
+    }
+
+    /// Resolves when the lease is lost, or ended by release or drop of its guard
+    /// ([`LostReason::Released`]).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes.
+    pub async fn lost(&self) -> LostReason {
+        self.state.lost().await
+    }
+
+    /// See [`LockGuard::cancellation_token`].
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.state.cancellation_token()
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.done {
             return;
         }
+        self.end_lease();
         self.finish();
+        let st = &self.state;
         let fut = release_in_background(
             self.inner.clone(),
-            self.keys.clone(),
-            std::mem::take(&mut self.owner_id),
-            std::mem::take(&mut self.req),
-            self.ttl,
+            st.keys.clone(),
+            st.owner_id.clone(),
+            st.req.clone(),
+            st.valid_until() + crate::lease::drift(st.ttl) + Duration::from_millis(100),
             false,
         );
         self.inner.spawn_background(fut);
@@ -309,19 +423,20 @@ async fn release_once(
 
 /// Release one hold in the background: retried while the lease could still be alive.
 ///
-/// With `recheck` (the grant of a cancelled or ambiguous acquire, whose command may still
-/// be on its way to Redis on an abandoned connection), a "nothing there" answer is checked
-/// again a few times (after 50 ms, 250 ms, 1 s and 3 s, within the lease).
+/// Retries stop at `give_up` (when the lease would have expired anyway). With `recheck`
+/// (the grant of a cancelled or ambiguous acquire whose command may still be on its way to
+/// Redis on an abandoned connection that could not be fenced off), a "nothing there"
+/// answer is checked again a few times (after 50 ms, 250 ms, 1 s and 3 s).
 pub(crate) async fn release_in_background(
     inner: Arc<Inner>,
     keys: Arc<LockKeys>,
     owner_id: String,
     req: String,
-    ttl: Duration,
+    give_up: Instant,
     recheck: bool,
 ) {
     let started = Instant::now();
-    let give_up = started + ttl.min(Duration::from_secs(30));
+    let give_up = give_up.min(started + Duration::from_secs(300));
     let mut rechecks = if recheck {
         &[50u64, 250, 1_000, 3_000][..]
     } else {

@@ -34,12 +34,16 @@
 
 mod client;
 mod conn;
+mod election;
 mod error;
 mod guard;
+mod inspect;
 mod keys;
 pub mod lease;
 mod lock;
+mod metrics;
 mod owner;
+mod renew;
 pub mod scripts;
 mod wait;
 
@@ -47,11 +51,14 @@ pub use client::{
     redact_url, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_TTL, DEFAULT_WAIT,
 };
+pub use election::{Election, Leadership};
 pub use error::{Error, ErrorKind, NotHeldReason, Result};
-pub use guard::{LockGuard, ReleaseOutcome};
+pub use guard::{Lease, LockGuard, ReleaseOutcome};
+pub use inspect::{HolderInfo, HolderMetadata, LockInfo};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
-pub use lock::Lock;
+pub use lock::{Lock, OnLost};
 pub use owner::Owner;
+pub use renew::{LostReason, RenewalStats, BATCH as RENEWAL_BATCH};
 
 /// A random 128-bit identifier in hex (owner ids, request ids).
 pub(crate) fn random_id() -> String {

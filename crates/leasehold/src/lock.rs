@@ -29,6 +29,7 @@ use crate::guard::{release_in_background, LockGuard};
 use crate::keys::LockKeys;
 use crate::lease::{millis, validate_ttl, MAX_TTL};
 use crate::owner::Owner;
+use crate::renew::LeaseState;
 
 /// A handle on one named lock, with its lease and wait settings.
 ///
@@ -39,8 +40,28 @@ pub struct Lock {
     name: Arc<str>,
     keys: Arc<LockKeys>,
     ttl: Duration,
+    /// `None`: the watchdog renews every ttl/3 unless `fixed`; `Some`: explicit interval.
+    renew_every: Option<Duration>,
+    /// The caller fixed the lease length with [`Lock::ttl`] (no renewal unless asked).
+    fixed: bool,
+    auto_renew: Option<bool>,
+    on_lost: OnLost,
     wait: Duration,
     owner: Option<Owner>,
+    metadata: Arc<str>,
+}
+
+/// What [`Lock::run`] does to the closure's future when the lease is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnLost {
+    /// Drop (cancel) the closure's future at its next `.await` point and return
+    /// [`ErrorKind::LeaseLost`]. The default.
+    #[default]
+    Cancel,
+    /// Let the closure run to completion; it can watch [`Lease::lost`](crate::Lease::lost)
+    /// itself. `run` still reports [`ErrorKind::LeaseLost`] afterwards.
+    Notify,
 }
 
 impl std::fmt::Debug for Lock {
@@ -48,6 +69,7 @@ impl std::fmt::Debug for Lock {
         f.debug_struct("Lock")
             .field("name", &self.name)
             .field("ttl", &self.ttl)
+            .field("renew_every", &self.effective_renewal())
             .field("wait", &self.wait)
             .field("owner", &self.owner)
             .finish()
@@ -72,6 +94,11 @@ impl Lock {
     pub(crate) fn new(inner: Arc<Inner>, name: &str, keys: LockKeys) -> Self {
         Lock {
             ttl: inner.default_ttl,
+            renew_every: None,
+            fixed: false,
+            auto_renew: None,
+            on_lost: OnLost::Cancel,
+            metadata: Arc::from(crate::HolderMetadata::this_process(None).to_json()),
             wait: inner.default_wait,
             inner,
             name: Arc::from(name),
@@ -80,12 +107,64 @@ impl Lock {
         }
     }
 
-    /// Set the lease length (at least 10 ms, at most 24 h). A holder that needs longer
-    /// extends its lease.
+    /// Fix the lease length (at least 10 ms, at most 24 h). A fixed lease is not renewed
+    /// by the watchdog (unless [`auto_renew`](Self::auto_renew) asks for it): the holder
+    /// extends it, or finishes in time. Without this call, a lock takes the client's
+    /// default lease (30 s) and the watchdog renews it every third of that.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self> {
         validate_ttl(ttl)?;
         self.ttl = ttl;
+        self.fixed = true;
         Ok(self)
+    }
+
+    /// Turn the watchdog on or off for this lock's leases.
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = Some(on);
+        self
+    }
+
+    /// Renew every `every` (default: a third of the lease). Must be shorter than the lease
+    /// minus its drift allowance, or the lease would lapse between renewals.
+    pub fn renew_every(mut self, every: Duration) -> Result<Self> {
+        let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
+        if every < Duration::from_millis(1) || every >= usable {
+            return Err(Error::invalid(format!(
+                "renewal interval {every:?} must be at least 1 ms and shorter than the lease {:?} minus its drift allowance",
+                self.ttl
+            )));
+        }
+        self.renew_every = Some(every);
+        self.auto_renew.get_or_insert(true);
+        Ok(self)
+    }
+
+    /// Label the holder with `label` (stored with the grant beside host name and pid, and
+    /// shown by [`Client::inspect`](crate::Client::inspect)). At most 256 bytes.
+    pub fn label(mut self, label: &str) -> Result<Self> {
+        if label.len() > 256 || label.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "holder label must be at most 256 bytes of printable text",
+            ));
+        }
+        self.metadata = Arc::from(crate::HolderMetadata::this_process(Some(label)).to_json());
+        Ok(self)
+    }
+
+    /// What [`run`](Self::run) does when the lease is lost (default: cancel the work).
+    pub fn on_lost(mut self, on_lost: OnLost) -> Self {
+        self.on_lost = on_lost;
+        self
+    }
+
+    /// The renewal interval acquires will use, if the watchdog is on.
+    pub fn effective_renewal(&self) -> Option<Duration> {
+        let on = self.auto_renew.unwrap_or(!self.fixed);
+        on.then(|| {
+            let every = self.renew_every.unwrap_or(self.ttl / 3);
+            let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
+            every.min(usable / 2).max(Duration::from_millis(1))
+        })
     }
 
     /// Set how long [`acquire`](Self::acquire) waits for the lock (at most 24 h).
@@ -159,6 +238,71 @@ impl Lock {
         self.acquire_until(Instant::now(), false).await
     }
 
+    /// Acquire the lock (waiting as [`acquire`](Self::acquire) does), run `work` with a
+    /// [`Lease`](crate::Lease) view of it, and release it.
+    ///
+    /// If the lease is lost while `work` runs (a renewal was refused, or its deadline
+    /// passed without a confirmed renewal), then with [`OnLost::Cancel`] (the default)
+    /// `work`'s future is dropped at its next `.await` point and `run` returns
+    /// [`ErrorKind::LeaseLost`]. Work already done, or a request already sent by `work`, is
+    /// not undone: protect the resource itself with the lease's fencing token. With
+    /// [`OnLost::Notify`], `work` runs to completion (it can watch `lease.lost()`), and
+    /// `run` still returns `LeaseLost`, since the result was produced without the lock.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+    /// let report = client.lock("reports/daily")?
+    ///     .run(|lease| async move {
+    ///         // ... long work; pass lease.fencing_token() to the store ...
+    ///         format!("written with token {}", lease.fencing_token())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancelling `run` drops `work` and releases the lock in the background (as dropping
+    /// a guard does); an acquire in progress is cancelled as described for
+    /// [`acquire`](Self::acquire).
+    pub async fn run<F, Fut, T>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(crate::Lease) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let guard = self.acquire().await?;
+        let lease = guard.lease();
+        let lost = |reason: crate::LostReason| {
+            Error::new(
+                ErrorKind::LeaseLost(reason),
+                format!("lock {:?}: lease lost while work ran: {reason}", self.name),
+            )
+        };
+        let output = match self.on_lost {
+            OnLost::Cancel => {
+                let work = work(lease.clone());
+                tokio::select! {
+                    biased;
+                    reason = lease.lost() => {
+                        tracing::warn!(lock = %self.name, %reason, "lease lost; cancelling the work");
+                        drop(guard);
+                        return Err(lost(reason));
+                    }
+                    out = work => out,
+                }
+            }
+            OnLost::Notify => work(lease.clone()).await,
+        };
+        if let Some(reason) = guard.lost_reason() {
+            drop(guard);
+            return Err(lost(reason));
+        }
+        match guard.release().await? {
+            crate::ReleaseOutcome::Released => Ok(output),
+            crate::ReleaseOutcome::HeldByOther => Err(lost(crate::LostReason::HeldByOther)),
+            _ => Err(lost(crate::LostReason::Expired)),
+        }
+    }
+
     async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
         self.inner.check_open()?;
         let span = tracing::debug_span!("leasehold.acquire", lock = %self.name, waiting);
@@ -186,6 +330,7 @@ impl Lock {
                     Ok(Ok(p)) => p,
                     _ => {
                         tracing::debug!(outcome = "timed_out", "waited in the local queue");
+                        crate::metrics::acquisition(&self.name, "timed_out");
                         return Err(Error::timed_out(&self.name, started.elapsed()));
                     }
                 }
@@ -225,9 +370,11 @@ impl Lock {
         let mut sub = None;
         let mut backoff = Duration::from_millis(5);
         let mut attempts = 0u32;
+        let mut queued = false;
         loop {
             if attempts > 0 && Instant::now() >= deadline {
                 tracing::debug!(outcome = "timed_out", attempts, "lock not granted in time");
+                crate::metrics::acquisition(&self.name, "timed_out");
                 return Err(Error::timed_out(&self.name, started.elapsed()));
             }
             let seen = sub.as_ref().map(crate::wait::Subscription::version);
@@ -238,12 +385,15 @@ impl Lock {
             } else {
                 Duration::ZERO
             };
+            // A waiting try may queue the caller at the server (even one that ends in an
+            // error, since scripts are not transactions): leave the queue unless granted.
+            registration.active |= waiting;
             match self
                 .attempt(
                     &owner_id,
                     &req,
                     reentrant,
-                    (wait_lease, registration.active),
+                    (wait_lease, queued),
                     resolve_by,
                     &mut pending,
                 )
@@ -268,29 +418,37 @@ impl Lock {
                         waited_us = started.elapsed().as_micros() as u64,
                         "lock granted"
                     );
-                    return Ok(LockGuard::new(
-                        inner.clone(),
+                    crate::metrics::acquisition(&self.name, "granted");
+                    crate::metrics::waited(&self.name, started.elapsed());
+                    let state = Arc::new(LeaseState::new(
                         self.name.clone(),
                         self.keys.clone(),
                         owner_id,
+                        req,
+                        self.ttl,
+                        self.effective_renewal(),
+                        token,
+                        sent_at,
+                    ));
+                    return Ok(LockGuard::new(
+                        inner.clone(),
+                        state,
                         self.owner.clone(),
                         hold_key,
-                        req,
-                        token,
                         count,
-                        self.ttl,
-                        sent_at,
                     ));
                 }
                 Attempt::Contended { pttl, reserved } => {
+                    crate::metrics::contended(&self.name);
                     if !waiting {
+                        crate::metrics::acquisition(&self.name, "contended");
                         tracing::debug!(outcome = "contended", pttl, reserved, "lock is held");
                         return Err(Error::new(
                             ErrorKind::Contended,
                             format!("lock {:?} is held by another owner", self.name),
                         ));
                     }
-                    registration.active = true;
+                    queued = true;
                     let now = Instant::now();
                     if now >= deadline {
                         continue;
@@ -359,6 +517,7 @@ impl Lock {
             if now >= resolve_by && last.is_some() {
                 let failure = last.take().map(|f| f.describe()).unwrap_or_default();
                 if maybe_applied {
+                    crate::metrics::acquisition(&self.name, "ambiguous");
                     tracing::warn!(
                         lock = %self.name,
                         outcome = "ambiguous",
@@ -394,7 +553,8 @@ impl Lock {
                 .arg(ttl_ms)
                 .arg(if reentrant { 1 } else { 0 })
                 .arg(millis(wait_lease))
-                .arg(if queued || maybe_applied { 1 } else { 0 });
+                .arg(if queued || maybe_applied { 1 } else { 0 })
+                .arg(&*self.metadata);
             match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
                 Ok(reply) => {
                     return match reply.as_slice() {
@@ -418,6 +578,19 @@ impl Lock {
                 }
                 Err(Failure::Server(e)) => {
                     pending.armed = maybe_applied;
+                    if maybe_applied {
+                        // An earlier try may have been granted; this error says nothing
+                        // about it.
+                        crate::metrics::acquisition(&self.name, "ambiguous");
+                        return Err(Error::new(
+                            ErrorKind::Ambiguous,
+                            format!(
+                                "lock {:?}: an earlier try's outcome is unknown and the retry failed ({e}); the possible grant is being released",
+                                self.name
+                            ),
+                        )
+                        .with_source(e));
+                    }
                     return Err(Error::from_redis(&format!("acquire {:?}", self.name), e));
                 }
                 Err(f @ Failure::NotSent(_)) => {
@@ -439,6 +612,7 @@ impl Lock {
                     sleep_until((Instant::now() + pause).min(resolve_by)).await;
                 }
                 Err(f @ Failure::Unknown(_)) => {
+                    crate::metrics::unknown_outcome(&self.name, "acquire");
                     maybe_applied = true;
                     pending.abandoned_connection = true;
                     tracing::warn!(
@@ -479,8 +653,8 @@ impl Drop for PendingGrant {
             self.keys.clone(),
             std::mem::take(&mut self.owner_id),
             std::mem::take(&mut self.req),
-            self.ttl,
-            self.abandoned_connection,
+            Instant::now() + self.ttl,
+            self.abandoned_connection && !self.inner.conn.can_fence(),
         );
         self.inner.spawn_background(fut);
     }
@@ -537,24 +711,32 @@ fn jitter(d: Duration) -> Duration {
 
 /// How long a waiter sleeps when nothing wakes it.
 fn fallback_delay(pttl: i64, confirmed: bool, backoff: &mut Duration) -> Duration {
+    // Unconfirmed waiters poll faster than a handoff reservation lapses, so they do not
+    // miss a lock handed to them.
+    let cap = Duration::from_millis(crate::scripts::RESERVATION_MS / 2);
     let ttl_left = u64::try_from(pttl)
         .ok()
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis);
     match ttl_left {
         // Releases are announced; only expiry is not: sleep until the lease runs out.
-        Some(left) if confirmed => jitter(left + Duration::from_millis(1)),
+        Some(left) if confirmed => left + small_jitter(),
         Some(left) => {
             let d = left.min(*backoff);
-            *backoff = (*backoff * 2).min(Duration::from_millis(250));
+            *backoff = (*backoff * 2).min(cap);
             jitter(d)
         }
         None => {
             let d = *backoff;
-            *backoff = (*backoff * 2).min(Duration::from_millis(250));
+            *backoff = (*backoff * 2).min(cap);
             jitter(d)
         }
     }
+}
+
+/// 1 to 5 ms, so waiters of an expired lock do not all retry at the same instant.
+fn small_jitter() -> Duration {
+    Duration::from_micros(rand::rng().random_range(1_000..=5_000))
 }
 
 #[cfg(test)]
@@ -566,7 +748,7 @@ mod tests {
         let mut b = Duration::from_millis(5);
         let d = fallback_delay(5_000, true, &mut b);
         assert!(
-            d >= Duration::from_millis(5_001) && d <= Duration::from_millis(6_002),
+            d >= Duration::from_millis(5_001) && d <= Duration::from_millis(5_005),
             "{d:?}"
         );
         assert_eq!(b, Duration::from_millis(5));
@@ -579,8 +761,8 @@ mod tests {
         for _ in 0..20 {
             last = fallback_delay(60_000, false, &mut b);
         }
-        assert!(last <= Duration::from_millis(300), "{last:?}");
-        assert!(last >= Duration::from_millis(250), "{last:?}");
+        assert!(last <= Duration::from_millis(60), "{last:?}");
+        assert!(last >= Duration::from_millis(50), "{last:?}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub const LEAVE_LUA: &str = concat!(
 /// How long a released lock stays reserved for the waiter it was handed to (ms). If that
 /// waiter does not claim it in time (it crashed, or gave up), anyone may take it.
 pub const RESERVATION_MS: u64 = 100;
+/// Source of the batch renewal script.
+pub const RENEW_LUA: &str = include_str!("scripts/renew.lua");
+/// Source of the (read-only) inspect script.
+pub const INSPECT_LUA: &str = include_str!("scripts/inspect.lua");
 /// Source of the extend script.
 pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
 
@@ -32,6 +36,8 @@ pub(crate) struct Scripts {
     pub release: Script,
     pub extend: Script,
     pub leave: Script,
+    pub renew: Script,
+    pub inspect: Script,
 }
 
 impl Scripts {
@@ -41,6 +47,8 @@ impl Scripts {
             release: Script::new(RELEASE_LUA),
             extend: Script::new(EXTEND_LUA),
             leave: Script::new(LEAVE_LUA),
+            renew: Script::new(RENEW_LUA),
+            inspect: Script::new(INSPECT_LUA),
         }
     }
 }

@@ -287,7 +287,11 @@ async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                         }
                     }
                 }
-                _ => continue,
+                _ => {
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
             }
         }
         backoff = Duration::from_millis(20);

@@ -4,6 +4,7 @@
 -- ARGV[1] owner id    ARGV[2] request id   ARGV[3] lease ttl (ms)   ARGV[4] '1' = re-entrant owner
 -- ARGV[5] wait lease (ms): > 0 registers the caller as a waiter on contention, 0 = do not wait
 -- ARGV[6] '1' if this call may already be queued (a previous try was refused)
+-- ARGV[7] holder metadata (JSON text, stored with a new grant; may be empty)
 -- Returns {1, token, hold_count, pttl} when the caller holds the lock,
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
@@ -21,11 +22,12 @@ end
 local function enqueue()
   if waitms <= 0 then return end
   local now = now_us()
+  -- Each write is followed at once by its TTL, so an error half-way (e.g. WRONGTYPE on
+  -- the second key) never leaves a key without one.
   redis.call('ZADD', queue, 'NX', now, req)
+  if redis.call('PTTL', queue) < waitms then redis.call('PEXPIRE', queue, waitms) end
   redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
-  for _, k in ipairs({queue, expiries}) do
-    if redis.call('PTTL', k) < waitms then redis.call('PEXPIRE', k, waitms) end
-  end
+  if redis.call('PTTL', expiries) < waitms then redis.call('PEXPIRE', expiries, waitms) end
 end
 
 local function dequeue()
@@ -48,7 +50,7 @@ if not holder then
     token = now_us()
     redis.call('SET', fence, string.format('%.0f', token))
   end
-  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1)
+  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1, 'meta', ARGV[7])
   redis.call('PEXPIRE', lock, ttl)
   dequeue()
   return {1, token, 1, ttl}
@@ -59,6 +61,7 @@ if holder == owner then
   if redis.call('HEXISTS', lock, reqfield) == 1 then
     -- A retry of a request that was already granted: report the same grant, count it once.
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
+    dequeue()
     local h = redis.call('HMGET', lock, 'token', 'count')
     return {1, tonumber(h[1]), tonumber(h[2]), pttl}
   end
@@ -67,6 +70,7 @@ if holder == owner then
     redis.call('HSET', lock, reqfield, 1)
     -- Never shorten the lease another hold of the same owner relies on.
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
+    dequeue()
     return {1, tonumber(redis.call('HGET', lock, 'token')), count, pttl}
   end
 end
