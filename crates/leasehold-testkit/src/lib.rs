@@ -12,7 +12,8 @@
 //! * [`RedisServer`] owns one `redis-server` child process in a temporary
 //!   directory (see [`server`]).
 //! * [`FaultProxy`] sits between a client and a server and applies [`Rule`]s
-//!   to the replies of matching commands (see [`proxy`]).
+//!   to the replies of matching commands, or holds the commands themselves
+//!   back for a while (see [`proxy`]).
 //! * [`poll_until`] / [`poll_until_async`] wait for a condition with a
 //!   deadline (see [`poll`]).
 //!

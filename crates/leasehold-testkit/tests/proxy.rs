@@ -8,40 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{client_with_timeout, Raw, QUIET, SOON};
-use leasehold_testkit::{poll_until_async, FaultProxy, Match, RedisServer, Rule, Verdict};
-
-async fn setup() -> (RedisServer, FaultProxy) {
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.addr()).await.unwrap();
-    (server, proxy)
-}
-
-fn set_directly(server: &RedisServer, key: &str, value: &str) {
-    let () = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query(&mut server.connection())
-        .unwrap();
-}
-
-fn get_directly(server: &RedisServer, key: &str) -> Option<String> {
-    redis::cmd("GET")
-        .arg(key)
-        .query(&mut server.connection())
-        .unwrap()
-}
-
-fn info_field(server: &RedisServer, section: &str, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut server.connection())
-        .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
-}
+use common::{
+    client_with_timeout, get_directly, info_field, set_directly, setup, Raw, QUIET, SOON,
+};
+use leasehold_testkit::{poll_until_async, FaultProxy, Match, Rule, Verdict};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_passes_commands_and_replies() {

@@ -1,11 +1,20 @@
-//! One proxied connection: client→server command pump, server→client reply
-//! reader, and the reply writer that applies verdicts.
+//! One proxied connection: client→server command reader and writer (the
+//! writer applies command holds), server→client reply reader, and the reply
+//! writer that applies reply verdicts.
 //!
-//! Invariants: every command is delivered to the server; before a command's
-//! bytes are written upstream, the verdict for its reply is queued in the
-//! connection's FIFO, so the reply reader always finds it; replies are
-//! written to the client in the order the server sent them (a delayed reply
-//! holds back the ones after it). A command that breaks the one-reply-per-
+//! Invariants: every command is delivered to the server, in the order the
+//! client sent it, unless the connection is torn down first (a held command
+//! is discarded if the server closed the connection before its hold ended);
+//! commands are matched against the rules when the proxy reads them, and
+//! before a command's bytes are written upstream the verdict for its reply is
+//! queued in the connection's FIFO, so the reply reader always finds it; a
+//! held command holds back the commands after it, never the replies;
+//! replies are written to the client in the order the server sent them (a
+//! delayed reply holds back the ones after it). When the client closes, the
+//! commands already read (held ones after their hold) are still delivered
+//! before the server connection is closed; when the server closes, the
+//! replies already read are still delivered (unless a held command's hold
+//! ends first, which closes both sides at once). A command that breaks the one-reply-per-
 //! command pairing (`SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`, `MONITOR`,
 //! `CLIENT REPLY`) or bytes the parser does not understand switch the
 //! connection to pass-through for replies from that point on; stalls still
@@ -16,7 +25,10 @@
 use std::{
     collections::VecDeque,
     io,
-    sync::{atomic::Ordering, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard, PoisonError,
+    },
     time::Duration,
 };
 
@@ -39,6 +51,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Reply batches queued between the reader and the writer; beyond that the
 /// reader stops reading and TCP back-pressure applies.
 const REPLY_QUEUE: usize = 1024;
+/// Command batches queued between the reader and the writer, likewise.
+const COMMAND_QUEUE: usize = 1024;
 
 /// What the reply reader does with the next reply.
 #[derive(Debug, Clone, Copy)]
@@ -68,11 +82,22 @@ struct Outgoing {
     arrived: Instant,
 }
 
-/// How a connection ended.
+/// Bytes for the server, written not before `hold_until` if set.
+#[derive(Debug)]
+struct Forward {
+    bytes: Vec<u8>,
+    hold_until: Option<Instant>,
+}
+
+/// How the reply side of a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
-    /// A peer closed or failed; close normally.
+    /// The server closed or failed and the replies read are delivered; close
+    /// normally.
     Closed,
+    /// Writing to the client failed: it is gone. Deliver the commands already
+    /// read, then close normally.
+    ClientGone,
     /// A `Reset` verdict fired; close both sides with RST.
     Reset,
 }
@@ -87,13 +112,21 @@ pub(super) async fn serve(shared: &Shared, sockets: &Sockets) {
     let _ = upstream.set_nodelay(true);
     let upstream = sockets.upstream.get_or_init(|| upstream);
     let pending = Mutex::new(VecDeque::new());
+    let upstream_closed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+    let commands = pump_commands(shared, client, upstream, &pending, &upstream_closed);
+    let replies = pump_replies(shared, client, upstream, &pending, &upstream_closed, tx, rx);
+    tokio::pin!(commands, replies);
     let exit = tokio::select! {
-        () = pump_commands(shared, client, upstream, &pending) => Exit::Closed,
-        exit = pump_replies(shared, client, upstream, &pending, tx, rx) => exit,
+        () = &mut commands => Exit::Closed,
+        exit = &mut replies => exit,
     };
-    if exit == Exit::Reset {
-        sockets.reset();
+    match exit {
+        Exit::Closed => {}
+        // The client's reads fail too, so this ends once the commands read
+        // are delivered (held ones when their hold ends).
+        Exit::ClientGone => commands.await,
+        Exit::Reset => sockets.reset(),
     }
 }
 
@@ -101,12 +134,36 @@ fn lock(pending: &Mutex<VecDeque<Pending>>) -> MutexGuard<'_, VecDeque<Pending>>
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Client → server: parse commands, queue their verdicts, forward the bytes.
+/// Client → server: a reader that parses commands and queues their verdicts
+/// and a writer that applies command holds, running concurrently so the
+/// connection keeps reading (and claiming) while a command is held.
+///
+/// Returns when the client closed and everything read from it is delivered,
+/// when writing upstream fails, or when a hold ends after the server closed
+/// the connection (the held bytes and those behind them are discarded).
 async fn pump_commands(
     shared: &Shared,
     client: &TcpStream,
     upstream: &TcpStream,
     pending: &Mutex<VecDeque<Pending>>,
+    upstream_closed: &AtomicBool,
+) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let reader = read_commands(shared, client, pending, tx);
+    let writer = write_commands(shared, upstream, upstream_closed, rx);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        () = &mut writer => {}
+        // The reader dropped its sender: the writer delivers what is queued.
+        () = &mut reader => writer.await,
+    }
+}
+
+async fn read_commands(
+    shared: &Shared,
+    client: &TcpStream,
+    pending: &Mutex<VecDeque<Pending>>,
+    tx: mpsc::Sender<Forward>,
 ) {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut mode = Mode::Matching;
@@ -115,12 +172,21 @@ async fn pump_commands(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        let arrived = Instant::now();
+        let mut batch: Vec<Forward> = Vec::new();
+        // `buf[..batched]` is in `batch`; `buf[..ready]` is complete commands.
+        let mut batched = 0;
         let mut ready = 0;
         while mode != Mode::Raw {
             match resp::parse_command(&buf[ready..]) {
                 Ok(Some(command)) => {
+                    let start = ready;
                     ready += command.len;
-                    note_command(shared, pending, &command.args, &mut mode);
+                    if let Some(hold) = note_command(shared, pending, &command.args, &mut mode) {
+                        push_forward(&mut batch, &buf[batched..start], None);
+                        push_forward(&mut batch, &buf[start..ready], Some(arrived + hold));
+                        batched = ready;
+                    }
                 }
                 Ok(None) => break,
                 Err(Invalid) => {
@@ -134,38 +200,82 @@ async fn pump_commands(
         if mode == Mode::Raw {
             ready = buf.len();
         }
-        if ready == 0 {
-            continue;
-        }
-        shared.wait_unstalled().await;
-        if write_all(upstream, &buf[..ready]).await.is_err() {
-            return;
-        }
+        push_forward(&mut batch, &buf[batched..ready], None);
         buf.drain(..ready);
+        for item in batch {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
-/// Counts a command and queues what to do with its reply.
+/// Appends bytes for the server to the batch, merging consecutive bytes
+/// that are not held.
+fn push_forward(batch: &mut Vec<Forward>, bytes: &[u8], hold_until: Option<Instant>) {
+    if bytes.is_empty() {
+        return;
+    }
+    if hold_until.is_none() {
+        if let Some(last) = batch.last_mut().filter(|last| last.hold_until.is_none()) {
+            last.bytes.extend_from_slice(bytes);
+            return;
+        }
+    }
+    batch.push(Forward {
+        bytes: bytes.to_vec(),
+        hold_until,
+    });
+}
+
+/// Writes commands upstream in order, each held one not before its hold
+/// ends; after a hold, discards everything if the server closed meanwhile.
+async fn write_commands(
+    shared: &Shared,
+    upstream: &TcpStream,
+    upstream_closed: &AtomicBool,
+    mut rx: mpsc::Receiver<Forward>,
+) {
+    while let Some(item) = rx.recv().await {
+        if let Some(hold_until) = item.hold_until {
+            tokio::time::sleep_until(hold_until).await;
+            if upstream_closed.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        shared.wait_unstalled().await;
+        if write_all(upstream, &item.bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a command, queues what to do with its reply, and returns how long
+/// to hold the command itself, if at all.
 fn note_command(
     shared: &Shared,
     pending: &Mutex<VecDeque<Pending>>,
     args: &[Vec<u8>],
     mode: &mut Mode,
-) {
+) -> Option<Duration> {
     if args.is_empty() {
-        return; // Redis answers nothing to `*0` or a blank line.
+        return None; // Redis answers nothing to `*0` or a blank line.
     }
     shared.stats.commands_seen.fetch_add(1, Ordering::Relaxed);
     if *mode != Mode::Matching {
-        return;
+        return None;
     }
-    let entry = if breaks_reply_pairing(args) {
+    let (entry, hold) = if breaks_reply_pairing(args) {
         *mode = Mode::Unmatched;
-        Pending::Unmatched
+        (Pending::Unmatched, None)
     } else {
-        Pending::Reply(shared.rules.claim(args))
+        match shared.rules.claim(args) {
+            Verdict::HoldCommand(hold) => (Pending::Reply(Verdict::Pass), Some(hold)),
+            verdict => (Pending::Reply(verdict), None),
+        }
     };
     lock(pending).push_back(entry);
+    hold
 }
 
 /// Commands after which replies no longer pair one-to-one with commands.
@@ -188,10 +298,11 @@ async fn pump_replies(
     client: &TcpStream,
     upstream: &TcpStream,
     pending: &Mutex<VecDeque<Pending>>,
+    upstream_closed: &AtomicBool,
     tx: mpsc::Sender<Outgoing>,
     rx: mpsc::Receiver<Outgoing>,
 ) -> Exit {
-    let reader = read_replies(upstream, pending, tx);
+    let reader = read_replies(upstream, pending, upstream_closed, tx);
     let writer = write_replies(shared, client, rx);
     tokio::pin!(reader, writer);
     tokio::select! {
@@ -201,16 +312,22 @@ async fn pump_replies(
     }
 }
 
+/// Reads replies until the server closes (which it records in
+/// `upstream_closed`) or the writer is gone.
 async fn read_replies(
     upstream: &TcpStream,
     pending: &Mutex<VecDeque<Pending>>,
+    upstream_closed: &AtomicBool,
     tx: mpsc::Sender<Outgoing>,
 ) {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut matching = true;
     loop {
         match read_some(upstream, &mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                upstream_closed.store(true, Ordering::Release);
+                return;
+            }
             Ok(_) => {}
         }
         let arrived = Instant::now();
@@ -290,7 +407,8 @@ async fn write_replies(
 ) -> Exit {
     while let Some(item) = rx.recv().await {
         match item.verdict {
-            Verdict::Pass => {}
+            // Commands' verdicts never reach replies (see `note_command`).
+            Verdict::Pass | Verdict::HoldCommand(_) => {}
             Verdict::Delay(delay) => tokio::time::sleep_until(item.arrived + delay).await,
             Verdict::Drop => {
                 shared.stats.replies_dropped.fetch_add(1, Ordering::Relaxed);
@@ -300,7 +418,7 @@ async fn write_replies(
         }
         shared.wait_unstalled().await;
         if write_all(client, &item.bytes).await.is_err() {
-            return Exit::Closed;
+            return Exit::ClientGone;
         }
     }
     Exit::Closed

@@ -4,11 +4,13 @@
 //! Invariants: it listens only on `127.0.0.1` and forwards only to a loopback
 //! upstream; it serves at most [`MAX_CONNECTIONS`] connections at once
 //! (further ones are reset); every command a client sends is delivered to the
-//! server unless the connection was reset first — rules only act on replies;
-//! nothing is forwarded in either direction while a [`StallGuard`] is held;
-//! dropping the proxy aborts every task it spawned, closing the listener and
-//! all connections. The only timed wait inside the proxy is a
-//! [`Verdict::Delay`], bounded by its duration.
+//! server, in order, unless the connection was reset first or, for a command
+//! held by [`Verdict::HoldCommand`], the server closed the connection during
+//! the hold — rules otherwise only act on replies; nothing is forwarded in
+//! either direction while a [`StallGuard`] is held; dropping the proxy aborts
+//! every task it spawned, closing the listener and all connections. The only
+//! timed waits inside the proxy are a [`Verdict::Delay`] and a
+//! [`Verdict::HoldCommand`], each bounded by its duration.
 
 mod conn;
 mod resp;

@@ -1,13 +1,17 @@
 //! Faults as data: a [`Rule`] pairs a [`Match`] on a command's arguments with
-//! the [`Verdict`] for that command's reply, optionally for only the first N
+//! a [`Verdict`] for that command's reply ([`Rule::reply_to`]) or for the
+//! command itself ([`Rule::command_to`]), optionally for only the first N
 //! matching commands.
 //!
 //! Invariants: rules are checked in insertion order and the first active rule
-//! that matches claims the command; claiming decrements the rule's remaining
+//! that matches claims the command, whichever side its verdict acts on (so a
+//! command gets at most one verdict); claiming decrements the rule's remaining
 //! count atomically, so with concurrent connections a `first(n)` rule claims
 //! exactly `n` commands. A rule is active from [`FaultProxy::add_rule`] until
 //! its [`RuleGuard`] is dropped; a verdict already assigned to a command in
-//! flight still applies after that.
+//! flight still applies after that. A [`RuleBuilder`] only produces verdicts
+//! for its own side: a command rule never touches a reply, and a reply rule
+//! never holds a command.
 //!
 //! [`FaultProxy::add_rule`]: super::FaultProxy::add_rule
 
@@ -20,8 +24,10 @@ use std::{
     time::Duration,
 };
 
-/// What happens to the reply of a command claimed by a rule. The command
-/// itself is always delivered to the server.
+/// What happens to a command claimed by a rule. Every verdict except
+/// [`HoldCommand`](Verdict::HoldCommand) acts on the command's reply and
+/// delivers the command itself at once; `HoldCommand` delays the command and
+/// lets its reply pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward the reply unchanged.
@@ -36,6 +42,31 @@ pub enum Verdict {
     /// Instead of delivering the reply, close the client connection with a
     /// TCP RST, and close the upstream connection too.
     Reset,
+    /// Hold the command's bytes in the proxy for this long (from their
+    /// arrival at the proxy) before writing them to the server, as if the
+    /// command were still in the network. Later commands on the same client
+    /// connection queue behind it (TCP order is kept), while replies to
+    /// earlier commands keep flowing. The reply, once the server sends it,
+    /// passes unchanged.
+    ///
+    /// If the proxy sees the server close the connection (e.g. `CLIENT KILL`,
+    /// a restart) before the hold ends, the held command — and everything
+    /// queued behind it — is discarded, never delivered, and the proxy
+    /// closes the client connection too. If the client closes its connection
+    /// while a command is held, the held command and the commands behind it
+    /// are still delivered when the hold ends, and only then is the server
+    /// connection closed, as a kernel flushes a closed socket's send buffer.
+    /// [`FaultProxy::reset_all`](super::FaultProxy::reset_all), a
+    /// [`Reset`](Verdict::Reset) on an earlier reply, or dropping the proxy
+    /// discards held commands.
+    HoldCommand(Duration),
+}
+
+impl Verdict {
+    /// Whether the verdict acts on the command rather than on its reply.
+    fn acts_on_command(self) -> bool {
+        matches!(self, Verdict::HoldCommand(_))
+    }
 }
 
 /// A predicate on a command's arguments (`args[0]` is the command name).
@@ -131,14 +162,15 @@ impl fmt::Debug for Match {
     }
 }
 
-/// A fault: the [`Verdict`] for the replies of commands that [`Match`],
-/// applied to the first `limit` of them (all of them if `None`), after which
-/// the rule is inert.
+/// A fault: the [`Verdict`] for commands that [`Match`] (for their replies,
+/// or for the commands themselves with [`Verdict::HoldCommand`]), applied to
+/// the first `limit` of them (all of them if `None`), after which the rule is
+/// inert.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Which commands the rule claims.
     pub matcher: Match,
-    /// What happens to a claimed command's reply.
+    /// What happens to a claimed command or its reply.
     pub verdict: Verdict,
     /// How many commands the rule claims before it becomes inert.
     pub limit: Option<usize>,
@@ -150,16 +182,39 @@ impl Rule {
         RuleBuilder {
             matcher,
             limit: None,
+            side: Side::Reply,
+        }
+    }
+
+    /// Starts a rule for the delivery of commands matching `matcher` to the
+    /// server: `Rule::command_to(m).first(n).delay(d)` holds each claimed
+    /// command for `d` before the proxy writes it upstream (see
+    /// [`Verdict::HoldCommand`]). Only [`delay`](RuleBuilder::delay) and
+    /// [`pass`](RuleBuilder::pass) apply to commands.
+    pub fn command_to(matcher: Match) -> RuleBuilder {
+        RuleBuilder {
+            matcher,
+            limit: None,
+            side: Side::Command,
         }
     }
 }
 
-/// Builds a [`Rule`]: `Rule::reply_to(m).first(n).delay(d)`.
+/// What a [`RuleBuilder`]'s verdicts act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Reply,
+    Command,
+}
+
+/// Builds a [`Rule`]: `Rule::reply_to(m).first(n).delay(d)` or
+/// `Rule::command_to(m).first(n).delay(d)`.
 #[derive(Debug, Clone)]
 #[must_use = "a RuleBuilder does nothing until a verdict turns it into a Rule"]
 pub struct RuleBuilder {
     matcher: Match,
     limit: Option<usize>,
+    side: Side,
 }
 
 impl RuleBuilder {
@@ -169,28 +224,63 @@ impl RuleBuilder {
         self
     }
 
-    /// Replies pass unchanged (useful to shield commands from later rules).
+    /// Commands and replies pass unchanged (useful to shield commands from
+    /// later rules).
     pub fn pass(self) -> Rule {
         self.verdict(Verdict::Pass)
     }
 
-    /// Replies are held for `delay` before being forwarded.
+    /// For [`Rule::reply_to`], replies are held for `delay` before being
+    /// forwarded ([`Verdict::Delay`]); for [`Rule::command_to`], commands are
+    /// held for `delay` before being delivered to the server
+    /// ([`Verdict::HoldCommand`]).
     pub fn delay(self, delay: Duration) -> Rule {
-        self.verdict(Verdict::Delay(delay))
+        let verdict = match self.side {
+            Side::Reply => Verdict::Delay(delay),
+            Side::Command => Verdict::HoldCommand(delay),
+        };
+        self.verdict(verdict)
     }
 
     /// Replies are discarded; the connection stays open.
+    ///
+    /// # Panics
+    ///
+    /// On a [`Rule::command_to`] builder: commands cannot be dropped.
     pub fn drop(self) -> Rule {
         self.verdict(Verdict::Drop)
     }
 
     /// The connection is reset instead of delivering the reply.
+    ///
+    /// # Panics
+    ///
+    /// On a [`Rule::command_to`] builder: only replies trigger resets.
     pub fn reset(self) -> Rule {
         self.verdict(Verdict::Reset)
     }
 
     /// The rule with an explicit verdict.
+    ///
+    /// # Panics
+    ///
+    /// If the verdict acts on the other side than the builder: a
+    /// [`Rule::command_to`] builder accepts only [`Verdict::Pass`] and
+    /// [`Verdict::HoldCommand`], a [`Rule::reply_to`] builder anything but
+    /// [`Verdict::HoldCommand`].
     pub fn verdict(self, verdict: Verdict) -> Rule {
+        let fits = match self.side {
+            Side::Reply => !verdict.acts_on_command(),
+            Side::Command => verdict == Verdict::Pass || verdict.acts_on_command(),
+        };
+        assert!(
+            fits,
+            "{verdict:?} does not act on what a {} rule targets",
+            match self.side {
+                Side::Reply => "Rule::reply_to",
+                Side::Command => "Rule::command_to",
+            }
+        );
         Rule {
             matcher: self.matcher,
             verdict,
@@ -340,6 +430,45 @@ mod tests {
         assert_eq!(rules.claim(&get), Verdict::Pass);
         drop(limited);
         assert!(rules.lock().is_empty());
+    }
+
+    #[test]
+    fn delay_acts_on_the_side_the_builder_targets() {
+        let second = Duration::from_secs(1);
+        let command = Rule::command_to(Match::command("SET"))
+            .first(2)
+            .delay(second);
+        assert_eq!(command.verdict, Verdict::HoldCommand(second));
+        assert_eq!(command.limit, Some(2));
+        let reply = Rule::reply_to(Match::command("SET")).delay(second);
+        assert_eq!(reply.verdict, Verdict::Delay(second));
+        assert_eq!(Rule::command_to(Match::any()).pass().verdict, Verdict::Pass);
+
+        let rules = Arc::new(RuleSet::default());
+        let held = rules.add(command);
+        let set = args(&["SET", "k", "v"]);
+        assert_eq!(rules.claim(&set), Verdict::HoldCommand(second));
+        assert_eq!(rules.claim(&set), Verdict::HoldCommand(second));
+        assert_eq!(rules.claim(&set), Verdict::Pass);
+        assert_eq!(held.hits(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "Rule::command_to")]
+    fn command_rules_cannot_drop_commands() {
+        let _ = Rule::command_to(Match::any()).drop();
+    }
+
+    #[test]
+    #[should_panic(expected = "Rule::command_to")]
+    fn command_rules_cannot_reset() {
+        let _ = Rule::command_to(Match::any()).reset();
+    }
+
+    #[test]
+    #[should_panic(expected = "Rule::reply_to")]
+    fn reply_rules_cannot_hold_commands() {
+        let _ = Rule::reply_to(Match::any()).verdict(Verdict::HoldCommand(Duration::ZERO));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Helpers shared by the proxy integration tests: a raw RESP client whose
-//! bytes and timing the tests control exactly, and redis-rs connections with
+//! Helpers shared by the proxy integration tests: a server with a proxy in
+//! front of it, direct access to that server, a raw RESP client whose bytes
+//! and timing the tests control exactly, and redis-rs connections with
 //! explicit response timeouts.
 //!
 //! Invariant: every read here is bounded by a timeout, so a test that expects
@@ -9,6 +10,7 @@
 
 use std::{io, net::SocketAddr, time::Duration};
 
+use leasehold_testkit::{FaultProxy, RedisServer};
 use redis::aio::MultiplexedConnection;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -20,6 +22,42 @@ use tokio::{
 pub const SOON: Duration = Duration::from_secs(5);
 /// How long a test watches for bytes that must not arrive.
 pub const QUIET: Duration = Duration::from_millis(250);
+
+/// A fresh server and a proxy in front of it.
+pub async fn setup() -> (RedisServer, FaultProxy) {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    (server, proxy)
+}
+
+/// `SET key value` on a direct connection to the server.
+pub fn set_directly(server: &RedisServer, key: &str, value: &str) {
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut server.connection())
+        .unwrap();
+}
+
+/// `GET key` on a direct connection to the server.
+pub fn get_directly(server: &RedisServer, key: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut server.connection())
+        .unwrap()
+}
+
+/// One numeric field of `INFO section`, read on a direct connection.
+pub fn info_field(server: &RedisServer, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+}
 
 /// A redis-rs multiplexed connection with the given response timeout.
 pub async fn client_with_timeout(url: &str, response_timeout: Duration) -> MultiplexedConnection {
