@@ -267,6 +267,110 @@ async fn contention_rslock(url: &str, dur: Duration) -> ContentionStats {
     analyse(&ev)
 }
 
+struct RenewalFigures {
+    leases: usize,
+    calls_per_period: f64,
+    busy_ms_per_period: f64,
+    redis_ms_per_period: f64,
+    naive_round_trips: usize,
+    naive_ms: f64,
+    naive_redis_ms: f64,
+}
+
+/// (d) Renewing many held leases: leasehold's batched watchdog beside one extend call per
+/// lease (the naive way), both over one renewal period's worth of leases.
+async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> RenewalFigures {
+    let period = Duration::from_secs(2);
+    let client = leasehold::Client::builder(url)
+        .response_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    let per_task = leases / 64;
+    for t in 0..64 {
+        let client = client.clone();
+        set.spawn(async move {
+            let mut out = Vec::with_capacity(per_task);
+            for i in 0..per_task {
+                let lock = client
+                    .lock(&format!("bench-renew-{t}-{i}"))
+                    .unwrap()
+                    .ttl(period * 3)
+                    .unwrap()
+                    .renew_every(period)
+                    .unwrap();
+                out.push(lock.try_acquire().await.expect("acquire"));
+            }
+            out
+        });
+    }
+    let mut guards = Vec::with_capacity(leases);
+    while let Some(out) = set.join_next().await {
+        guards.extend(out.unwrap());
+    }
+    eprintln!("(d) holding {} leases", guards.len());
+    // Skip the first period (leases acquired at different times), then measure three.
+    tokio::time::sleep(period).await;
+    let (s0, u0, t0) = (
+        client.renewal_stats(),
+        redis_usec(con).await,
+        Instant::now(),
+    );
+    tokio::time::sleep(period * 3).await;
+    let (s1, u1) = (client.renewal_stats(), redis_usec(con).await);
+    let periods = t0.elapsed().as_secs_f64() / period.as_secs_f64();
+    assert!(guards.iter().all(|g| !g.is_lost()), "a lease was lost");
+    eprintln!(
+        "(d) watchdog: {} renewals in {periods:.1} periods",
+        s1.renewed - s0.renewed
+    );
+
+    // Naive: one extend script per lease, 64 in flight, on a plain multiplexed connection.
+    let extend = Arc::new(Script::new(leasehold::scripts::EXTEND_LUA));
+    let u2 = redis_usec(con).await;
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let names: Arc<Vec<String>> = Arc::new(
+        guards
+            .iter()
+            .map(|g| format!("leasehold:{{{}}}", g.name()))
+            .collect(),
+    );
+    for t in 0..64 {
+        let (names, extend, mut con) = (names.clone(), extend.clone(), con.clone());
+        set.spawn(async move {
+            let mut i = t;
+            while i < names.len() {
+                // The naive renewal checks ownership too; a wrong owner id makes it a
+                // refused renewal, which costs the server the same work.
+                let _: Vec<i64> = extend
+                    .key(&names[i])
+                    .arg("naive-owner")
+                    .arg("naive-request")
+                    .arg(6_000)
+                    .invoke_async(&mut con)
+                    .await
+                    .expect("naive extend");
+                i += 64;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let naive_ms = started.elapsed().as_secs_f64() * 1e3;
+    let u3 = redis_usec(con).await;
+    drop(guards);
+    client.shutdown().await;
+    RenewalFigures {
+        leases,
+        calls_per_period: (s1.calls - s0.calls) as f64 / periods,
+        busy_ms_per_period: (s1.call_micros - s0.call_micros) as f64 / 1e3 / periods,
+        redis_ms_per_period: (u1 - u0) / 1e3 / periods,
+        naive_round_trips: names.len(),
+        naive_ms,
+        naive_redis_ms: (u3 - u2) / 1e3,
+    }
+}
+
 fn main() {
     let secs = env_num("LEASEHOLD_BENCH_SECS", 1);
     let rounds = env_num("LEASEHOLD_BENCH_ROUNDS", 5) as usize;
@@ -384,6 +488,8 @@ fn main() {
         let rc = contention_rslock(&url, cdur).await;
         eprintln!("(c) rslock: {} acquisitions", rc.acquisitions);
         client.shutdown().await;
+        let leases = env_num("LEASEHOLD_BENCH_LEASES", 100_000) as usize;
+        let rf = renewals(&url, &mut con, leases).await;
 
         println!("| measurement | leasehold | baseline | ratio | target |");
         println!("|---|---|---|---|---|");
@@ -423,6 +529,18 @@ fn main() {
         println!(
             "| (c) acquisitions in {} s | {} | rslock: {} | | |",
             cdur.as_secs(), lc.acquisitions, rc.acquisitions
+        );
+        println!(
+            "| (d) renewing {} held leases: round trips per period | {:.1} | naive, one extend per lease: {} | {:.0}× fewer | O(leases / {}) |",
+            rf.leases, rf.calls_per_period, rf.naive_round_trips, rf.naive_round_trips as f64 / rf.calls_per_period, leasehold::RENEWAL_BATCH
+        );
+        println!(
+            "| (d) time the renewal calls of one period take (summed) | {:.0} ms | naive pass, 64 in flight: {:.0} ms | | |",
+            rf.busy_ms_per_period, rf.naive_ms
+        );
+        println!(
+            "| (d) Redis CPU per period | {:.0} ms | naive: {:.0} ms | {:.2}× | |",
+            rf.redis_ms_per_period, rf.naive_redis_ms, rf.naive_redis_ms / rf.redis_ms_per_period
         );
         println!("\nraw PING round trip (median): {rtt_us:.1} µs");
     });

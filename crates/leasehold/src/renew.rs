@@ -180,6 +180,8 @@ pub struct RenewalStats {
     pub failed_calls: u64,
     /// Leases currently watched by the scheduler.
     pub watched: u64,
+    /// Total time renewal calls took, from send to reply (µs), summed over calls.
+    pub call_micros: u64,
 }
 
 enum Cmd {
@@ -220,6 +222,7 @@ pub(crate) struct Renewer {
     refused: AtomicU64,
     failed_calls: AtomicU64,
     watched: AtomicU64,
+    call_micros: AtomicU64,
 }
 
 impl Renewer {
@@ -236,6 +239,7 @@ impl Renewer {
             refused: AtomicU64::new(0),
             failed_calls: AtomicU64::new(0),
             watched: AtomicU64::new(0),
+            call_micros: AtomicU64::new(0),
         }
     }
 
@@ -246,6 +250,7 @@ impl Renewer {
             refused: self.refused.load(Ordering::Relaxed),
             failed_calls: self.failed_calls.load(Ordering::Relaxed),
             watched: self.watched.load(Ordering::Relaxed),
+            call_micros: self.call_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -430,6 +435,8 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
         // Never wait past the earliest deadline in the batch: the deadline fires anyway.
         let budget = inner.conn.response_timeout();
         let result = inner.conn.eval::<Vec<i64>>(&inv, budget).await;
+        let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        inner.renewer.call_micros.fetch_add(took, Ordering::Relaxed);
         match result {
             Ok(codes) if codes.len() == batch.len() => {
                 for (lease, code) in batch.into_iter().zip(codes) {

@@ -50,7 +50,8 @@ pub enum Verdict {
     /// passes unchanged.
     ///
     /// If the proxy sees the server close the connection (e.g. `CLIENT KILL`,
-    /// a restart) before the hold ends, the held command — and everything
+    /// a restart) before the hold ends, even after the client has closed its
+    /// side, the held command — and everything
     /// queued behind it — is discarded, never delivered, and the proxy
     /// closes the client connection too. If the client closes its connection
     /// while a command is held, the held command and the commands behind it
