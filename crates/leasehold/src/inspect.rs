@@ -88,6 +88,26 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S:
 }
 
 type InspectReply = (String, String, String, String, i64, i64, String);
+type HolderReply = (String, String, String, String, i64);
+
+/// The most locks [`Client::list`] returns.
+pub const LIST_LIMIT: usize = 10_000;
+
+fn holder_from(
+    owner: String,
+    token: &str,
+    count: &str,
+    meta: &str,
+    pttl: i64,
+) -> Option<HolderInfo> {
+    (!owner.is_empty()).then(|| HolderInfo {
+        owner_id: owner,
+        fencing_token: token.parse().unwrap_or_default(),
+        hold_count: count.parse().unwrap_or_default(),
+        ttl_remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+        metadata: serde_json::from_str(meta).unwrap_or_default(),
+    })
+}
 
 impl Client {
     /// Read lock `name`'s holder, remaining TTL, fencing token, hold count and live
@@ -108,18 +128,91 @@ impl Client {
             .eval(&inv, budget)
             .await
             .map_err(|f| failure_error(&format!("inspect {name:?}"), f))?;
-        let holder = (!owner.is_empty()).then(|| HolderInfo {
-            owner_id: owner,
-            fencing_token: token.parse().unwrap_or_default(),
-            hold_count: count.parse().unwrap_or_default(),
-            ttl_remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-            metadata: serde_json::from_str(&meta).unwrap_or_default(),
-        });
+        let holder = holder_from(owner, &token, &count, &meta, pttl);
         Ok(LockInfo {
             name: name.to_string(),
             holder,
             waiters: u64::try_from(waiters).unwrap_or(0),
             last_token: fence.parse().ok(),
         })
+    }
+
+    /// The names of held locks whose name matches `pattern` (a Redis glob: `*`, `?`,
+    /// `[...]`; `*` for all), found with `SCAN` (never `KEYS`), at most [`LIST_LIMIT`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        if pattern.is_empty() || pattern.len() > crate::MAX_NAME_LEN || pattern.contains(['{', '}'])
+        {
+            return Err(crate::Error::invalid(
+                "name pattern must be 1 to 512 bytes without braces (e.g. 'jobs/*')",
+            ));
+        }
+        let prefix = format!("{}:{{", self.inner.prefix);
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
+        for _ in 0..100_000 {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}{pattern}}}"))
+                .arg("COUNT")
+                .arg(1_000);
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .conn
+                .query(&cmd, budget)
+                .await
+                .map_err(|f| failure_error("list locks", f))?;
+            for key in keys {
+                if let Some(name) = key.strip_prefix(&prefix).and_then(|k| k.strip_suffix('}')) {
+                    if !name.contains('}') && names.len() < LIST_LIMIT {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 || names.len() >= LIST_LIMIT {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Operator override: remove lock `name` whoever holds it, hand it to the oldest
+    /// waiter, and return what was removed (`None` if it was not held). The former
+    /// holder's renewals and release will be refused, and its guard's loss signal fires
+    /// at its next renewal; fencing tokens keep its stale writes out.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe in the sense that a cancelled call may or may not have removed the
+    /// lock; it never removes anything else.
+    pub async fn force_release(&self, name: &str) -> Result<Option<HolderInfo>> {
+        validate_name(name)?;
+        self.inner.check_open()?;
+        let keys = LockKeys::new(&self.inner.prefix, name);
+        let mut inv = self.inner.scripts.force_release.key(&keys.lock);
+        inv.key(&keys.queue)
+            .key(&keys.expiries)
+            .key(&keys.next)
+            .arg(crate::scripts::RESERVATION_MS);
+        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
+        let (owner, token, count, meta, pttl): HolderReply = self
+            .inner
+            .conn
+            .eval(&inv, budget)
+            .await
+            .map_err(|f| failure_error(&format!("force release {name:?}"), f))?;
+        let removed = holder_from(owner, &token, &count, &meta, pttl);
+        if removed.is_some() {
+            self.inner.waker.notify_local(&keys.channel);
+            tracing::warn!(lock = %name, "lock force-released by an operator");
+        }
+        Ok(removed)
     }
 }

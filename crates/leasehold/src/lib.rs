@@ -62,7 +62,7 @@ pub use client::{
 pub use election::{Election, Leadership};
 pub use error::{Error, ErrorKind, NotHeldReason, Result};
 pub use guard::{Lease, LockGuard, ReleaseOutcome};
-pub use inspect::{HolderInfo, HolderMetadata, LockInfo};
+pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
 pub use lock::{Lock, OnLost};
 pub use owner::Owner;

@@ -25,6 +25,11 @@ pub const LEAVE_LUA: &str = concat!(
 pub const RESERVATION_MS: u64 = 100;
 /// Source of the batch renewal script.
 pub const RENEW_LUA: &str = include_str!("scripts/renew.lua");
+/// Source of the operator's force-release script (with the shared handoff function).
+pub const FORCE_RELEASE_LUA: &str = concat!(
+    include_str!("scripts/handoff.lua"),
+    include_str!("scripts/force_release.lua")
+);
 /// Source of the (read-only) inspect script.
 pub const INSPECT_LUA: &str = include_str!("scripts/inspect.lua");
 /// Source of the extend script.
@@ -38,6 +43,7 @@ pub(crate) struct Scripts {
     pub leave: Script,
     pub renew: Script,
     pub inspect: Script,
+    pub force_release: Script,
 }
 
 impl Scripts {
@@ -49,6 +55,7 @@ impl Scripts {
             leave: Script::new(LEAVE_LUA),
             renew: Script::new(RENEW_LUA),
             inspect: Script::new(INSPECT_LUA),
+            force_release: Script::new(FORCE_RELEASE_LUA),
         }
     }
 }
