@@ -1,15 +1,19 @@
-//! leasehold's benchmark: ratios against baselines measured in the same run.
+//! The benchmark behind `leasehold bench`: ratios against baselines measured in the same
+//! run, on a private redis-server on a free loopback port.
 //!
-//! Starts its own redis-server (through the test kit) and prints a markdown table:
 //! (a) uncontended acquire+release cycles/s vs raw redis-rs running the same two scripts;
-//! (b) 64 tasks on distinct keys vs raw multiplexed EVALSHA and vs the `rslock` crate;
+//! (b) 64 tasks on distinct keys vs raw multiplexed EVALSHA and vs the `rslock` crate, with
+//!     Redis CPU per cycle from `INFO commandstats`;
 //! (c) 8 contenders (separate clients) on one key: handoff to a different waiter in µs and
-//!     in raw round trips, the share of self-handoffs, and the longest single wait, beside
-//!     `rslock`'s retrying acquire.
-//! Each figure is the median over rounds; ratios are medians of per-round ratios.
+//!     in raw round trips, the share of self-handoffs, the longest single wait, beside
+//!     `rslock`'s retrying acquire;
+//! (d) renewing many held leases: round trips per period, time per call and Redis CPU,
+//!     beside one extend call per lease.
 //!
-//! Run: `cargo bench -p leasehold --bench locks` (`LEASEHOLD_BENCH_SECS` = seconds per
-//! measurement, default 1; `LEASEHOLD_BENCH_ROUNDS`, default 5).
+//! Each figure is the median over rounds; ratios are medians of per-round ratios. The
+//! benchmark panics on a failed Redis call: it measures, it does not recover.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +24,7 @@ use leasehold_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use crate::args::BenchArgs;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -308,7 +307,7 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
     while let Some(out) = set.join_next().await {
         guards.extend(out.unwrap());
     }
-    eprintln!("(d) holding {} leases", guards.len());
+    tracing::info!(leases = guards.len(), "holding leases");
     // Skip the first period (leases acquired at different times), then measure three.
     tokio::time::sleep(period).await;
     let (s0, u0, t0) = (
@@ -371,31 +370,43 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
     }
 }
 
-fn main() {
-    let secs = env_num("LEASEHOLD_BENCH_SECS", 1);
-    let rounds = env_num("LEASEHOLD_BENCH_ROUNDS", 5) as usize;
+/// Run the benchmark on a private redis-server and print the table (or JSON).
+pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
+    let (secs, rounds) = (args.secs.max(1), args.rounds.max(1));
     let dur = Duration::from_secs(secs);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = RedisServer::start();
+    let server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start())
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
     let url = server.url();
-    rt.block_on(async move {
+    let steps = (rounds * 2 + 3) as u64;
+    let pb = indicatif::ProgressBar::new(steps).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut rows: Vec<String> = Vec::new();
+    {
         let redis_client = redis::Client::open(url.as_str()).unwrap();
-        let mut con = redis_client.get_multiplexed_async_connection().await.unwrap();
+        let mut con = redis_client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         let acquire = Arc::new(Script::new(ACQUIRE_LUA));
         let release = Arc::new(Script::new(RELEASE_LUA));
         let client = leasehold::Client::new(url.as_str()).unwrap();
         let rtt_us = ping_rtt_us(&mut con).await;
-        eprintln!("raw PING round trip: median {rtt_us:.1} µs; {rounds} rounds × {secs} s per measurement");
+        pb.set_message(format!(
+            "raw PING round trip {rtt_us:.1} µs; {rounds} rounds × {secs} s"
+        ));
 
         // (a) uncontended, one task.
         let (mut raw_a, mut lh_a, mut ratio_a) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let raw = throughput(1, dur, |_, stop, count| {
-                let mut raw = Raw { con: con.clone(), acquire: acquire.clone(), release: release.clone() };
+                let mut raw = Raw {
+                    con: con.clone(),
+                    acquire: acquire.clone(),
+                    release: release.clone(),
+                };
                 async move {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
@@ -417,7 +428,11 @@ fn main() {
                 }
             })
             .await;
-            eprintln!("(a) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s", round + 1);
+            pb.inc(1);
+            pb.set_message(format!(
+                "(a) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s",
+                round + 1
+            ));
             raw_a.push(raw);
             lh_a.push(lh);
             ratio_a.push(lh / raw);
@@ -431,7 +446,11 @@ fn main() {
         for round in 0..rounds {
             let u0 = redis_usec(&mut con).await;
             let raw = throughput(64, dur, |t, stop, count| {
-                let mut raw = Raw { con: con.clone(), acquire: acquire.clone(), release: release.clone() };
+                let mut raw = Raw {
+                    con: con.clone(),
+                    acquire: acquire.clone(),
+                    release: release.clone(),
+                };
                 async move {
                     let name = format!("bench-b-raw-{t}");
                     let mut n = (t as u64) << 40;
@@ -461,7 +480,10 @@ fn main() {
                 async move {
                     let key = format!("bench-b-rslock-{t}");
                     while !stop.load(Ordering::Relaxed) {
-                        let l = rs.lock(key.as_bytes(), Duration::from_secs(30)).await.expect("rslock lock");
+                        let l = rs
+                            .lock(key.as_bytes(), Duration::from_secs(30))
+                            .await
+                            .expect("rslock lock");
                         rs.unlock(&l).await;
                         count.fetch_add(1, Ordering::Relaxed);
                     }
@@ -473,7 +495,11 @@ fn main() {
             cpu_lh.push(per_cycle(u2 - u1, lh));
             cpu_rs.push(per_cycle(u3 - u2, rsl));
             cpu_raw.push(per_cycle(u1 - u0, raw));
-            eprintln!("(b) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s, rslock {rsl:.0}/s", round + 1);
+            pb.inc(1);
+            pb.set_message(format!(
+                "(b) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s, rslock {rsl:.0}/s",
+                round + 1
+            ));
             raw_b.push(raw);
             lh_b.push(lh);
             rs_b.push(rsl);
@@ -484,65 +510,109 @@ fn main() {
         // (c) contention: 8 separate clients on one key.
         let cdur = Duration::from_secs(secs * 5);
         let lc = contention_leasehold(&url, cdur).await;
-        eprintln!("(c) leasehold: {} acquisitions", lc.acquisitions);
+        pb.inc(1);
+        pb.set_message("(c) 8 contenders with rslock");
         let rc = contention_rslock(&url, cdur).await;
-        eprintln!("(c) rslock: {} acquisitions", rc.acquisitions);
+        pb.inc(1);
+        pb.set_message(format!("(d) holding {} leases", args.leases));
         client.shutdown().await;
-        let leases = env_num("LEASEHOLD_BENCH_LEASES", 100_000) as usize;
+        let leases = args.leases.max(64);
         let rf = renewals(&url, &mut con, leases).await;
+        pb.inc(1);
+        pb.finish_and_clear();
 
-        println!("| measurement | leasehold | baseline | ratio | target |");
-        println!("|---|---|---|---|---|");
-        println!(
+        rows.push(format!(
             "| (a) uncontended acquire+release, 1 task | {:.0} cycles/s | raw redis-rs, same 2 scripts: {:.0} cycles/s | {:.2}× | ≥ 0.90× |",
             median(&mut lh_a), median(&mut raw_a), median(&mut ratio_a)
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (b) 64 tasks, distinct keys | {:.0} cycles/s | raw multiplexed EVALSHA: {:.0} cycles/s | {:.2}× | ≥ 0.80× |",
             median(&mut lh_b.clone()), median(&mut raw_b), median(&mut ratio_b_raw)
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (b) 64 tasks, distinct keys | {:.0} cycles/s | rslock 0.10: {:.0} cycles/s | {:.2}× | ≥ 1.0× |",
             median(&mut lh_b), median(&mut rs_b), median(&mut ratio_b_rs)
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (b) Redis CPU per cycle (INFO commandstats) | {:.1} µs | raw: {:.1} µs; rslock: {:.1} µs | {:.2}× rslock's | |",
             median(&mut cpu_lh), median(&mut cpu_raw), median(&mut cpu_rs), median(&mut cpu_lh.clone()) / median(&mut cpu_rs.clone())
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (c) 8 contenders, handoff to another waiter p50 | {:.0} µs | raw PING RTT {:.1} µs; rslock: {:.0} µs on the {:.1}% of its handoffs that reach another waiter | {:.1} RTT | ≤ 3 RTT |",
             lc.p50_us, rtt_us, rc.p50_us, (1.0 - rc.self_share) * 100.0, lc.p50_us / rtt_us
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (c) handoff p99 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | | |",
-            lc.p99_us, lc.p99_us / rtt_us, rc.p99_us
-        );
-        println!(
+            lc.p99_us,
+            lc.p99_us / rtt_us,
+            rc.p99_us
+        ));
+        rows.push(format!(
             "| (c) self-handoffs (same holder again) | {:.1}% of {} | rslock: {:.1}% of {} | | |",
-            lc.self_share * 100.0, lc.handoffs + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
-            rc.self_share * 100.0, rc.handoffs + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
-        );
-        println!(
+            lc.self_share * 100.0,
+            lc.handoffs
+                + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
+            rc.self_share * 100.0,
+            rc.handoffs
+                + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
+        ));
+        rows.push(format!(
             "| (c) longest single wait over {} s | {:.1} ms | rslock: {:.1} ms | | ≤ 50 ms |",
-            cdur.as_secs(), lc.longest_wait_ms, rc.longest_wait_ms
-        );
-        println!(
+            cdur.as_secs(),
+            lc.longest_wait_ms,
+            rc.longest_wait_ms
+        ));
+        rows.push(format!(
             "| (c) acquisitions in {} s | {} | rslock: {} | | |",
-            cdur.as_secs(), lc.acquisitions, rc.acquisitions
-        );
-        println!(
+            cdur.as_secs(),
+            lc.acquisitions,
+            rc.acquisitions
+        ));
+        rows.push(format!(
             "| (d) renewing {} held leases: round trips per period | {:.1} | naive, one extend per lease: {} | {:.0}× fewer | O(leases / {}) |",
             rf.leases, rf.calls_per_period, rf.naive_round_trips, rf.naive_round_trips as f64 / rf.calls_per_period, leasehold::RENEWAL_BATCH
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (d) mean time of one renewal call (up to {} leases) | {:.1} ms | naive: one pass over all leases, 64 in flight, {:.0} ms | | |",
             leasehold::RENEWAL_BATCH, rf.busy_ms_per_period / rf.calls_per_period, rf.naive_ms
-        );
-        println!(
+        ));
+        rows.push(format!(
             "| (d) Redis CPU per period | {:.0} ms | naive: {:.0} ms | {:.2}× | |",
-            rf.redis_ms_per_period, rf.naive_redis_ms, rf.naive_redis_ms / rf.redis_ms_per_period
-        );
-        println!("\nraw PING round trip (median): {rtt_us:.1} µs");
-    });
+            rf.redis_ms_per_period,
+            rf.naive_redis_ms,
+            rf.naive_redis_ms / rf.redis_ms_per_period
+        ));
+        rows.push(format!(
+            "| raw PING round trip (median) | {rtt_us:.1} µs | | | |"
+        ));
+    }
     drop(server);
+    print_rows(&rows, args.json)?;
+    Ok(crate::exit::OK)
+}
+
+fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {
+    if json {
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let f: Vec<&str> = r.trim_matches('|').split(" | ").map(str::trim).collect();
+                serde_json::json!({
+                    "measurement": f.first().copied().unwrap_or(""),
+                    "leasehold": f.get(1).copied().unwrap_or(""),
+                    "baseline": f.get(2).copied().unwrap_or(""),
+                    "ratio": f.get(3).copied().unwrap_or(""),
+                    "target": f.get(4).copied().unwrap_or(""),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("| measurement | leasehold | baseline | ratio | target |");
+        println!("|---|---|---|---|---|");
+        for r in rows {
+            println!("{r}");
+        }
+    }
+    Ok(())
 }

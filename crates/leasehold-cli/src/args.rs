@@ -1,0 +1,161 @@
+//! The command line.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 500ms, 30s, 2m)"))?;
+    Ok(d)
+}
+
+/// Distributed locks on Redis, from the shell.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, after_help = crate::exit::TABLE)]
+pub struct Cli {
+    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS.
+    /// The password may also come from REDIS_PASSWORD. Default: redis://127.0.0.1:6379/
+    /// (`demo` starts a private server instead).
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// More output on stderr (-v, -vv, -vvv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command while holding a lock, like flock(1) across machines.
+    #[command(after_help = crate::exit::TABLE)]
+    Run(RunArgs),
+    /// Run a command only while leader; campaign again when leadership is lost.
+    #[command(after_help = crate::exit::TABLE)]
+    Elect(ElectArgs),
+    /// Show who holds a lock.
+    Status {
+        /// The lock's name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List held locks whose name matches a pattern (SCAN, never KEYS).
+    List {
+        /// A glob on lock names (*, ?, [...]).
+        #[arg(default_value = "*")]
+        pattern: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operator override: remove a lock whoever holds it, and wake its waiters.
+    Release {
+        /// The lock's name.
+        name: String,
+        /// Required: removing a lock breaks its holder's mutual exclusion.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Measure leasehold against raw Redis round trips and the rslock crate.
+    Bench(BenchArgs),
+    /// A short, visible tour: contention, faults, and a naive lock failing beside leasehold.
+    Demo(DemoArgs),
+}
+
+/// What to do with the command when the lease is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnLostAction {
+    /// SIGTERM, then SIGKILL after --grace.
+    Term,
+    /// SIGKILL at once.
+    Kill,
+    /// Let it run (leasehold still exits with code 4).
+    Ignore,
+}
+
+/// `leasehold run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Lease length, renewed every third of it while the command runs.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub ttl: Duration,
+    /// How long to wait for the lock.
+    #[arg(long, value_parser = duration, default_value = "10s", conflicts_with = "no_wait")]
+    pub wait: Duration,
+    /// Do not wait: exit with code 3 if the lock is held.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// A label stored with the lock (shown by `status` and `list`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// What to do with the command if the lease is lost.
+    #[arg(long, value_enum, default_value = "term")]
+    pub on_lost: OnLostAction,
+    /// With --on-lost term: how long to wait after SIGTERM before SIGKILL.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub grace: Duration,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `leasehold elect`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name.
+    pub name: String,
+    /// Leadership lease, renewed every third of it; a dead leader is replaced within it.
+    #[arg(long, value_parser = duration, default_value = "15s")]
+    pub ttl: Duration,
+    /// A label stored with the leadership.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Exit (code 4) when leadership is lost instead of campaigning again.
+    #[arg(long)]
+    pub once: bool,
+    /// How long to wait after SIGTERM before SIGKILL when leadership is lost.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub grace: Duration,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `leasehold bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 1)]
+    pub secs: u64,
+    /// Rounds per measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Leases held for the renewal measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `leasehold demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Workers contending for the demo lock.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+}

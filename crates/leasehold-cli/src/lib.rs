@@ -1,0 +1,60 @@
+//! The `leasehold` command's implementation: thin glue over the library. The binary
+//! (`main.rs`) only parses arguments and maps results to exit codes ([`exit`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod bench;
+mod child;
+pub mod demo;
+pub mod exit;
+pub mod logging;
+mod run;
+mod status;
+
+use anyhow::Context;
+
+/// The default Redis URL when neither `--redis` nor `REDIS_URL` is given.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
+
+/// Run the parsed command line; returns the process exit code.
+pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
+    use args::Command;
+    match cli.command {
+        Command::Demo(demo) => demo::run(cli.redis.as_deref(), &demo).await,
+        Command::Bench(bench) => bench::run(cli.redis.as_deref(), &bench).await,
+        command => {
+            let client = connect(cli.redis.as_deref()).await?;
+            let code = match command {
+                Command::Run(a) => run::run(&client, &a).await,
+                Command::Elect(a) => run::elect(&client, &a).await,
+                Command::Status { name, json } => status::status(&client, &name, json).await,
+                Command::List { pattern, json } => status::list(&client, &pattern, json).await,
+                Command::Release { name, force } => status::release(&client, &name, force).await,
+                Command::Bench(_) | Command::Demo(_) => unreachable!("handled above"),
+            };
+            client.shutdown().await;
+            code
+        }
+    }
+}
+
+/// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_PASSWORD` applied when the
+/// URL carries no password, checked with a `PING`.
+pub async fn connect(url: Option<&str>) -> anyhow::Result<leasehold::Client> {
+    let url = url.unwrap_or(DEFAULT_URL);
+    let shown = leasehold::redact_url(url);
+    let mut builder = leasehold::Client::builder(url);
+    if let Ok(password) = std::env::var("REDIS_PASSWORD") {
+        if shown == url {
+            builder = builder.password(password);
+        }
+    }
+    let client = builder.build()?;
+    client
+        .ping()
+        .await
+        .with_context(|| format!("cannot reach Redis at {shown}"))?;
+    Ok(client)
+}

@@ -1,0 +1,27 @@
+//! The `leasehold` binary: parse the command line, run the command, map the result to a
+//! documented exit code. Everything else lives in the `leasehold_cli` library.
+
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = leasehold_cli::args::Cli::parse();
+    let quiet = matches!(cli.command, leasehold_cli::args::Command::Demo(_));
+    leasehold_cli::logging::init(cli.verbose, quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leasehold: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(leasehold_cli::exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(leasehold_cli::execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("leasehold: {}", leasehold_cli::exit::one_line(&e));
+            leasehold_cli::exit::code_for(&e)
+        }
+    };
+    std::process::ExitCode::from(code)
+}

@@ -1,0 +1,408 @@
+//! The `leasehold` binary, driven as a user would: real processes against a real
+//! redis-server started by the test kit.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use leasehold_testkit::RedisServer;
+
+fn leasehold(url: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+    c.arg("--redis")
+        .arg(url)
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run leasehold")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Poll `check` every 10 ms until true; panic with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn key_exists(server: &RedisServer, key: &str) -> bool {
+    let mut con = server.connection();
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<bool>(&mut con)
+        .unwrap()
+}
+
+fn process_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn run_passes_the_fencing_token_and_the_exit_status_through() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("env");
+    let out = run(leasehold(&server.url()).args(["run", "job", "--"]).args([
+        "sh",
+        "-c",
+        &format!("echo \"$LEASEHOLD_LOCK $LEASEHOLD_FENCING_TOKEN $LEASEHOLD_LEASE_DEADLINE\" > {}; exit 7", out_file.display()),
+    ]));
+    assert_eq!(code(&out), 7, "{}", text(&out));
+    let env = std::fs::read_to_string(&out_file).unwrap();
+    let parts: Vec<&str> = env.split_whitespace().collect();
+    assert_eq!(parts[0], "job");
+    assert!(parts[1].parse::<u64>().unwrap() > 0, "{env}");
+    assert!(parts[2].ends_with('Z'), "an RFC 3339 deadline: {env}");
+    assert!(
+        !key_exists(&server, "leasehold:{job}"),
+        "released after the command"
+    );
+}
+
+#[test]
+fn a_second_run_waits_or_with_no_wait_exits_3() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let mut first = leasehold(&server.url())
+        .args(["run", "shared", "--label", "first", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+                started.display(),
+                release.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the first command to start",
+        || started.exists(),
+    );
+
+    let out = run(leasehold(&server.url()).args(["run", "shared", "--no-wait", "--", "true"]));
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let out =
+        run(leasehold(&server.url()).args(["run", "shared", "--wait", "300ms", "--", "true"]));
+    assert_eq!(code(&out), 3, "{}", text(&out));
+
+    let waiter = leasehold(&server.url())
+        .args([
+            "run",
+            "shared",
+            "--wait",
+            "20s",
+            "--",
+            "sh",
+            "-c",
+            "echo $LEASEHOLD_FENCING_TOKEN",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<u64>()
+        .is_ok());
+}
+
+#[test]
+fn a_run_whose_lease_is_deleted_stops_the_command_and_exits_4() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let mut child = leasehold(&server.url())
+        .args(["run", "doomed", "--ttl", "1s", "--grace", "500ms", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!("echo $$ > {}; exec sleep 30", pid_file.display()),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the command to start", || {
+        read_pid(&pid_file).is_some()
+    });
+    let pid = read_pid(&pid_file).unwrap();
+    let mut con = server.connection();
+    let _: () = redis::cmd("DEL")
+        .arg("leasehold:{doomed}")
+        .query(&mut con)
+        .unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for(Duration::from_secs(5), "the command to be stopped", || {
+        !process_alive(pid)
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("lost"), "{err}");
+}
+
+#[test]
+fn sigterm_to_run_is_forwarded_and_the_lock_is_released() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let child = leasehold(&server.url())
+        .args(["run", "terminated", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!("echo $$ > {}; exec sleep 30", pid_file.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the command to start", || {
+        read_pid(&pid_file).is_some()
+    });
+    let leasehold_pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(leasehold_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "the command's own status (killed by SIGTERM)"
+    );
+    assert!(!process_alive(read_pid(&pid_file).unwrap()));
+    assert!(!key_exists(&server, "leasehold:{terminated}"));
+    let out = run(leasehold(&server.url()).args(["run", "terminated", "--no-wait", "--", "true"]));
+    assert_eq!(
+        code(&out),
+        0,
+        "the next run gets the lock at once: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn status_and_list_show_the_holder_and_release_force_removes_it() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut holder = leasehold(&server.url())
+        .args([
+            "run",
+            "reports/daily",
+            "--label",
+            "nightly",
+            "--ttl",
+            "20s",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            &format!("touch {}; exec sleep 30", started.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the holder to start", || {
+        started.exists()
+    });
+
+    let out = run(leasehold(&server.url()).args(["status", "reports/daily", "--json"]));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["holder"]["metadata"]["label"], "nightly");
+    let ttl = v["holder"]["ttl_remaining_ms"].as_u64().unwrap();
+    assert!(ttl > 10_000 && ttl <= 20_000, "{ttl}");
+
+    let out = run(leasehold(&server.url()).args(["status", "reports/daily"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nightly"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(leasehold(&server.url()).args(["list", "reports/*", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["name"], "reports/daily");
+    let out = run(leasehold(&server.url()).args(["list"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reports/daily"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(leasehold(&server.url()).args(["release", "reports/daily"]));
+    assert_eq!(code(&out), 2, "refuses without --force: {}", text(&out));
+    assert!(key_exists(&server, "leasehold:{reports/daily}"));
+    let out = run(leasehold(&server.url()).args(["release", "reports/daily", "--force"]));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nightly"),
+        "says what it removed: {}",
+        text(&out)
+    );
+    // The holder learns it at its next renewal and stops its command.
+    let status = holder.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+}
+
+#[test]
+fn elect_hands_leadership_over_when_the_leader_dies() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let leader_file = |n: &str| dir.path().join(format!("leader-{n}"));
+    let spawn = |n: &str| {
+        leasehold(&server.url())
+            .args(["elect", "scheduler", "--ttl", "1s", "--label", n, "--"])
+            .args([
+                "sh",
+                "-c",
+                &format!(
+                    "echo $LEASEHOLD_FENCING_TOKEN > {}; exec sleep 30",
+                    leader_file(n).display()
+                ),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("a");
+    wait_for(Duration::from_secs(10), "a to lead", || {
+        leader_file("a").exists()
+    });
+    let mut b = spawn("b");
+    std::thread::sleep(Duration::from_millis(300)); // b campaigns meanwhile (the scenario)
+    assert!(!leader_file("b").exists(), "two leaders at once");
+    // The leader's process dies without a word: its lease must run out before b leads.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed_at = Instant::now();
+    wait_for(Duration::from_secs(5), "b to lead", || {
+        leader_file("b").exists()
+    });
+    assert!(
+        killed_at.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    let token = |n: &str| {
+        std::fs::read_to_string(leader_file(n))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(2), "b's token to be written", || {
+        std::fs::read_to_string(leader_file("b")).is_ok_and(|s| s.trim().parse::<u64>().is_ok())
+    });
+    assert!(token("b") > token("a"));
+    b.kill().unwrap();
+    b.wait().unwrap();
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_and_the_usage_code() {
+    let server = RedisServer::start();
+    let url = server.url();
+    for (args, needle) in [
+        (
+            vec!["run", "x", "--frobnicate", "--", "true"],
+            "--frobnicate",
+        ),
+        (
+            vec!["run", "x", "--ttl", "ten seconds", "--", "true"],
+            "durations like",
+        ),
+        (vec!["run", "x", "--ttl", "1ms", "--", "true"], "too short"),
+        (vec!["run", "", "--", "true"], "empty"),
+        (vec!["status", "a{b"], "braces"),
+    ] {
+        let out = run(leasehold(&url).args(&args));
+        assert_eq!(code(&out), 2, "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = run(Command::new(env!("CARGO_BIN_EXE_leasehold")).args([
+        "--redis",
+        "http://u:secret@host",
+        "status",
+        "x",
+    ]));
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("secret"),
+        "{}",
+        text(&out)
+    );
+    let mut con = server.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys.is_empty(), "bad input left keys behind: {keys:?}");
+}
+
+#[test]
+fn unreachable_redis_exits_5_with_one_line() {
+    // A port nothing listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out =
+        run(leasehold(&format!("redis://127.0.0.1:{port}/")).args(["run", "x", "--", "true"]));
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach Redis"), "{err}");
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_leasehold")).args(["run", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "3    not acquired",
+        "4    lease lost",
+        "5    Redis unreachable",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+}
