@@ -319,10 +319,7 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
     let (s1, u1) = (client.renewal_stats(), redis_usec(con).await);
     let periods = t0.elapsed().as_secs_f64() / period.as_secs_f64();
     assert!(guards.iter().all(|g| !g.is_lost()), "a lease was lost");
-    eprintln!(
-        "(d) watchdog: {} renewals in {periods:.1} periods",
-        s1.renewed - s0.renewed
-    );
+    tracing::info!(renewals = s1.renewed - s0.renewed, periods, "watchdog");
 
     // Naive: one extend script per lease, 64 in flight, on a plain multiplexed connection.
     let extend = Arc::new(Script::new(leasehold::scripts::EXTEND_LUA));
