@@ -3,10 +3,26 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    let cli = leasehold_cli::args::Cli::parse();
+    let cli = match leasehold_cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print normally; a usage error becomes one line.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "leasehold: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return std::process::ExitCode::from(leasehold_cli::exit::USAGE);
+        }
+    };
     let quiet = matches!(cli.command, leasehold_cli::args::Command::Demo(_));
     leasehold_cli::logging::init(cli.verbose, quiet);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -313,6 +313,13 @@ fn elect_hands_leadership_over_when_the_leader_dies() {
     a.kill().unwrap();
     a.wait().unwrap();
     let killed_at = Instant::now();
+    // Its command is orphaned by the SIGKILL; end it too (a dead machine takes both).
+    if let Some(pid) = read_pid(&dir.path().join("leader-a.pid")) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     wait_for(Duration::from_secs(5), "b to lead", || {
         leader_file("b").exists()
     });
