@@ -69,6 +69,7 @@ impl Raw {
             .arg(0)
             .arg(0)
             .arg(r#"{"host":"bench","pid":1}"#)
+            .arg(n | 1)
             .invoke_async(&mut self.con)
             .await
             .expect("raw acquire");
@@ -82,6 +83,7 @@ impl Raw {
             .arg(&id)
             .arg(&id)
             .arg(100)
+            .arg(n | 1)
             .invoke_async(&mut self.con)
             .await
             .expect("raw release");
@@ -344,6 +346,7 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
                     .arg("naive-owner")
                     .arg("naive-request")
                     .arg(6_000)
+                    .arg(1)
                     .invoke_async(&mut con)
                     .await
                     .expect("naive extend");

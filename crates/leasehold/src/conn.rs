@@ -359,6 +359,35 @@ impl Connector {
         }
     }
 
+    /// Run a leasehold script whose reply is a list of integers ending with the reply tag
+    /// (see PROTOCOL.md): a fresh tag is appended as the last argument, and a reply that
+    /// does not carry it belongs to another request — the connection is out of step (a
+    /// reply went missing), so it is discarded and the outcome is unknown.
+    pub(crate) async fn eval_tagged(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        budget: Duration,
+    ) -> Result<Vec<i64>, Failure> {
+        let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
+        inv.arg(tag);
+        let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
+        let left = until.saturating_duration_since(Instant::now());
+        match timeout(left, inv.invoke_async::<Vec<i64>>(&mut con)).await {
+            Ok(Ok(mut reply)) if reply.last() == Some(&tag) => {
+                reply.pop();
+                Ok(reply)
+            }
+            Ok(Ok(_)) => {
+                tracing::warn!("a reply did not match its request: the connection is out of step; discarding it");
+                self.invalidate(generation);
+                Err(Failure::Unknown(None))
+            }
+            other => Err(self
+                .classify(generation, other)
+                .unwrap_or(Failure::Unknown(None))),
+        }
+    }
+
     /// Run a plain command within `budget`.
     pub(crate) async fn query<T: FromRedisValue>(
         &self,

@@ -202,7 +202,7 @@ impl LockGuard {
             first_send.get_or_insert(sent);
             let mut inv = inner.scripts.extend.key(&st.keys.lock);
             inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
-            match inner.conn.eval::<Vec<i64>>(&inv, resolve_by - sent).await {
+            match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
                 Ok(reply) => {
                     let outcome = match reply.first() {
                         Some(1) => {
@@ -405,7 +405,7 @@ async fn release_once(
             .arg(req)
             .arg(crate::scripts::RESERVATION_MS);
         let budget = resolve_by.saturating_duration_since(Instant::now());
-        match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
+        match inner.conn.eval_tagged(&mut inv, budget).await {
             Ok(reply) => return Ok((reply.first().copied().unwrap_or(0), saw_unknown)),
             Err(f @ Failure::Server(_)) => return Err(f),
             Err(f) => {

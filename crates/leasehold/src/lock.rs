@@ -555,7 +555,7 @@ impl Lock {
                 .arg(millis(wait_lease))
                 .arg(if queued || maybe_applied { 1 } else { 0 })
                 .arg(&*self.metadata);
-            match inner.conn.eval::<Vec<i64>>(&inv, budget).await {
+            match inner.conn.eval_tagged(&mut inv, budget).await {
                 Ok(reply) => {
                     return match reply.as_slice() {
                         [1, token, count, ..] => Ok(Attempt::Granted {

@@ -434,7 +434,7 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
         inner.renewer.calls.fetch_add(1, Ordering::Relaxed);
         // Never wait past the earliest deadline in the batch: the deadline fires anyway.
         let budget = inner.conn.response_timeout();
-        let result = inner.conn.eval::<Vec<i64>>(&inv, budget).await;
+        let result = inner.conn.eval_tagged(&mut inv, budget).await;
         let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         inner.renewer.call_micros.fetch_add(took, Ordering::Relaxed);
         match result {

@@ -342,3 +342,41 @@ async fn a_user_without_client_kill_still_resolves_unknown_outcomes() {
     assert!(guard.release().await.unwrap().is_released());
     assert!(!exists(&mut admin, lock.redis_key()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_never_hands_another_requests_reply_to_an_acquire() {
+    // Two acquires share one pipelined connection; the first one's reply is lost, so the
+    // second one's reply is the next to arrive. Every script reply carries the tag of its
+    // request, so it is never taken for the first one's (which would give that holder the
+    // other lock's fencing token).
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let rule = proxy.add_rule(
+        Rule::reply_to(acquire_script().and(Match::arg_contains("{tagged-x}")))
+            .first(1)
+            .drop(),
+    );
+    let (lx, ly) = (c.lock("tagged-x").unwrap(), c.lock("tagged-y").unwrap());
+    let (gx, gy) = tokio::join!(lx.acquire(), ly.acquire());
+    let (gx, gy) = (gx.unwrap(), gy.unwrap());
+    assert_eq!(rule.hits(), 1, "the first acquire's reply was dropped");
+    let token = |key: &'static str| {
+        let mut con = con.clone();
+        async move {
+            hget(&mut con, key, "token")
+                .await
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    assert_eq!(gx.fencing_token(), token("leasehold:{tagged-x}").await);
+    assert_eq!(gy.fencing_token(), token("leasehold:{tagged-y}").await);
+    assert_eq!(gx.hold_count(), 1);
+    assert!(gx.release().await.unwrap().is_released());
+    assert!(gy.release().await.unwrap().is_released());
+    assert!(!exists(&mut con, "leasehold:{tagged-x}").await);
+}

@@ -8,6 +8,12 @@
 -- Returns {1, token, hold_count, pttl} when the caller holds the lock,
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
+-- The last argument of every call is a reply tag (an integer below 2^48) that the reply
+-- echoes as its last element, so a client can tell a reply that is not its own.
+local function reply(t)
+  t[#t + 1] = tonumber(ARGV[#ARGV])
+  return t
+end
 local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local waitms, queued = tonumber(ARGV[5]), ARGV[6] == '1'
@@ -40,7 +46,7 @@ if not holder then
   if reserved and reserved ~= req then
     -- Released to a waiter that has not claimed it yet: no barging past it.
     enqueue()
-    return {0, redis.call('PTTL', nextkey), 1}
+    return reply({0, redis.call('PTTL', nextkey), 1})
   end
   if reserved then redis.call('DEL', nextkey) end
   -- Free: a fencing token above every earlier one. The counter is floored with the server
@@ -53,7 +59,7 @@ if not holder then
   redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1, 'meta', ARGV[7])
   redis.call('PEXPIRE', lock, ttl)
   dequeue()
-  return {1, token, 1, ttl}
+  return reply({1, token, 1, ttl})
 end
 
 if holder == owner then
@@ -63,7 +69,7 @@ if holder == owner then
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
     dequeue()
     local h = redis.call('HMGET', lock, 'token', 'count')
-    return {1, tonumber(h[1]), tonumber(h[2]), pttl}
+    return reply({1, tonumber(h[1]), tonumber(h[2]), pttl})
   end
   if reentrant then
     local count = redis.call('HINCRBY', lock, 'count', 1)
@@ -71,9 +77,9 @@ if holder == owner then
     -- Never shorten the lease another hold of the same owner relies on.
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
     dequeue()
-    return {1, tonumber(redis.call('HGET', lock, 'token')), count, pttl}
+    return reply({1, tonumber(redis.call('HGET', lock, 'token')), count, pttl})
   end
 end
 
 enqueue()
-return {0, redis.call('PTTL', lock), 0}
+return reply({0, redis.call('PTTL', lock), 0})

@@ -5,21 +5,27 @@
 --         {2, n} released this hold, the owner still holds n,
 --         {0, 0} not held: expired (or this hold already ended),
 --         {-1, 0} held by another owner.
+-- The last argument of every call is a reply tag (an integer below 2^48) that the reply
+-- echoes as its last element, so a client can tell a reply that is not its own.
+local function reply(t)
+  t[#t + 1] = tonumber(ARGV[#ARGV])
+  return t
+end
 local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, reqfield, reservems = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 
 local h = redis.call('HMGET', lock, 'owner', 'count', reqfield)
-if not h[1] then return {0, 0} end
-if h[1] ~= owner then return {-1, 0} end
-if not h[3] then return {0, 0} end
+if not h[1] then return reply({0, 0}) end
+if h[1] ~= owner then return reply({-1, 0}) end
+if not h[3] then return reply({0, 0}) end
 
 local count = tonumber(h[2]) - 1
 if count > 0 then
   redis.call('HDEL', lock, reqfield)
   redis.call('HSET', lock, 'count', count)
-  return {2, count}
+  return reply({2, count})
 end
 
 redis.call('DEL', lock)
 handoff(lock, queue, expiries, nextkey, reservems)
-return {1, 0}
+return reply({1, 0})

@@ -1,8 +1,9 @@
 -- leasehold renew: extend a batch of leases in one call, each checked on its own.
 -- KEYS[i]  lock hash of lease i (all keys of one call must live on one node)
 -- ARGV[3i-2] owner id   ARGV[3i-1] request id of the hold   ARGV[3i] ttl (ms)
+-- ARGV[#ARGV] reply tag, echoed as the last element of the reply.
 -- Returns one code per key: 1 renewed (PTTL >= ttl), 0 expired (or the hold ended),
--- -1 held by another owner.
+-- -1 held by another owner; then the tag.
 local out = {}
 for i, lock in ipairs(KEYS) do
   local owner, req, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], tonumber(ARGV[3 * i])
@@ -18,4 +19,5 @@ for i, lock in ipairs(KEYS) do
     out[i] = 1
   end
 end
+out[#KEYS + 1] = tonumber(ARGV[#ARGV])
 return out
