@@ -14,6 +14,13 @@
 //! * [`FaultProxy`] sits between a client and a server and applies [`Rule`]s
 //!   to the replies of matching commands, or holds the commands themselves
 //!   back for a while (see [`proxy`]).
+//! * [`FencedResource`] stands in for the storage a lock protects: it checks
+//!   fencing tokens and records every write into a [`History`] (see
+//!   [`fenced`]).
+//! * [`History`] logs what each hold believed and did; [`history::check`]
+//!   reads it like a Jepsen checker and reports overlapping holds, stale
+//!   writes the resource accepted, and work done after a lost notice (see
+//!   [`history`]).
 //! * [`poll_until`] / [`poll_until_async`] wait for a condition with a
 //!   deadline (see [`poll`]).
 //!
@@ -56,11 +63,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fenced;
+pub mod history;
 pub mod poll;
 pub mod proxy;
 pub mod server;
 mod text;
 
+pub use fenced::{FencedResource, WriteOutcome};
+pub use history::{Event, EventKind, History, Hold, Report};
 pub use poll::{poll_until, poll_until_async};
 pub use proxy::{
     CommandPredicate, FaultProxy, Match, Rule, RuleBuilder, RuleGuard, StallGuard, Verdict,
@@ -79,5 +90,7 @@ mod tests {
         assert_send_sync::<crate::RuleGuard>();
         assert_send_sync::<crate::StallGuard>();
         assert_send_sync::<crate::Rule>();
+        assert_send_sync::<crate::History>();
+        assert_send_sync::<crate::FencedResource>();
     }
 }
