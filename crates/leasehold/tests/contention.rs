@@ -107,7 +107,7 @@ async fn a_waiter_blocked_by_a_long_hold_is_woken_not_polling() {
         g.release().await.unwrap();
         at
     });
-    // Hold for 1.5 s: a polling waiter would make dozens of attempts.
+    // The scenario: hold for 1.5 s; a polling waiter would make dozens of attempts.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let released_at = Instant::now();
     guard.release().await.unwrap();

@@ -39,7 +39,7 @@ async fn a_one_second_lease_stays_held_through_five_seconds_of_work_by_renewal()
         assert!(err.is_contended(), "{err}");
         refused += 1;
         assert!(!guard.is_lost(), "lost after {:?}", started.elapsed());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // the scenario: 5 s of work
     }
     assert!(refused >= 20);
     assert!(
@@ -56,7 +56,7 @@ async fn a_one_second_lease_stays_held_through_five_seconds_of_work_by_renewal()
             !exists(&mut con, "leasehold:{watchdog}").await,
             "a late renewal revived the lock"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // the scenario: watch for 1.5 s
     }
 }
 
