@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, ScriptInvocation};
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
+
+use crate::scripts::Call;
 use tokio::time::{timeout, Instant};
 
 use crate::error::is_server_reply;
@@ -346,12 +348,12 @@ impl Connector {
     /// Run a script (EVALSHA, one SCRIPT LOAD on NOSCRIPT) within `budget`.
     pub(crate) async fn eval<T: FromRedisValue>(
         &self,
-        inv: &ScriptInvocation<'_>,
+        inv: &Call<'_>,
         budget: Duration,
     ) -> Result<T, Failure> {
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
         let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, inv.invoke_async::<T>(&mut con)).await {
+        match timeout(left, inv.invoke::<T>(&mut con)).await {
             Ok(Ok(v)) => Ok(v),
             other => Err(self
                 .classify(generation, other)
@@ -365,14 +367,14 @@ impl Connector {
     /// reply went missing), so it is discarded and the outcome is unknown.
     pub(crate) async fn eval_tagged(
         &self,
-        inv: &mut ScriptInvocation<'_>,
+        inv: &mut Call<'_>,
         budget: Duration,
     ) -> Result<Vec<i64>, Failure> {
         let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
         inv.arg(tag);
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
         let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, inv.invoke_async::<Vec<i64>>(&mut con)).await {
+        match timeout(left, inv.invoke::<Vec<i64>>(&mut con)).await {
             Ok(Ok(mut reply)) if reply.last() == Some(&tag) => {
                 reply.pop();
                 Ok(reply)

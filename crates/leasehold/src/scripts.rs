@@ -3,9 +3,14 @@
 //! Every mutation leasehold makes is one of these scripts (invariant 2): it runs
 //! atomically on the server, checks ownership itself, and is sent as `EVALSHA` with a
 //! single `SCRIPT LOAD` fallback on `NOSCRIPT`, so a `SCRIPT FLUSH` is transparent. The
+//! answer to `SCRIPT LOAD` is checked against the script's own hash, like every reply that
+//! can be checked. The
 //! contracts are written down in `PROTOCOL.md`.
 
-use redis::Script;
+use std::io;
+
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, RedisError, RedisResult, ToRedisArgs};
 
 /// Source of the acquire script.
 pub const ACQUIRE_LUA: &str = include_str!("scripts/acquire.lua");
@@ -35,7 +40,95 @@ pub const INSPECT_LUA: &str = include_str!("scripts/inspect.lua");
 /// Source of the extend script.
 pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
 
-/// The loaded scripts (their SHA1s are computed once).
+/// One script: its source and SHA1 (computed once).
+pub(crate) struct Script {
+    code: &'static str,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &'static str) -> Self {
+        Script {
+            code,
+            hash: redis::Script::new(code).get_hash().to_string(),
+        }
+    }
+
+    /// A call of this script, starting with its first key.
+    pub(crate) fn key<T: ToRedisArgs>(&self, key: T) -> Call<'_> {
+        let mut call = self.prepare_invoke();
+        call.key(key);
+        call
+    }
+
+    /// A call of this script without arguments yet.
+    pub(crate) fn prepare_invoke(&self) -> Call<'_> {
+        Call {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A script call being built: keys, then arguments.
+pub(crate) struct Call<'a> {
+    script: &'a Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    /// Add a key (`KEYS[i]`).
+    pub(crate) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Add an argument (`ARGV[i]`).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn evalsha(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.script.hash).arg(self.keys.len());
+        for k in &self.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &self.args {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+
+    /// `EVALSHA`, and on `NOSCRIPT` one `SCRIPT LOAD` (whose answer must be this script's
+    /// hash, or the connection is out of step) and the `EVALSHA` again.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        con: &mut MultiplexedConnection,
+    ) -> RedisResult<T> {
+        match self.evalsha().query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let hash: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(self.script.code)
+                    .query_async(con)
+                    .await?;
+                if hash != self.script.hash {
+                    return Err(RedisError::from(io::Error::other(
+                        "SCRIPT LOAD answered with another hash: the connection is out of step",
+                    )));
+                }
+                self.evalsha().query_async(con).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The scripts of one client.
 pub(crate) struct Scripts {
     pub acquire: Script,
     pub release: Script,
