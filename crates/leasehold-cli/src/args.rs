@@ -72,6 +72,27 @@ pub enum Command {
     Bench(BenchArgs),
     /// A short, visible tour: contention, faults, and a naive lock failing beside leasehold.
     Demo(DemoArgs),
+    /// Fault scenarios against leasehold and naive locks, judged by a history checker.
+    Torture(TortureArgs),
+}
+
+/// `leasehold torture`.
+#[derive(Debug, Args)]
+pub struct TortureArgs {
+    /// Seconds per scenario and lock.
+    #[arg(long, default_value_t = 3)]
+    pub secs: u64,
+    /// Scenarios to run (default: all): baseline, dropped-replies, late-replies,
+    /// connection-resets, paused-holder, redis-paused, cancelled-acquires.
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Locks to run (default: all): leasehold, setnx-expire, getset, no-renewal,
+    /// retry-on-timeout.
+    #[arg(long = "lock")]
+    pub locks: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What to do with the command when the lease is lost.

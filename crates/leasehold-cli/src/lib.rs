@@ -12,6 +12,7 @@ pub mod exit;
 pub mod logging;
 mod run;
 mod status;
+pub mod torture;
 
 use anyhow::Context;
 
@@ -24,6 +25,7 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Demo(demo) => demo::run(cli.redis.as_deref(), &demo).await,
         Command::Bench(bench) => bench::run(cli.redis.as_deref(), &bench).await,
+        Command::Torture(t) => torture::command(&t).await,
         command => {
             let client = connect(cli.redis.as_deref()).await?;
             let code = match command {
@@ -32,7 +34,9 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
                 Command::Status { name, json } => status::status(&client, &name, json).await,
                 Command::List { pattern, json } => status::list(&client, &pattern, json).await,
                 Command::Release { name, force } => status::release(&client, &name, force).await,
-                Command::Bench(_) | Command::Demo(_) => unreachable!("handled above"),
+                Command::Bench(_) | Command::Demo(_) | Command::Torture(_) => {
+                    unreachable!("handled above")
+                }
             };
             client.shutdown().await;
             code

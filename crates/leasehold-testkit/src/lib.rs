@@ -69,6 +69,7 @@ pub mod poll;
 pub mod proxy;
 pub mod server;
 mod text;
+pub mod torture;
 
 pub use fenced::{FencedResource, WriteOutcome};
 pub use history::{Event, EventKind, History, Hold, Report};

@@ -1,0 +1,344 @@
+//! `leasehold torture`: named fault scenarios run against leasehold and the naive locks of
+//! the incident reports, each on its own private redis-server, with the history checker
+//! and a server audit deciding what went wrong.
+//!
+//! Violations counted per scenario × lock: overlapping holds in which both holders
+//! believed they held the lock, stale writes the resource accepted, work after the holder
+//! was told its lease was lost, writes outside a hold, refusals misreported while the
+//! server held the lock for the caller (seed 004), and lock keys left without a TTL
+//! (seed 000). Everything targets loopback and is bounded in time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leasehold::Client;
+use leasehold_testkit::torture::{
+    run_workers, BoxFuture, GetsetTimestampLock, HoldUnderTest, LockUnderTest, NoRenewalLock,
+    RetryOnTimeoutLock, SetnxExpireLock, WorkPlan,
+};
+use leasehold_testkit::{FaultProxy, FencedResource, History, Match, RedisServer, Rule};
+use serde::Serialize;
+
+/// The named scenarios.
+pub const SCENARIOS: [&str; 7] = [
+    "baseline",
+    "dropped-replies",
+    "late-replies",
+    "connection-resets",
+    "paused-holder",
+    "redis-paused",
+    "cancelled-acquires",
+];
+
+/// The locks under test.
+pub const LOCKS: [&str; 5] = [
+    "leasehold",
+    "setnx-expire",
+    "getset",
+    "no-renewal",
+    "retry-on-timeout",
+];
+
+const TTL: Duration = Duration::from_millis(400);
+const WORKERS: usize = 4;
+
+/// One cell of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: String,
+    /// The lock.
+    pub lock: String,
+    /// Acquisitions recorded.
+    pub acquisitions: usize,
+    /// Overlapping holds in which neither holder had been told its lease was lost.
+    pub overlaps: usize,
+    /// Writes the resource accepted from a superseded holder.
+    pub stale_writes_accepted: usize,
+    /// Writes after the holder was told its lease was lost.
+    pub work_after_lost: usize,
+    /// Writes outside any hold.
+    pub writes_outside_hold: usize,
+    /// Lost-lease notices.
+    pub lost_notices: usize,
+    /// Refusals while the server held the lock for the caller.
+    pub misreported_refusals: u64,
+    /// Lock keys left without a TTL (fencing counters excepted).
+    pub keys_without_ttl: usize,
+}
+
+impl Outcome {
+    /// Whether any violation was found.
+    pub fn violations(&self) -> usize {
+        self.overlaps
+            + self.stale_writes_accepted
+            + self.work_after_lost
+            + self.writes_outside_hold
+            + usize::try_from(self.misreported_refusals).unwrap_or(usize::MAX)
+            + self.keys_without_ttl
+    }
+}
+
+struct LeaseholdUnderTest {
+    client: Client,
+}
+
+struct LeaseholdHold(leasehold::LockGuard);
+
+impl HoldUnderTest for LeaseholdHold {
+    fn token(&self) -> Option<u64> {
+        Some(self.0.fencing_token())
+    }
+    fn lost_signal(&self) -> BoxFuture<'static, ()> {
+        let lease = self.0.lease();
+        Box::pin(async move {
+            lease.lost().await;
+        })
+    }
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.0.release().await;
+        })
+    }
+}
+
+impl LockUnderTest for LeaseholdUnderTest {
+    fn label(&self) -> String {
+        "leasehold".into()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        worker: usize,
+        name: &'a str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn HoldUnderTest>>, String>> {
+        Box::pin(async move {
+            let lock = self
+                .client
+                .lock(name)
+                .and_then(|l| l.ttl(ttl))
+                .and_then(|l| l.label(&format!("worker-{worker}")))
+                .map_err(|e| e.to_string())?;
+            // A fixed lease, like the naive locks': a holder paused past it must be told.
+            match lock.acquire_timeout(wait).await {
+                Ok(g) => Ok(Some(Box::new(LeaseholdHold(g)) as Box<dyn HoldUnderTest>)),
+                Err(e) if e.is_timeout() || e.is_contended() => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn holds_for<'a>(&'a self, worker: usize, name: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let label = format!("worker-{worker}");
+            match self.client.inspect(name).await {
+                Ok(info) => info
+                    .holder
+                    .is_some_and(|h| h.metadata.label.as_deref() == Some(label.as_str())),
+                Err(_) => false,
+            }
+        })
+    }
+}
+
+fn lock_for(kind: &str, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
+    Ok(match kind {
+        "leasehold" => Arc::new(LeaseholdUnderTest {
+            client: Client::builder(url)
+                .response_timeout(Duration::from_millis(150))
+                .build()?,
+        }),
+        "setnx-expire" => Arc::new(SetnxExpireLock { url: url.into() }),
+        "getset" => Arc::new(GetsetTimestampLock { url: url.into() }),
+        "no-renewal" => Arc::new(NoRenewalLock { url: url.into() }),
+        "retry-on-timeout" => Arc::new(RetryOnTimeoutLock {
+            url: url.into(),
+            timeout: Duration::from_millis(150),
+        }),
+        other => anyhow::bail!("unknown lock {other:?} (one of {LOCKS:?})"),
+    })
+}
+
+/// Run one scenario against one lock for `duration`.
+pub async fn run_cell(
+    scenario: &str,
+    lock_kind: &str,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        SCENARIOS.contains(&scenario),
+        "unknown scenario {scenario:?} (one of {SCENARIOS:?})"
+    );
+    let server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start()).await??;
+    let proxy = FaultProxy::start(server.addr()).await?;
+    let lock = lock_for(lock_kind, &proxy.url())?;
+    let history = History::new();
+    let resource = FencedResource::new(history.clone());
+    let plan = WorkPlan {
+        name: "torture".into(),
+        ttl: TTL,
+        wait: Duration::from_millis(300),
+        writes: 3,
+        work: Duration::from_millis(10),
+        pause_every: (scenario == "paused-holder").then_some((3, TTL * 2)),
+        cancel_acquires_within: (scenario == "cancelled-acquires")
+            .then_some(Duration::from_millis(3)),
+    };
+    let until = Instant::now() + duration;
+    let faults = inject(scenario, &server, &proxy, until);
+    let (counts, ()) = tokio::join!(run_workers(lock, plan, WORKERS, resource, until), faults);
+    // The server audit: lock keys that will never expire.
+    let mut con = server.async_connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut con).await?;
+    let mut keys_without_ttl = 0;
+    for key in keys.iter().filter(|k| !k.ends_with(":fence")) {
+        let pttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut con).await?;
+        keys_without_ttl += usize::from(pttl == -1);
+    }
+    let report = history.check();
+    Ok(Outcome {
+        scenario: scenario.into(),
+        lock: lock_kind.into(),
+        acquisitions: report.acquisitions,
+        overlaps: report.overlaps.len(),
+        stale_writes_accepted: report.stale_writes_accepted.len(),
+        work_after_lost: report.work_after_lost.len(),
+        writes_outside_hold: report.writes_outside_hold.len(),
+        lost_notices: report.lost_notices,
+        misreported_refusals: counts.misreported,
+        keys_without_ttl,
+    })
+}
+
+/// The fault loop of a scenario, until `until`.
+fn inject<'a>(
+    scenario: &str,
+    server: &'a RedisServer,
+    proxy: &'a FaultProxy,
+    until: Instant,
+) -> BoxFuture<'a, ()> {
+    let scenario = scenario.to_string();
+    Box::pin(async move {
+        while Instant::now() < until {
+            match scenario.as_str() {
+                "dropped-replies" | "late-replies" => {
+                    let writes = Match::custom(Arc::new(|args: &[Vec<u8>]| {
+                        args.first().is_some_and(|c| {
+                            c.eq_ignore_ascii_case(b"SET")
+                                || c.eq_ignore_ascii_case(b"EVALSHA")
+                                || c.eq_ignore_ascii_case(b"SETNX")
+                        })
+                    }));
+                    let rule = Rule::reply_to(writes);
+                    // Replies later than the clients' 150 ms timeout, or never.
+                    let _rule = if scenario == "late-replies" {
+                        proxy.add_rule(rule.first(8).delay(Duration::from_millis(250)))
+                    } else {
+                        proxy.add_rule(rule.first(1).drop())
+                    };
+                    tokio::time::sleep(Duration::from_millis(if scenario == "late-replies" {
+                        400
+                    } else {
+                        50
+                    }))
+                    .await;
+                }
+                "connection-resets" => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    proxy.reset_all();
+                }
+                "redis-paused" => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let pause = server.pause();
+                    tokio::time::sleep(TTL * 2).await; // the scenario: Redis stopped past the lease
+                    pause.resume();
+                }
+                _ => tokio::time::sleep_until(until.into()).await,
+            }
+        }
+    })
+}
+
+/// `leasehold torture`: run the chosen cells with a progress bar and print the table.
+/// Exits 1 if leasehold showed any violation (the naive locks are expected to).
+pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
+    let scenarios: Vec<String> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    let locks: Vec<String> = if args.locks.is_empty() {
+        LOCKS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.locks.clone()
+    };
+    for s in &scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            return Err(crate::exit::UsageError(format!(
+                "unknown scenario {s:?}; one of {}",
+                SCENARIOS.join(", ")
+            ))
+            .into());
+        }
+    }
+    for l in &locks {
+        if !LOCKS.contains(&l.as_str()) {
+            return Err(crate::exit::UsageError(format!(
+                "unknown lock {l:?}; one of {}",
+                LOCKS.join(", ")
+            ))
+            .into());
+        }
+    }
+    let secs = args.secs.clamp(1, 600);
+    let pb = indicatif::ProgressBar::new((scenarios.len() * locks.len()) as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut outcomes = Vec::new();
+    for s in &scenarios {
+        for l in &locks {
+            pb.set_message(format!("{s} × {l}"));
+            outcomes.push(run_cell(s, l, Duration::from_secs(secs)).await?);
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        print_table(&outcomes);
+    }
+    let leasehold_clean = outcomes
+        .iter()
+        .filter(|o| o.lock == "leasehold")
+        .all(|o| o.violations() == 0);
+    Ok(if leasehold_clean {
+        crate::exit::OK
+    } else {
+        crate::exit::FAILURE
+    })
+}
+
+/// The outcomes as a markdown table.
+pub fn print_table(outcomes: &[Outcome]) {
+    println!("| scenario | lock | acquisitions | overlaps | stale writes accepted | work after lost | writes outside a hold | misreported refusals | keys without TTL | lost notices |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for o in outcomes {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            o.scenario,
+            o.lock,
+            o.acquisitions,
+            o.overlaps,
+            o.stale_writes_accepted,
+            o.work_after_lost,
+            o.writes_outside_hold,
+            o.misreported_refusals,
+            o.keys_without_ttl,
+            o.lost_notices
+        );
+    }
+}

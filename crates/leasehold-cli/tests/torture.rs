@@ -1,0 +1,72 @@
+//! The torture suite, short version: leasehold shows no violation in any scenario, and the
+//! naive lock of every incident report is caught by the checker in its scenario.
+
+use std::time::Duration;
+
+use leasehold_cli::torture::{run_cell, Outcome, SCENARIOS};
+
+const CELL: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leasehold_shows_no_violation_in_any_scenario() {
+    for scenario in SCENARIOS {
+        let o = run_cell(scenario, "leasehold", CELL).await.unwrap();
+        assert_eq!(o.violations(), 0, "{o:?}");
+        assert!(o.acquisitions > 0, "no work was done: {o:?}");
+        if scenario == "paused-holder" {
+            // Holders paused past their lease were told, and stopped: the checks above
+            // were not vacuous.
+            assert!(o.lost_notices > 0, "{o:?}");
+        }
+    }
+}
+
+/// Run `lock` in `scenario` until `found` says the violation showed (at most 3 runs: the
+/// faults are timed, not scripted).
+async fn caught(scenario: &str, lock: &str, found: impl Fn(&Outcome) -> bool) -> Outcome {
+    let mut last = None;
+    for _ in 0..3 {
+        let o = run_cell(scenario, lock, CELL).await.unwrap();
+        if found(&o) {
+            return o;
+        }
+        last = Some(o);
+    }
+    panic!("the checker found no violation for {lock} in {scenario}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_setnx_then_expire_leaves_a_key_without_ttl_when_cancelled() {
+    let o = caught("cancelled-acquires", "setnx-expire", |o| {
+        o.keys_without_ttl > 0
+    })
+    .await;
+    assert!(o.violations() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_getset_timestamps_with_del_unlock_overlap_when_a_holder_pauses() {
+    let o = caught("paused-holder", "getset", |o| {
+        o.overlaps > 0 && o.stale_writes_accepted > 0
+    })
+    .await;
+    assert!(o.violations() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_a_lock_without_renewal_or_fencing_lets_a_paused_holder_write_stale() {
+    let o = caught("paused-holder", "no-renewal", |o| {
+        o.overlaps > 0 && o.stale_writes_accepted > 0
+    })
+    .await;
+    assert!(o.violations() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_004_a_retry_after_a_lost_reply_misreports_a_granted_lock() {
+    let o = caught("dropped-replies", "retry-on-timeout", |o| {
+        o.misreported_refusals > 0
+    })
+    .await;
+    assert!(o.violations() > 0);
+}
