@@ -20,13 +20,14 @@ use leasehold_testkit::{FaultProxy, FencedResource, History, Match, RedisServer,
 use serde::Serialize;
 
 /// The named scenarios.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "baseline",
     "dropped-replies",
     "late-replies",
     "connection-resets",
     "paused-holder",
     "redis-paused",
+    "redis-restart",
     "cancelled-acquires",
 ];
 
@@ -171,7 +172,7 @@ pub async fn run_cell(
         SCENARIOS.contains(&scenario),
         "unknown scenario {scenario:?} (one of {SCENARIOS:?})"
     );
-    let server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start()).await??;
+    let mut server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start()).await??;
     let proxy = FaultProxy::start(server.addr()).await?;
     let lock = lock_for(lock_kind, &proxy.url())?;
     let history = History::new();
@@ -187,7 +188,7 @@ pub async fn run_cell(
             .then_some(Duration::from_millis(3)),
     };
     let until = Instant::now() + duration;
-    let faults = inject(scenario, &server, &proxy, until);
+    let faults = inject(scenario, &mut server, &proxy, until);
     let (counts, ()) = tokio::join!(run_workers(lock, plan, WORKERS, resource, until), faults);
     // The server audit: lock keys that will never expire.
     let mut con = server.async_connection().await;
@@ -215,7 +216,7 @@ pub async fn run_cell(
 /// The fault loop of a scenario, until `until`.
 fn inject<'a>(
     scenario: &str,
-    server: &'a RedisServer,
+    server: &'a mut RedisServer,
     proxy: &'a FaultProxy,
     until: Instant,
 ) -> BoxFuture<'a, ()> {
@@ -254,6 +255,17 @@ fn inject<'a>(
                     let pause = server.pause();
                     tokio::time::sleep(TTL * 2).await; // the scenario: Redis stopped past the lease
                     pause.resume();
+                }
+                "redis-restart" => {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    // Without persistence, Redis must stay down for at least the longest
+                    // lease before it comes back (a delayed restart, as Redis's own
+                    // distributed-lock notes require): every lease has ended by then.
+                    tokio::task::block_in_place(|| server.stop());
+                    tokio::time::sleep(TTL + Duration::from_millis(100)).await; // the scenario
+                    if tokio::task::block_in_place(|| server.try_restart()).is_err() {
+                        return;
+                    }
                 }
                 _ => tokio::time::sleep_until(until.into()).await,
             }
