@@ -76,7 +76,7 @@ struct Slot {
     generation: u64,
     con: Option<MultiplexedConnection>,
     /// The server's id for this connection (`CLIENT ID`), for fencing it off later.
-    client_id: Option<i64>,
+    client_id: Option<(i64, String)>,
     /// Set by redis-rs's disconnection notice: the connection's driver has ended, so a
     /// command sent on it would fail without being written.
     dead: Arc<AtomicBool>,
@@ -92,7 +92,7 @@ pub(crate) struct Connector {
     response_timeout: Duration,
     slot: Mutex<Slot>,
     /// Ids of discarded connections still to be closed at the server.
-    to_fence: Mutex<Vec<i64>>,
+    to_fence: Mutex<Vec<(i64, String)>>,
     fencing_denied: AtomicBool,
     connecting: tokio::sync::Mutex<()>,
 }
@@ -185,15 +185,23 @@ impl Connector {
         let left = wait
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let client_id = match timeout(
-            left,
-            redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut con),
-        )
-        .await
-        {
-            Ok(Ok(id)) => Some(id),
-            Ok(Err(e)) if is_server_reply(&e) => None, // not allowed: no fencing for it
-            _ => return Err(Failure::NotSent(None)),
+        let mut ask = redis::pipe();
+        ask.cmd("CLIENT").arg("ID").cmd("INFO").arg("server");
+        let client_id = match timeout(left, ask.query_async::<(i64, String)>(&mut con)).await {
+            Ok(Ok((id, info))) => {
+                let run_id = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("run_id:"))
+                    .map(|r| r.trim().to_string())
+                    .unwrap_or_default();
+                Some((id, run_id))
+            }
+            Ok(Err(e)) if e.code() == Some("NOPERM") => {
+                self.deny_fencing();
+                None
+            }
+            Ok(Err(e)) => return Err(Failure::NotSent(Some(e))),
+            Err(_) => return Err(Failure::NotSent(None)),
         };
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generation += 1;
@@ -234,6 +242,16 @@ impl Connector {
         }
     }
 
+    fn deny_fencing(&self) {
+        if !self.fencing_denied.swap(true, Ordering::Relaxed) {
+            tracing::warn!("the Redis user may not run CLIENT ID/KILL: a command on an abandoned connection cannot be fenced off; grant +client|id and +client|kill for deterministic cleanup");
+        }
+        self.to_fence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Forget the connection of `generation` (if it is still the current one); it will be
     /// closed at the server before the next command is sent.
     pub(crate) fn invalidate(&self, generation: u64) {
@@ -242,8 +260,11 @@ impl Connector {
             slot.con = None;
             if let Some(id) = slot.client_id.take() {
                 let mut fence = self.to_fence.lock().unwrap_or_else(|e| e.into_inner());
-                if fence.len() < 64 {
-                    fence.push(id);
+                fence.push(id);
+                if fence.len() > 1_024 {
+                    // Unreachable for that long: the oldest connections are long closed.
+                    fence.remove(0);
+                    tracing::warn!("more than 1024 abandoned connections wait to be fenced off");
                 }
             }
         }
@@ -256,53 +277,52 @@ impl Connector {
         con: &mut MultiplexedConnection,
         until: Instant,
     ) -> Result<(), Failure> {
+        let current = {
+            let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.client_id.clone()
+        };
         loop {
-            let Some(id) = self
+            let next = self
                 .to_fence
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .last()
-                .copied()
-            else {
+                .cloned();
+            let Some((id, run_id)) = next else {
                 return Ok(());
             };
-            let left = until.saturating_duration_since(Instant::now());
-            let reply = timeout(
-                left,
-                redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("ID")
-                    .arg(id)
-                    .query_async::<i64>(con),
-            )
-            .await;
-            match reply {
-                // Killed, or already gone (closed by the server after our side dropped it).
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if is_server_reply(&e) && e.code() == Some("NOPERM") => {
-                    if !self.fencing_denied.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("the Redis user may not run CLIENT KILL: a command on an abandoned connection cannot be fenced off; grant +client|kill for deterministic cleanup");
+            let stale = match &current {
+                // Another server (restarted, failed over): its connections are gone, and
+                // the same id may now name someone else's connection.
+                Some((cur_id, cur_run)) => *cur_run != run_id || *cur_id == id,
+                None => true,
+            };
+            if !stale {
+                let left = until.saturating_duration_since(Instant::now());
+                let mut kill = redis::cmd("CLIENT");
+                kill.arg("KILL").arg("ID").arg(id);
+                match timeout(left, kill.query_async::<i64>(con)).await {
+                    // The number of connections closed: 1, or 0 if it was already gone.
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.code() == Some("NOPERM") => {
+                        self.deny_fencing();
+                        return Ok(());
                     }
-                    self.to_fence
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
-                    return Ok(());
-                }
-                Ok(Err(e)) if is_server_reply(&e) => {} // "No such client": already gone
-                Ok(Err(e)) => {
-                    self.invalidate(generation);
-                    return Err(Failure::NotSent(Some(e)));
-                }
-                Err(_) => {
-                    self.invalidate(generation);
-                    return Err(Failure::NotSent(None));
+                    Ok(Err(e)) if is_server_reply(&e) => return Err(Failure::NotSent(Some(e))),
+                    Ok(Err(e)) => {
+                        self.invalidate(generation);
+                        return Err(Failure::NotSent(Some(e)));
+                    }
+                    Err(_) => {
+                        self.invalidate(generation);
+                        return Err(Failure::NotSent(None));
+                    }
                 }
             }
             self.to_fence
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|x| *x != id);
+                .retain(|(x, r)| !(*x == id && *r == run_id));
         }
     }
 

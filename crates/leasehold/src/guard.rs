@@ -194,10 +194,17 @@ impl LockGuard {
         self.inner.check_open()?;
         let inner = &self.inner;
         let st = &self.state;
+        let lost = |reason: LostReason| {
+            Error::new(
+                crate::ErrorKind::LeaseLost(reason),
+                format!("lock {:?}: the lease was already lost: {reason}", st.name),
+            )
+        };
+
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         let mut last: Option<Failure> = None;
         let mut first_send = None;
-        while Instant::now() < resolve_by {
+        while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
             let sent = Instant::now();
             first_send.get_or_insert(sent);
             let mut inv = inner.scripts.extend.key(&st.keys.lock);
@@ -205,10 +212,15 @@ impl LockGuard {
             match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
                 Ok(reply) => {
                     let outcome = match reply.first() {
-                        Some(1) => {
-                            st.confirm(first_send.unwrap_or(sent), ttl);
-                            Ok(())
-                        }
+                        Some(1) => match st.lost_reason() {
+                            // Declared lost meanwhile (its deadline passed): the holder
+                            // was told, so the extension does not count.
+                            Some(reason) => Err(lost(reason)),
+                            None => {
+                                st.confirm(first_send.unwrap_or(sent), ttl);
+                                Ok(())
+                            }
+                        },
                         Some(-1) => {
                             st.lose(LostReason::HeldByOther);
                             Err(Error::not_held(&st.name, NotHeldReason::HeldByOther))
@@ -396,7 +408,7 @@ async fn release_once(
 ) -> std::result::Result<(i64, bool), Failure> {
     let mut saw_unknown = false;
     let mut last = None;
-    while Instant::now() < resolve_by {
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
         let mut inv = inner.scripts.release.key(&keys.lock);
         inv.key(&keys.queue)
             .key(&keys.expiries)

@@ -514,7 +514,11 @@ impl Lock {
         let ttl_ms = millis(self.ttl);
         loop {
             let now = Instant::now();
-            if now >= resolve_by && last.is_some() {
+            // Never send with next to no time left: the reply could not arrive, and the
+            // connection would be discarded for nothing.
+            if resolve_by.saturating_duration_since(now) < crate::renew::MIN_BUDGET
+                && last.is_some()
+            {
                 let failure = last.take().map(|f| f.describe()).unwrap_or_default();
                 if maybe_applied {
                     crate::metrics::acquisition(&self.name, "ambiguous");

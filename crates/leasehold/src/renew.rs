@@ -30,11 +30,18 @@ use crate::conn::Failure;
 use crate::keys::LockKeys;
 use crate::lease::{millis, valid_until};
 
+/// A command is not sent with less time than this left for its reply.
+pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
+
 /// The most leases renewed by one script call.
 pub const BATCH: usize = 1_000;
 
-/// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+/// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency
+/// and the time it takes to signal many leases that share a deadline: half its drift
+/// allowance, at least 2 ms.
+fn deadline_margin(ttl: Duration) -> Duration {
+    (crate::lease::drift(ttl) / 2).max(Duration::from_millis(2))
+}
 
 /// Why a lease ended without an explicit release by its holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,11 +134,12 @@ impl LeaseState {
     /// Declare the lease lost (first reason wins).
     pub(crate) fn lose(&self, reason: LostReason) {
         if self.reason.set(reason).is_ok() {
+            // Cancel first: holders must learn it before anything else is done.
+            self.cancel.cancel();
             if reason != LostReason::Released {
-                tracing::warn!(lock = %self.name, %reason, "lease lost");
+                tracing::debug!(lock = %self.name, %reason, "lease lost");
                 crate::metrics::lease_lost(&self.name, reason);
             }
-            self.cancel.cancel();
         }
     }
 
@@ -159,9 +167,9 @@ impl LeaseState {
         self.lost_reason().unwrap_or(LostReason::Released)
     }
 
-    fn fire_at(&self) -> Instant {
+    pub(crate) fn fire_at(&self) -> Instant {
         self.valid_until()
-            .checked_sub(DEADLINE_MARGIN)
+            .checked_sub(deadline_margin(self.ttl))
             .unwrap_or_else(|| self.valid_until())
     }
 }
@@ -331,6 +339,33 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
         let Some(client) = inner.upgrade() else {
             return;
         };
+        // Deadlines first (before queued commands, however many): declare lost what has
+        // not been confirmed in time.
+        let now = Instant::now();
+        let mut lost_now = 0usize;
+        while let Some(Reverse(e)) = q.deadlines.peek() {
+            if e.0 > now {
+                break;
+            }
+            let Some(Reverse(Entry(_, _, lease))) = q.deadlines.pop() else {
+                break;
+            };
+            if lease.is_ended() || lease.lost_reason().is_some() {
+                continue;
+            }
+            if now >= lease.fire_at() {
+                lease.lose(LostReason::DeadlinePassed);
+                lost_now += 1;
+            } else {
+                q.push_deadline(lease);
+            }
+        }
+        if lost_now > 0 {
+            tracing::warn!(
+                leases = lost_now,
+                "leases lost: no renewal confirmed before their deadline"
+            );
+        }
         let cmds = std::mem::take(&mut *r.pending.lock().unwrap_or_else(|e| e.into_inner()));
         for cmd in cmds {
             match cmd {
@@ -348,25 +383,8 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
             q.compact();
         }
         r.watched.store(q.deadlines.len() as u64, Ordering::Relaxed);
-
         let now = Instant::now();
-        // Deadlines: declare lost what has not been confirmed in time.
-        while let Some(Reverse(e)) = q.deadlines.peek() {
-            if e.0 > now {
-                break;
-            }
-            let Some(Reverse(Entry(_, _, lease))) = q.deadlines.pop() else {
-                break;
-            };
-            if lease.is_ended() || lease.lost_reason().is_some() {
-                continue;
-            }
-            if now >= lease.fire_at() {
-                lease.lose(LostReason::DeadlinePassed);
-            } else {
-                q.push_deadline(lease);
-            }
-        }
+
         // Renewals: everything due within the window goes out now, in batches.
         let mut batch = Vec::new();
         while let Some(Reverse(e)) = q.renewals.peek() {
@@ -431,14 +449,26 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
                 .arg(millis(lease.ttl));
         }
         let sent = Instant::now();
+        // Never wait past the earliest deadline in the batch: after it, a late success
+        // would refresh a lease its holder was already told is lost.
+        let earliest = batch.iter().map(|l| l.fire_at()).min().unwrap_or(sent);
+        let budget = inner
+            .conn
+            .response_timeout()
+            .min(earliest.saturating_duration_since(sent));
+        if budget < MIN_BUDGET {
+            return; // too late to renew: the deadline fires
+        }
         inner.renewer.calls.fetch_add(1, Ordering::Relaxed);
-        // Never wait past the earliest deadline in the batch: the deadline fires anyway.
-        let budget = inner.conn.response_timeout();
         let result = inner.conn.eval_tagged(&mut inv, budget).await;
         let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         inner.renewer.call_micros.fetch_add(took, Ordering::Relaxed);
         match result {
             Ok(codes) if codes.len() == batch.len() => {
+                let refused = codes.iter().filter(|c| **c != 1).count();
+                if refused > 0 {
+                    tracing::warn!(leases = refused, "renewal refused: leases lost");
+                }
                 for (lease, code) in batch.into_iter().zip(codes) {
                     match code {
                         1 => {
