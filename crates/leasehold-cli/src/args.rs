@@ -126,7 +126,8 @@ pub struct RunArgs {
     /// What to do with the command if the lease is lost.
     #[arg(long, value_enum, default_value = "term")]
     pub on_lost: OnLostAction,
-    /// With --on-lost term: how long to wait after SIGTERM before SIGKILL.
+    /// With --on-lost term: how long to wait after SIGTERM before SIGKILL (never past the
+    /// moment another holder could be granted the lock).
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub grace: Duration,
     /// The command and its arguments (after --).

@@ -1,22 +1,52 @@
-//! The supervised child command of `run` and `elect`: started with the lease in its
-//! environment, sent INT/TERM when leasehold gets them, stopped when the lease is lost
-//! (SIGTERM, then SIGKILL after a grace period, or SIGKILL at once), and its exit status
-//! turned into leasehold's (128+N for a signal, as shells do).
+//! The supervised child command of `run` and `elect`: started in its own process group
+//! with the lease in its environment (and without leasehold's Redis credentials), sent
+//! INT/TERM when leasehold gets them, stopped when the lease is lost (SIGTERM, then
+//! SIGKILL after the grace period — but never later than the moment another holder could
+//! be granted the lock — or SIGKILL at once), and its exit status turned into leasehold's
+//! (128+N for a signal, as shells do). Signals reach the whole process group, so
+//! grandchildren (`sh -c '…'`) stop too.
 
-use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use leasehold::LostReason;
-use nix::sys::signal::{kill, Signal};
+use leasehold::{Lease, LostReason};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::OnLostAction;
 
-/// Start `command` with the lease's details in its environment.
+/// INT and TERM, caught from before the child starts until leasehold exits.
+pub(crate) struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next INT or TERM.
+    pub(crate) async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.term.recv() => Signal::SIGTERM,
+        }
+    }
+}
+
+/// The exit code of a leasehold interrupted by `sig` before its command ran.
+pub(crate) fn interrupted(sig: Signal) -> u8 {
+    u8::try_from(128 + sig as i32).unwrap_or(crate::exit::FAILURE)
+}
+
+/// Start `command` in its own process group with the lease's details in its environment.
 pub(crate) fn spawn(
     command: &[String],
     lock: &str,
@@ -32,6 +62,10 @@ pub(crate) fn spawn(
         .env("LEASEHOLD_LOCK", lock)
         .env("LEASEHOLD_FENCING_TOKEN", token.to_string())
         .env("LEASEHOLD_LEASE_DEADLINE", deadline.to_string())
+        // The command has no use for leasehold's Redis credentials.
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))
@@ -39,7 +73,7 @@ pub(crate) fn spawn(
 
 fn send(child: &tokio::process::Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), sig);
+        let _ = killpg(Pid::from_raw(pid), sig);
     }
 }
 
@@ -52,20 +86,30 @@ pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// Wait for the child, forwarding INT/TERM to it and stopping it if `lost` resolves.
-/// Returns its exit status and the reason the lease was lost, if it was.
-pub(crate) async fn supervise<L>(
+/// When another holder could be granted the lock, after `lease` was lost for `reason`.
+fn takeover(lease: &Lease, reason: LostReason, ttl: Duration) -> tokio::time::Instant {
+    match reason {
+        // No renewal was confirmed: the key outlives valid_until by at least the drift.
+        LostReason::DeadlinePassed => {
+            tokio::time::Instant::from_std(lease.valid_until()) + leasehold::lease::drift(ttl)
+        }
+        // Refused: the lock is gone or someone else's already.
+        _ => tokio::time::Instant::now(),
+    }
+}
+
+/// Wait for the child, forwarding INT/TERM to its process group and stopping it if the
+/// lease is lost. Returns its exit status and the reason the lease was lost, if it was.
+pub(crate) async fn supervise(
     mut child: tokio::process::Child,
-    lost: L,
+    lease: Lease,
+    ttl: Duration,
     on_lost: OnLostAction,
     grace: Duration,
+    signals: &mut Signals,
     what: &str,
-) -> anyhow::Result<(ExitStatus, Option<LostReason>)>
-where
-    L: Future<Output = LostReason>,
-{
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+) -> anyhow::Result<(ExitStatus, Option<LostReason>)> {
+    let lost = lease.lost();
     tokio::pin!(lost);
     let mut lost_reason = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
@@ -78,11 +122,12 @@ where
                     OnLostAction::Term => {
                         eprintln!("leasehold: {what} lost ({reason}); sending SIGTERM to the command");
                         send(&child, Signal::SIGTERM);
-                        kill_at = Some(tokio::time::Instant::now() + grace);
+                        let now = tokio::time::Instant::now();
+                        kill_at = Some((now + grace).min(takeover(&lease, reason, ttl)).max(now));
                     }
                     OnLostAction::Kill => {
                         eprintln!("leasehold: {what} lost ({reason}); killing the command");
-                        let _ = child.start_kill();
+                        send(&child, Signal::SIGKILL);
                     }
                     OnLostAction::Ignore => {
                         eprintln!("leasehold: {what} lost ({reason}); the command keeps running (--on-lost ignore)");
@@ -90,12 +135,11 @@ where
                 }
             }
             () = async { tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)).await }, if kill_at.is_some() => {
-                eprintln!("leasehold: the command outlived its grace period; sending SIGKILL");
+                eprintln!("leasehold: the command is still running; sending SIGKILL");
                 kill_at = None;
-                let _ = child.start_kill();
+                send(&child, Signal::SIGKILL);
             }
-            _ = sigint.recv() => send(&child, Signal::SIGINT),
-            _ = sigterm.recv() => send(&child, Signal::SIGTERM),
+            sig = signals.recv() => send(&child, sig),
         }
     }
 }

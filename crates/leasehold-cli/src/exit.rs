@@ -23,7 +23,7 @@ Exit codes:
   1    other failure (Redis error reply, ambiguous outcome, I/O error)
   2    usage error (unknown flag, bad duration, bad URL, bad lock name)
   3    not acquired within --wait (or at once, with --no-wait)
-  4    lease lost while the command ran (the command was stopped)
+  4    lease lost while the command ran (the command was stopped, unless --on-lost ignore)
   5    Redis unreachable";
 
 /// The exit code for an error.

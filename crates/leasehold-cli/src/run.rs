@@ -3,19 +3,26 @@
 use leasehold::Client;
 
 use crate::args::{ElectArgs, OnLostAction, RunArgs};
-use crate::child;
+use crate::child::{self, Signals};
 use crate::exit;
 
 /// Acquire, run the command while renewing, release, and exit with its status.
 pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
+    let mut signals = Signals::install()?;
     let mut lock = client.lock(&a.name)?.ttl(a.ttl)?.auto_renew(true);
     if let Some(label) = &a.label {
         lock = lock.label(label)?;
     }
-    let guard = if a.no_wait {
-        lock.try_acquire().await?
-    } else {
-        lock.acquire_timeout(a.wait).await?
+    let acquire = async {
+        if a.no_wait {
+            lock.try_acquire().await
+        } else {
+            lock.acquire_timeout(a.wait).await
+        }
+    };
+    let guard = tokio::select! {
+        guard = acquire => guard?,
+        sig = signals.recv() => return Ok(child::interrupted(sig)),
     };
     tracing::info!(lock = %a.name, token = guard.fencing_token(), "acquired");
     let child = match child::spawn(
@@ -31,28 +38,47 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     let what = format!("the lease on {:?}", a.name);
-    let (status, lost) = child::supervise(child, guard.lost(), a.on_lost, a.grace, &what).await?;
+    let (status, lost) = child::supervise(
+        child,
+        guard.lease(),
+        a.ttl,
+        a.on_lost,
+        a.grace,
+        &mut signals,
+        &what,
+    )
+    .await?;
     if lost.is_some() {
         drop(guard);
         return Ok(exit::LEASE_LOST);
     }
-    let outcome = guard.release().await?;
-    if !outcome.is_released() {
-        eprintln!("leasehold: the lock was no longer held at the end: {outcome:?}");
-        return Ok(exit::LEASE_LOST);
+    match guard.release().await {
+        Ok(outcome) if !outcome.is_released() => {
+            eprintln!("leasehold: the lock was no longer held at the end: {outcome:?}");
+            Ok(exit::LEASE_LOST)
+        }
+        Ok(_) => Ok(child::exit_code(status)),
+        Err(e) => {
+            // The command's own status matters more; the lease expires by itself.
+            eprintln!("leasehold: releasing the lock failed ({e}); it expires with its lease");
+            Ok(child::exit_code(status))
+        }
     }
-    Ok(child::exit_code(status))
 }
 
 /// Campaign, run the command while leader; on loss stop it and campaign again (or exit
 /// with `--once`). Exits with the command's status when it ends by itself.
 pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> {
+    let mut signals = Signals::install()?;
     let mut election = client.election(&a.name)?.lease(a.ttl)?;
     if let Some(label) = &a.label {
         election = election.label(label)?;
     }
     loop {
-        let leadership = election.campaign().await?;
+        let leadership = tokio::select! {
+            l = election.campaign() => l?,
+            sig = signals.recv() => return Ok(child::interrupted(sig)),
+        };
         eprintln!(
             "leasehold: leader of {:?} (term {}); starting the command",
             a.name,
@@ -66,8 +92,16 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
             lease.remaining(),
         )?;
         let what = format!("leadership of {:?}", a.name);
-        let (status, lost) =
-            child::supervise(child, leadership.lost(), OnLostAction::Term, a.grace, &what).await?;
+        let (status, lost) = child::supervise(
+            child,
+            lease,
+            a.ttl,
+            OnLostAction::Term,
+            a.grace,
+            &mut signals,
+            &what,
+        )
+        .await?;
         if lost.is_none() {
             let _ = leadership.resign().await;
             return Ok(child::exit_code(status));

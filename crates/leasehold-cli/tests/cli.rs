@@ -144,10 +144,11 @@ fn a_run_whose_lease_is_deleted_stops_the_command_and_exits_4() {
     let pid_file = dir.path().join("pid");
     let mut child = leasehold(&server.url())
         .args(["run", "doomed", "--ttl", "1s", "--grace", "500ms", "--"])
+        // A grandchild: the whole process group must stop, not just `sh`.
         .args([
             "sh",
             "-c",
-            &format!("echo $$ > {}; exec sleep 30", pid_file.display()),
+            &format!("sleep 30 & echo $! > {}; wait", pid_file.display()),
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -170,9 +171,11 @@ fn a_run_whose_lease_is_deleted_stops_the_command_and_exits_4() {
         "{:?}",
         started.elapsed()
     );
-    wait_for(Duration::from_secs(5), "the command to be stopped", || {
-        !process_alive(pid)
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the command's grandchild to be stopped",
+        || !process_alive(pid),
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("lost"), "{err}");
@@ -412,4 +415,49 @@ fn help_documents_the_exit_codes() {
     ] {
         assert!(help.contains(line), "{help}");
     }
+}
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_ends_the_wait() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut holder = leasehold(&server.url())
+        .args(["run", "busy", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!("touch {}; exec sleep 30", started.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the holder to start", || {
+        started.exists()
+    });
+    for args in [
+        vec!["run", "busy", "--wait", "30s", "--", "true"],
+        vec!["elect", "busy", "--", "true"],
+    ] {
+        let waiter = leasehold(&server.url())
+            .args(&args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Give it time to start waiting (the scenario), then interrupt it.
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(waiter.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let t = Instant::now();
+        let out = waiter.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(128 + 15), "{args:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{args:?}: {:?}",
+            t.elapsed()
+        );
+    }
+    let holder_pid = nix::unistd::Pid::from_raw(i32::try_from(holder.id()).unwrap());
+    nix::sys::signal::kill(holder_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    holder.wait().unwrap();
 }

@@ -151,6 +151,14 @@ impl Client {
             ));
         }
         let prefix = format!("{}:{{", self.inner.prefix);
+        // The prefix is literal text in the SCAN pattern; only `pattern` is a glob.
+        let literal: String = prefix
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
         let mut names = Vec::new();
         let mut cursor: u64 = 0;
         let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
@@ -158,7 +166,7 @@ impl Client {
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(cursor)
                 .arg("MATCH")
-                .arg(format!("{prefix}{pattern}}}"))
+                .arg(format!("{literal}{pattern}}}"))
                 .arg("COUNT")
                 .arg(1_000);
             let (next, keys): (u64, Vec<String>) = self
