@@ -14,7 +14,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, after_help = crate::exit::TABLE)]
 pub struct Cli {
-    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS.
+    /// Redis URL, like redis://user:password@host:6379/0 (rediss:// for TLS).
     /// The password may also come from REDIS_PASSWORD. Default: redis://127.0.0.1:6379/
     /// (`demo` starts a private server instead).
     #[arg(

@@ -1,4 +1,4 @@
-//! The Lua scripts, one per operation, each loaded once as a redis-rs [`Script`].
+//! The Lua scripts, one per operation, each hashed once and sent with `EVALSHA`.
 //!
 //! Every mutation leasehold makes is one of these scripts (invariant 2): it runs
 //! atomically on the server, checks ownership itself, and is sent as `EVALSHA` with a
