@@ -33,6 +33,24 @@ async fn connect(url: &str, timeout: Duration) -> Result<MultiplexedConnection, 
         .map_err(|e| e.to_string())
 }
 
+/// `SET name value NX PX ttl`: whether it was set.
+async fn set_nx_px(
+    con: &mut MultiplexedConnection,
+    name: &str,
+    value: &str,
+    ttl: Duration,
+) -> redis::RedisResult<bool> {
+    let reply: Option<String> = redis::cmd("SET")
+        .arg(name)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .query_async(con)
+        .await?;
+    Ok(reply.is_some())
+}
+
 fn value_for(worker: usize) -> String {
     format!("worker-{worker}")
 }
@@ -241,16 +259,10 @@ impl LockUnderTest for NoRenewalLock {
             let until = Instant::now() + wait;
             let value = format!("{}-{}", value_for(worker), now_ms());
             loop {
-                let ok: Option<String> = redis::cmd("SET")
-                    .arg(name)
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-                    .query_async(&mut con)
+                let ok = set_nx_px(&mut con, name, &value, ttl)
                     .await
                     .map_err(|e| e.to_string())?;
-                if ok.is_some() {
+                if ok {
                     return Ok(Some(compare_and_delete(
                         self.url.clone(),
                         name.to_string(),
@@ -294,37 +306,22 @@ impl LockUnderTest for RetryOnTimeoutLock {
         Box::pin(async move {
             let until = Instant::now() + wait;
             let value = value_for(worker);
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             let mut con = connect(&self.url, self.timeout).await?;
             loop {
-                let set = |con: &mut MultiplexedConnection| {
-                    let mut con = con.clone();
-                    let value = value.clone();
-                    async move {
-                        redis::cmd("SET")
-                            .arg(name)
-                            .arg(&value)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ttl_ms)
-                            .query_async::<Option<String>>(&mut con)
-                            .await
-                    }
-                };
-                let reply = match set(&mut con).await {
+                let set = match set_nx_px(&mut con, name, &value, ttl).await {
                     Ok(r) => r,
                     Err(_) => {
                         // The reply did not come: retry on a fresh connection, and believe
                         // the retry: "taken" means someone else has it (seed 004's bug).
                         con = connect(&self.url, self.timeout).await?;
-                        match set(&mut con).await {
-                            Ok(Some(r)) => Some(r),
-                            Ok(None) => return Ok(None),
+                        match set_nx_px(&mut con, name, &value, ttl).await {
+                            Ok(true) => true,
+                            Ok(false) => return Ok(None),
                             Err(e) => return Err(e.to_string()),
                         }
                     }
                 };
-                if reply.is_some() {
+                if set {
                     return Ok(Some(compare_and_delete(
                         self.url.clone(),
                         name.to_string(),
