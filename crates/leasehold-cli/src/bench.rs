@@ -371,6 +371,9 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
 }
 
 /// Run the benchmark on a private redis-server and print the table (or JSON).
+///
+/// # Cancel safety
+/// Cancel-safe: the benchmark's keys live only on its private redis-server, which stops when the future is dropped.
 pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
     let (secs, rounds) = (args.secs.max(1), args.rounds.max(1));
     let dur = Duration::from_secs(secs);

@@ -81,6 +81,9 @@ async fn raw_connection(url: &str, timeout: Duration) -> anyhow::Result<Multiple
 }
 
 /// Run the demo; returns 0 when every leasehold check held.
+///
+/// # Cancel safety
+/// Cancel-safe: cancelling drops the demo's clients (their background releases end with the runtime) and stops its private redis-server; locks it held expire with their leases.
 pub async fn run(redis_url: Option<&str>, args: &DemoArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let server;

@@ -20,6 +20,9 @@ use anyhow::Context;
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 
 /// Run the parsed command line; returns the process exit code.
+///
+/// # Cancel safety
+/// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
     match cli.command {
@@ -46,6 +49,9 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
 
 /// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_PASSWORD` applied when the
 /// URL carries no password, checked with a `PING`.
+///
+/// # Cancel safety
+/// Cancel-safe: only a `PING` is sent.
 pub async fn connect(url: Option<&str>) -> anyhow::Result<leasehold::Client> {
     let url = url.unwrap_or(DEFAULT_URL);
     let shown = leasehold::redact_url(url);

@@ -163,6 +163,9 @@ fn lock_for(kind: &str, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
 }
 
 /// Run one scenario against one lock for `duration`.
+///
+/// # Cancel safety
+/// Cancel-safe: each cell has its own private redis-server, stopped when the future is dropped; its workers are detached tasks that end at the cell's deadline.
 pub async fn run_cell(
     scenario: &str,
     lock_kind: &str,
@@ -275,6 +278,9 @@ fn inject<'a>(
 
 /// `leasehold torture`: run the chosen cells with a progress bar and print the table.
 /// Exits 1 if leasehold showed any violation (the naive locks are expected to).
+///
+/// # Cancel safety
+/// As for [`run_cell`].
 pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| s.to_string()).collect()

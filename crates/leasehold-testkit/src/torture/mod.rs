@@ -93,6 +93,9 @@ pub struct RunCounts {
 }
 
 /// Run `workers` workers on `lock` until `until`, recording into `resource`'s history.
+///
+/// # Cancel safety
+/// Cancelling stops waiting; the workers are spawned tasks and end by themselves at `until`.
 pub async fn run_workers(
     lock: Arc<dyn LockUnderTest>,
     plan: WorkPlan,
