@@ -439,13 +439,28 @@ fn a_signal_while_waiting_for_the_lock_ends_the_wait() {
         vec!["run", "busy", "--wait", "30s", "--", "true"],
         vec!["elect", "busy", "--", "true"],
     ] {
+        let queued = || {
+            let mut con = server.connection();
+            redis::cmd("ZCARD")
+                .arg("leasehold:{busy}:waiters")
+                .query::<u64>(&mut con)
+                .unwrap()
+        };
+        wait_for(Duration::from_secs(10), "an empty queue", || queued() == 0);
         let waiter = leasehold(&server.url())
             .args(&args)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        // Give it time to start waiting (the scenario), then interrupt it.
-        std::thread::sleep(Duration::from_millis(500));
+        // Interrupt it once it waits in the lock's queue at the server.
+        wait_for(Duration::from_secs(10), "the waiter to queue", || {
+            let mut con = server.connection();
+            redis::cmd("ZCARD")
+                .arg("leasehold:{busy}:waiters")
+                .query::<u64>(&mut con)
+                .unwrap()
+                >= 1
+        });
         let pid = nix::unistd::Pid::from_raw(i32::try_from(waiter.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let t = Instant::now();
