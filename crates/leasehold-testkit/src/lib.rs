@@ -11,6 +11,10 @@
 //!
 //! * [`RedisServer`] owns one `redis-server` child process in a temporary
 //!   directory (see [`server`]).
+//! * [`Masters`], [`SentinelGroup`] and [`RedisCluster`] are multi-server
+//!   topologies built from them: independent masters for RedLock, a master
+//!   with a replica and three sentinels, and a 3-master cluster (see
+//!   [`topology`]).
 //! * [`FaultProxy`] sits between a client and a server and applies [`Rule`]s
 //!   to the replies of matching commands, or holds the commands themselves
 //!   back for a while (see [`proxy`]).
@@ -69,6 +73,7 @@ pub mod poll;
 pub mod proxy;
 pub mod server;
 mod text;
+pub mod topology;
 pub mod torture;
 
 pub use fenced::{FencedResource, WriteOutcome};
@@ -78,6 +83,7 @@ pub use proxy::{
     CommandPredicate, FaultProxy, Match, Rule, RuleBuilder, RuleGuard, StallGuard, Verdict,
 };
 pub use server::{PauseGuard, RedisServer, RedisServerBuilder};
+pub use topology::{Masters, RedisCluster, SentinelGroup};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,382 @@
+//! [`RedisCluster`]: cluster-enabled masters, joined by `redis-cli --cluster
+//! create`, that together own all 16384 slots.
+//!
+//! Invariants: [`RedisCluster::start`] returns only once every node reports
+//! `cluster_state:ok` with all slots assigned, knows every other node, and
+//! answers `CLUSTER SLOTS` exactly like the others; the slot map it then
+//! records is what [`RedisCluster::node_for_slot`] answers from (nodes have no
+//! replicas, so slots only move if a test moves them). Each node's cluster
+//! bus listens on a port picked like the client port (explicit
+//! `cluster-port`), because the default, port + 10000, does not exist for
+//! ports above 55535, which are common ephemeral ports.
+
+use std::{
+    env, fmt,
+    fs::File,
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use super::{
+    executable_of, info_field, is_executable, key_slot, search_path, start_parallel, Probe,
+    SLOT_COUNT,
+};
+use crate::{poll_until, RedisServer};
+
+/// Environment variable naming the `redis-cli` binary (a path, or a name
+/// looked up in `PATH`).
+pub const CLI_ENV: &str = "LEASEHOLD_REDIS_CLI";
+/// `cluster-node-timeout`, in milliseconds.
+pub const NODE_TIMEOUT_MS: u64 = 2000;
+/// Fewest masters `redis-cli --cluster create` accepts.
+pub const MIN_MASTERS: usize = 3;
+/// How long `redis-cli --cluster create` may run.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the nodes may take to agree after `redis-cli` returned.
+const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Start attempts per node, each with a fresh cluster bus port (another
+/// process may take the one we picked before redis binds it).
+const NODE_START_ATTEMPTS: usize = 5;
+const CLI_OUTPUT_FILE: &str = "redis-cli-cluster-create.log";
+
+/// One contiguous range of slots and the port of the master that serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SlotRange {
+    start: u16,
+    end: u16,
+    port: u16,
+}
+
+/// A Redis Cluster of masters without replicas; dropping the value kills and
+/// reaps every node.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    /// `owner[slot]` is the index of the node serving `slot`.
+    owner: Vec<usize>,
+}
+
+impl RedisCluster {
+    /// Starts a cluster of `masters` nodes (at least 3) and waits until it
+    /// serves every slot.
+    ///
+    /// # Panics
+    ///
+    /// Where [`try_start`](Self::try_start) returns an error, with its message
+    /// (which includes the logs).
+    pub fn start(masters: usize) -> Self {
+        Self::try_start(masters)
+            .unwrap_or_else(|error| panic!("cannot start a {masters}-node cluster: {error}"))
+    }
+
+    /// Starts `masters` cluster-enabled nodes in parallel, joins them with
+    /// `redis-cli --cluster create ... --cluster-replicas 0`, and waits until
+    /// every node reports `cluster_state:ok` with 16384 slots assigned and
+    /// all nodes answer the same `CLUSTER SLOTS`.
+    ///
+    /// `redis-cli` is `$LEASEHOLD_REDIS_CLI` if set, else the one next to the
+    /// `redis-server` binary, else the one in `PATH`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for fewer than 3 masters; `NotFound` if a binary is
+    /// missing; otherwise an error whose message includes `redis-cli`'s
+    /// output and the nodes' logs.
+    pub fn try_start(masters: usize) -> io::Result<Self> {
+        if masters < MIN_MASTERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a cluster needs at least {MIN_MASTERS} masters, not {masters}"),
+            ));
+        }
+        let nodes = start_parallel(masters, |_| start_node())?;
+        let cli = find_cli(&executable_of(&nodes[0])?)?;
+        create(&cli, &nodes)?;
+        let slots = wait_until_agreed(&nodes)?;
+        let owner = owners(&nodes, &slots)?;
+        Ok(Self { nodes, owner })
+    }
+
+    /// The URL of every node, in index order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The address of every node, in index order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(RedisServer::addr).collect()
+    }
+
+    /// All nodes, in index order.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Node `i`, mutably (to stop, restart or pause it). A restarted node
+    /// keeps its cluster identity (`nodes.conf` in its directory) but no data.
+    ///
+    /// # Panics
+    ///
+    /// If `i` is not a node index.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The index of the node that served `slot` when the cluster formed.
+    ///
+    /// # Panics
+    ///
+    /// If `slot >= 16384`.
+    pub fn node_for_slot(&self, slot: u16) -> usize {
+        assert!(slot < SLOT_COUNT, "slot {slot} is not below {SLOT_COUNT}");
+        self.owner[usize::from(slot)]
+    }
+
+    /// The index of the node that serves `key` (see [`node_for_slot`](Self::node_for_slot)).
+    pub fn node_for_key(&self, key: &[u8]) -> usize {
+        self.node_for_slot(Self::slot_of(key))
+    }
+
+    /// The slot of `key`, as `CLUSTER KEYSLOT` computes it (hash tags
+    /// included); see [`key_slot`].
+    pub fn slot_of(key: &[u8]) -> u16 {
+        key_slot(key)
+    }
+
+    /// The log tails of all nodes, for panic messages.
+    pub fn logs(&self) -> String {
+        node_logs(&self.nodes)
+    }
+}
+
+impl fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn node_logs(nodes: &[RedisServer]) -> String {
+    super::logs(
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (format!("cluster node {i}"), node)),
+    )
+}
+
+/// Starts one cluster-enabled node with its own bus port.
+fn start_node() -> io::Result<RedisServer> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let bus_port = super::free_port()?;
+        let result = RedisServer::builder()
+            .args(["--cluster-enabled", "yes"])
+            // Relative to the server's `--dir`, its temporary directory.
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .args(["--cluster-port", &bus_port.to_string()])
+            .args(["--cluster-announce-ip", "127.0.0.1"])
+            .try_start();
+        match result {
+            Err(error)
+                if error.kind() != io::ErrorKind::NotFound && attempt < NODE_START_ATTEMPTS => {}
+            result => return result,
+        }
+    }
+}
+
+/// Resolves `redis-cli`: `$LEASEHOLD_REDIS_CLI`, else next to `server_binary`,
+/// else from `PATH`.
+fn find_cli(server_binary: &Path) -> io::Result<PathBuf> {
+    if let Some(value) = env::var_os(CLI_ENV).filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(&value);
+        let found = if path.components().count() > 1 {
+            Some(path).filter(|path| is_executable(path))
+        } else {
+            search_path(&value)
+        };
+        return found.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{CLI_ENV}={} does not name an executable redis-cli",
+                    value.to_string_lossy()
+                ),
+            )
+        });
+    }
+    let sibling = server_binary.with_file_name("redis-cli");
+    if is_executable(&sibling) {
+        return Ok(sibling);
+    }
+    search_path("redis-cli".as_ref()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "redis-cli was found neither next to {} nor in PATH. Install it with \
+                 `apt-get install -y redis-tools` (Debian/Ubuntu), or set {CLI_ENV}",
+                server_binary.display()
+            ),
+        )
+    })
+}
+
+/// Runs `redis-cli --cluster create` over `nodes`, killing it if it runs
+/// longer than [`CREATE_TIMEOUT`].
+fn create(cli: &Path, nodes: &[RedisServer]) -> io::Result<()> {
+    let output_path = nodes[0].dir().join(CLI_OUTPUT_FILE);
+    let output = File::create(&output_path)?;
+    let mut child = Command::new(cli)
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|node| node.addr().to_string()))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output)
+        .spawn()
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot run {}: {error}", cli.display()),
+            )
+        })?;
+    let mut status = None;
+    poll_until(CREATE_TIMEOUT, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let describe = |what: String| {
+        let output = std::fs::read_to_string(&output_path).unwrap_or_default();
+        io::Error::other(format!(
+            "{} --cluster create {what}; its output:\n{output}{}",
+            cli.display(),
+            node_logs(nodes)
+        ))
+    };
+    match status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(describe(format!("exited with {status}"))),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(describe(format!(
+                "did not finish within {CREATE_TIMEOUT:?}"
+            )))
+        }
+    }
+}
+
+/// Polls until every node reports a healthy cluster that knows all nodes and
+/// all nodes answer the same `CLUSTER SLOTS`; returns that slot map.
+fn wait_until_agreed(nodes: &[RedisServer]) -> io::Result<Vec<SlotRange>> {
+    let mut probes: Vec<Probe> = nodes.iter().map(|node| Probe::new(node.url())).collect();
+    let known = nodes.len().to_string();
+    let slot_count = SLOT_COUNT.to_string();
+    let mut last = String::from("not asked yet");
+    let mut agreed = None;
+    let ok = poll_until(AGREE_TIMEOUT, || {
+        let mut maps = Vec::with_capacity(probes.len());
+        for (i, probe) in probes.iter_mut().enumerate() {
+            match node_view(probe, &known, &slot_count) {
+                Ok(map) => maps.push(map),
+                Err(why) => {
+                    last = format!("node {i}: {why}");
+                    return false;
+                }
+            }
+        }
+        if maps.windows(2).all(|pair| pair[0] == pair[1]) {
+            agreed = maps.pop();
+            true
+        } else {
+            last = format!("nodes disagree on CLUSTER SLOTS: {maps:?}");
+            false
+        }
+    });
+    match agreed {
+        Some(map) if ok => Ok(map),
+        _ => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the cluster did not become healthy and consistent within {AGREE_TIMEOUT:?}; \
+                 last: {last}{}",
+                node_logs(nodes)
+            ),
+        )),
+    }
+}
+
+/// One node's slot map, if it reports a healthy cluster with every slot
+/// assigned and every node known; else what is missing.
+fn node_view(probe: &mut Probe, known: &str, slot_count: &str) -> Result<Vec<SlotRange>, String> {
+    let info: String = probe.query(redis::cmd("CLUSTER").arg("INFO"))?;
+    for (field, wanted) in [
+        ("cluster_state", "ok"),
+        ("cluster_slots_assigned", slot_count),
+        ("cluster_slots_ok", slot_count),
+        ("cluster_known_nodes", known),
+    ] {
+        let got = info_field(&info, field);
+        if got != Some(wanted) {
+            return Err(format!("{field} is {got:?}, not {wanted:?}"));
+        }
+    }
+    let reply: redis::Value = probe.query(redis::cmd("CLUSTER").arg("SLOTS"))?;
+    parse_slots(reply)
+}
+
+/// `CLUSTER SLOTS` as sorted ranges with the master's port.
+fn parse_slots(reply: redis::Value) -> Result<Vec<SlotRange>, String> {
+    let entries: Vec<Vec<redis::Value>> =
+        redis::from_redis_value(reply).map_err(|error| format!("CLUSTER SLOTS: {error}"))?;
+    let mut ranges = entries
+        .into_iter()
+        .map(|entry| {
+            let [start, end, master, ..] = entry.as_slice() else {
+                return Err(format!("short CLUSTER SLOTS entry {entry:?}"));
+            };
+            let start: u16 = redis::from_redis_value_ref(start).map_err(|e| e.to_string())?;
+            let end: u16 = redis::from_redis_value_ref(end).map_err(|e| e.to_string())?;
+            let master: Vec<redis::Value> =
+                redis::from_redis_value_ref(master).map_err(|e| e.to_string())?;
+            let port: u16 = master
+                .get(1)
+                .ok_or_else(|| format!("no port in {master:?}"))
+                .and_then(|port| redis::from_redis_value_ref(port).map_err(|e| e.to_string()))?;
+            Ok(SlotRange { start, end, port })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    ranges.sort_unstable();
+    Ok(ranges)
+}
+
+/// Expands the agreed slot map into `owner[slot] = node index`, checking that
+/// it covers every slot exactly once and names only our nodes.
+fn owners(nodes: &[RedisServer], slots: &[SlotRange]) -> io::Result<Vec<usize>> {
+    let mut owner = vec![usize::MAX; usize::from(SLOT_COUNT)];
+    for range in slots {
+        if range.start > range.end || range.end >= SLOT_COUNT {
+            return Err(io::Error::other(format!("bad slot range {range:?}")));
+        }
+        let node = nodes
+            .iter()
+            .position(|node| node.port() == range.port)
+            .ok_or_else(|| {
+                io::Error::other(format!("CLUSTER SLOTS names a foreign node: {range:?}"))
+            })?;
+        for slot in range.start..=range.end {
+            owner[usize::from(slot)] = node;
+        }
+    }
+    match owner.iter().position(|&node| node == usize::MAX) {
+        Some(slot) => Err(io::Error::other(format!(
+            "slot {slot} is not in the agreed slot map {slots:?}"
+        ))),
+        None => Ok(owner),
+    }
+}
