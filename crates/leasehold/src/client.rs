@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{Connector, Failure};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
 use crate::lease::validate_ttl;
@@ -32,11 +33,41 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default response timeout of one command.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Settings for a [`Client`]; see [`Client::builder`].
+/// Which Redis deployment a client talks to.
+#[derive(Clone)]
+enum Topology {
+    /// One server.
+    Single(String),
+    /// The master a set of sentinels names.
+    Sentinel {
+        sentinels: Vec<String>,
+        service: String,
+    },
+    /// Independent masters, locked by quorum (RedLock).
+    RedLock(Vec<String>),
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |urls: &[String]| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>();
+        match self {
+            Topology::Single(url) => f.write_str(&redact_url(url)),
+            Topology::Sentinel { sentinels, service } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &redacted(sentinels))
+                .field("service", service)
+                .finish(),
+            Topology::RedLock(nodes) => f.debug_tuple("RedLock").field(&redacted(nodes)).finish(),
+        }
+    }
+}
+
+/// Settings for a [`Client`]; see [`Client::builder`], [`Client::sentinel_builder`] and
+/// [`Client::redlock_builder`].
 #[derive(Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ClientBuilder {
-    url: String,
+    topology: Topology,
     username: Option<String>,
     password: Option<String>,
     connect_timeout: Duration,
@@ -44,12 +75,14 @@ pub struct ClientBuilder {
     prefix: String,
     default_ttl: Duration,
     default_wait: Duration,
+    replica_acks: Option<(u32, Duration)>,
+    node_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("url", &redact_url(&self.url))
+            .field("topology", &self.topology)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("connect_timeout", &self.connect_timeout)
@@ -57,11 +90,28 @@ impl fmt::Debug for ClientBuilder {
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
             .field("default_wait", &self.default_wait)
+            .field("replica_acks", &self.replica_acks)
+            .field("node_timeout", &self.node_timeout)
             .finish()
     }
 }
 
 impl ClientBuilder {
+    fn new(topology: Topology) -> Self {
+        ClientBuilder {
+            topology,
+            username: None,
+            password: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            prefix: DEFAULT_PREFIX.to_string(),
+            default_ttl: DEFAULT_TTL,
+            default_wait: DEFAULT_WAIT,
+            replica_acks: None,
+            node_timeout: None,
+        }
+    }
+
     /// ACL user name, overriding the one in the URL.
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
@@ -108,6 +158,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Require `replicas` replica acknowledgements of every grant (Redis `WAIT`), within
+    /// `timeout`, for locks that do not set their own (see
+    /// [`Lock::replica_acks`](crate::Lock::replica_acks)). Default: none.
+    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_acks = Some((replicas, timeout));
+        self
+    }
+
+    /// RedLock: how long one node may take to answer one request before it counts as
+    /// failed for that round (default: a twentieth of the default lease, at most the
+    /// response timeout, at least 5 ms). Keep it small relative to the lease: the time a
+    /// round takes is subtracted from the lease's validity.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = Some(timeout);
+        self
+    }
+
     /// Check the settings and create the client. No I/O happens here: the connection is
     /// made on first use.
     ///
@@ -135,19 +202,91 @@ impl ClientBuilder {
                 self.default_wait
             )));
         }
-        let info = parse_url(&self.url, self.username, self.password)?;
-        let unusable = |e: redis::RedisError| {
-            Error::invalid(format!(
-                "cannot use Redis URL {}: {}",
-                redact_url(&self.url),
-                e.detail().unwrap_or("unsupported settings")
-            ))
+        if let Some((n, t)) = self.replica_acks {
+            if n == 0 || n > 64 || t < Duration::from_millis(1) || t > Duration::from_secs(60) {
+                return Err(Error::invalid(format!(
+                    "replica acknowledgements: {n} replicas within {t:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+                )));
+            }
+        }
+        if let Some(t) = self.node_timeout {
+            if t < Duration::from_millis(1) || t > self.response_timeout {
+                return Err(Error::invalid(format!(
+                    "node timeout {t:?} must be at least 1 ms and at most the response timeout {:?}",
+                    self.response_timeout
+                )));
+            }
+        }
+        let (endpoint, nodes) = match &self.topology {
+            Topology::Single(url) => (
+                Endpoint::Fixed(checked_info(url, &self.username, &self.password)?),
+                Vec::new(),
+            ),
+            Topology::Sentinel { sentinels, service } => {
+                if sentinels.is_empty() {
+                    return Err(Error::invalid("Sentinel: give at least one sentinel URL"));
+                }
+                if service.is_empty()
+                    || service.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(Error::invalid(format!(
+                        "Sentinel: master name {service:?} must be non-empty, without spaces"
+                    )));
+                }
+                let infos = sentinels
+                    .iter()
+                    .map(|u| checked_info(u, &None, &None))
+                    .collect::<Result<Vec<_>>>()?;
+                let scheme = if sentinels[0].starts_with("rediss://") {
+                    "rediss://127.0.0.1:6379/0"
+                } else {
+                    "redis://127.0.0.1:6379/0"
+                };
+                let template = checked_info(scheme, &self.username, &self.password)?;
+                (
+                    Endpoint::Sentinel {
+                        sentinels: infos,
+                        service: service.clone(),
+                        template,
+                        preferred: std::sync::atomic::AtomicUsize::new(0),
+                    },
+                    Vec::new(),
+                )
+            }
+            Topology::RedLock(urls) => {
+                if urls.is_empty() || urls.len() > 64 {
+                    return Err(Error::invalid(format!(
+                        "RedLock needs 1 to 64 independent masters (5 is usual), not {}",
+                        urls.len()
+                    )));
+                }
+                let mut nodes = Vec::with_capacity(urls.len());
+                for url in urls {
+                    let mut b = self.clone();
+                    b.topology = Topology::Single(url.clone());
+                    nodes.push(b.build()?.inner);
+                }
+                (Endpoint::Quorum, nodes)
+            }
         };
-        let redis_client = redis::Client::open(info.clone()).map_err(unusable)?;
-        let conn =
-            Connector::new(info, self.connect_timeout, self.response_timeout).map_err(unusable)?;
+        let endpoint = Arc::new(endpoint);
+        let conn = Connector::new(
+            endpoint.clone(),
+            self.connect_timeout,
+            self.response_timeout,
+        );
+        let ack_conn = Connector::new(
+            endpoint.clone(),
+            self.connect_timeout,
+            self.response_timeout,
+        );
+        let node_timeout = self.node_timeout.unwrap_or_else(|| {
+            (self.default_ttl / 20)
+                .min(self.response_timeout)
+                .max(Duration::from_millis(5))
+        });
         let waker = Waker::new(
-            redis_client,
+            endpoint,
             self.connect_timeout,
             self.response_timeout,
             handle.clone(),
@@ -155,8 +294,12 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 id: crate::random_id(),
-                display_url: redact_url(&self.url),
+                display_url: format!("{:?}", self.topology),
                 conn,
+                ack_conn,
+                nodes,
+                node_timeout,
+                replica_acks: self.replica_acks,
                 scripts: Scripts::new(),
                 waker,
                 queues: Mutex::new(HashMap::new()),
@@ -170,6 +313,23 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// Parse `url` and check that redis-rs can use it.
+fn checked_info(
+    url: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> Result<redis::ConnectionInfo> {
+    let info = parse_url(url, username.clone(), password.clone())?;
+    redis::Client::open(info.clone()).map_err(|e| {
+        Error::invalid(format!(
+            "cannot use Redis URL {}: {}",
+            redact_url(url),
+            e.detail().unwrap_or("unsupported settings")
+        ))
+    })?;
+    Ok(info)
 }
 
 fn parse_url(
@@ -254,6 +414,15 @@ pub(crate) struct Inner {
     pub id: String,
     pub display_url: String,
     pub conn: Connector,
+    /// A second connection, only for acquires that wait for replica acknowledgements:
+    /// `WAIT` blocks the connection it runs on.
+    pub ack_conn: Connector,
+    /// RedLock: one single-server client per node (empty otherwise).
+    pub nodes: Vec<Arc<Inner>>,
+    /// RedLock: how long one node may take to answer one request.
+    pub node_timeout: Duration,
+    /// Default replica acknowledgements required per grant.
+    pub replica_acks: Option<(u32, Duration)>,
     pub scripts: Scripts,
     pub waker: Arc<Waker>,
     pub queues: Mutex<HashMap<String, Weak<Semaphore>>>,
@@ -342,16 +511,70 @@ impl Client {
     /// Start configuring a client for `url` (`redis://[user:password@]host[:port][/db]`,
     /// `rediss://…` for TLS, or `unix:///path`).
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            url: url.into(),
-            username: None,
-            password: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            prefix: DEFAULT_PREFIX.to_string(),
-            default_ttl: DEFAULT_TTL,
-            default_wait: DEFAULT_WAIT,
-        }
+        ClientBuilder::new(Topology::Single(url.into()))
+    }
+
+    /// Start configuring a client that follows the master Sentinel names `service`
+    /// (e.g. `"mymaster"`), asking the sentinels at `sentinels`
+    /// (`redis://host:26379`, with the sentinels' own credentials if they need any).
+    /// [`username`](ClientBuilder::username) and [`password`](ClientBuilder::password)
+    /// apply to the master.
+    ///
+    /// Every new connection asks the sentinels where the master is and checks the
+    /// server's `ROLE` before using it, so after a failover the client follows the new
+    /// master. A lease survives a failover if its grant (and renewals) reached the replica
+    /// that took over; if not, the next renewal finds it gone and the holder's
+    /// [`lost()`](crate::LockGuard::lost) fires. Require replica acknowledgements
+    /// ([`ClientBuilder::replica_acks`]) so that a grant only counts once a replica has it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// use std::time::Duration;
+    /// let client = leasehold::Client::sentinel_builder(
+    ///         ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///         "mymaster",
+    ///     )
+    ///     .replica_acks(1, Duration::from_millis(100))
+    ///     .build()?;
+    /// let guard = client.lock("jobs/import")?.acquire().await?;
+    /// # drop(guard); Ok(()) }
+    /// ```
+    pub fn sentinel_builder<I, S>(sentinels: I, service: impl Into<String>) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new(Topology::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            service: service.into(),
+        })
+    }
+
+    /// Start configuring a RedLock client over independent masters (usually 5): a lock is
+    /// held while a majority of them granted it, within its validity (the lease minus the
+    /// time the round took, minus drift). The same [`Lock`] and guard API applies; see
+    /// `PROTOCOL.md` for the algorithm and what its fencing tokens guarantee.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::redlock_builder([
+    ///     "redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379",
+    ///     "redis://10.0.0.4:6379", "redis://10.0.0.5:6379",
+    /// ])
+    /// .build()?;
+    /// let guard = client.lock("billing/run")?.acquire().await?;
+    /// println!("fencing token {}", guard.fencing_token());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn redlock_builder<I, S>(nodes: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new(Topology::RedLock(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// A client for `url` with default settings; see [`Client::builder`].
@@ -373,6 +596,9 @@ impl Client {
     /// Cancel-safe: `PING` changes nothing on the server.
     pub async fn ping(&self) -> Result<()> {
         self.inner.check_open()?;
+        if !self.inner.nodes.is_empty() {
+            return self.ping_quorum().await;
+        }
         let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
         match self
             .inner
@@ -385,9 +611,48 @@ impl Client {
         }
     }
 
+    /// RedLock: ping every node; a majority must answer.
+    async fn ping_quorum(&self) -> Result<()> {
+        let nodes = &self.inner.nodes;
+        let pings = nodes.iter().map(|n| {
+            let c = Client { inner: n.clone() };
+            async move { (n.display_url.clone(), c.ping().await) }
+        });
+        let results = futures_util::future::join_all(pings).await;
+        let failures: Vec<crate::NodeFailure> = results
+            .into_iter()
+            .filter_map(|(node, r)| {
+                r.err().map(|e| crate::NodeFailure {
+                    node,
+                    reason: e.to_string(),
+                })
+            })
+            .collect();
+        let answered = nodes.len() - failures.len();
+        let needed = crate::redlock::quorum(nodes.len());
+        if answered >= needed {
+            return Ok(());
+        }
+        let list = crate::error::list_failures(&failures);
+        Err(Error::new(
+            ErrorKind::NoQuorum { answered, needed },
+            format!(
+                "PING: only {answered} of {} RedLock nodes answered ({list})",
+                nodes.len()
+            ),
+        )
+        .with_node_failures(failures))
+    }
+
     /// The number of background releases still running.
     pub fn pending_releases(&self) -> usize {
         self.inner.tasks.len()
+            + self
+                .inner
+                .nodes
+                .iter()
+                .map(|n| n.tasks.len())
+                .sum::<usize>()
     }
 
     /// Stop accepting new acquires and wait for every background release (from dropped
@@ -400,6 +665,11 @@ impl Client {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        for node in &self.inner.nodes {
+            node.closed.store(true, Ordering::Release);
+            node.tasks.close();
+            node.tasks.wait().await;
+        }
     }
 
     /// Counters of this client's renewal scheduler (the watchdog).

@@ -28,6 +28,7 @@ use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
 use crate::scripts::Call;
 use tokio::time::{timeout, Instant};
 
+use crate::endpoint::Endpoint;
 use crate::error::is_server_reply;
 
 /// Why a command did not produce a reply.
@@ -84,9 +85,10 @@ struct Slot {
 
 /// Hands out the current connection, connecting on demand.
 pub(crate) struct Connector {
-    /// RESP3 when the server speaks it (disconnection notices need it), else RESP2.
-    client: redis::Client,
-    resp2_client: redis::Client,
+    /// Where the server is (resolved again for every new connection).
+    endpoint: Arc<Endpoint>,
+    /// Speak RESP2 only: the server does not know `HELLO 3` (RESP3 is preferred, because
+    /// disconnection notices need it).
     resp2_only: AtomicBool,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -99,19 +101,12 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(
-        info: redis::ConnectionInfo,
+        endpoint: Arc<Endpoint>,
         connect_timeout: Duration,
         response_timeout: Duration,
-    ) -> redis::RedisResult<Self> {
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.clone().set_redis_settings(resp3))?;
-        let resp2_client = redis::Client::open(info)?;
-        Ok(Connector {
-            client,
-            resp2_client,
+    ) -> Self {
+        Connector {
+            endpoint,
             resp2_only: AtomicBool::new(false),
             connect_timeout,
             response_timeout,
@@ -124,7 +119,7 @@ impl Connector {
             to_fence: Mutex::new(Vec::new()),
             fencing_denied: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -169,15 +164,24 @@ impl Connector {
             return Ok(c);
         }
         let started = Instant::now();
+        let info = self.endpoint.resolve(wait).await?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.clone().set_redis_settings(resp3))
+            .map_err(|e| Failure::NotSent(Some(e)))?;
+        let resp2_client = redis::Client::open(info).map_err(|e| Failure::NotSent(Some(e)))?;
         let dead = Arc::new(AtomicBool::new(false));
+        let left = wait.saturating_sub(started.elapsed());
         let mut con = if self.resp2_only.load(Ordering::Relaxed) {
-            self.open(&self.resp2_client, wait, None).await?
+            self.open(&resp2_client, left, None).await?
         } else {
-            match self.open(&self.client, wait, Some(dead.clone())).await {
+            match self.open(&client, left, Some(dead.clone())).await {
                 Err(Failure::NotSent(Some(e))) if speaks_no_resp3(&e) => {
                     // A server without HELLO 3: plain RESP2, without disconnection notices.
                     self.resp2_only.store(true, Ordering::Relaxed);
-                    self.open(&self.resp2_client, wait, None).await?
+                    self.open(&resp2_client, left, None).await?
                 }
                 other => other?,
             }
@@ -185,6 +189,25 @@ impl Connector {
         let left = wait
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
+        if self.endpoint.is_sentinel() {
+            // A sentinel may name a master that has not taken over yet, or one that was
+            // just demoted: only a server that says it is the master is used.
+            match timeout(
+                left,
+                redis::cmd("ROLE").query_async::<redis::Value>(&mut con),
+            )
+            .await
+            {
+                Ok(Ok(role)) if crate::endpoint::is_master_role(&role) => {}
+                Ok(Ok(_)) => {
+                    return Err(Failure::NotSent(Some(redis::RedisError::from(
+                        std::io::Error::other("the server Sentinel named is not a master (yet)"),
+                    ))))
+                }
+                Ok(Err(e)) => return Err(Failure::NotSent(Some(e))),
+                Err(_) => return Err(Failure::NotSent(None)),
+            }
+        }
         let mut ask = redis::pipe();
         ask.cmd("CLIENT").arg("ID").cmd("INFO").arg("server");
         let client_id = match timeout(left, ask.query_async::<(i64, String)>(&mut con)).await {
@@ -350,6 +373,11 @@ impl Connector {
     ) -> Option<Failure> {
         match result {
             Ok(Ok(_)) => None,
+            Ok(Err(e)) if is_server_reply(&e) && e.code() == Some("READONLY") => {
+                // A demoted master (after a failover): not applied; find the new master.
+                self.invalidate(generation);
+                Some(Failure::NotSent(Some(e)))
+            }
             Ok(Err(e)) if is_server_reply(&e) && is_transient_server_error(&e) => {
                 Some(Failure::NotSent(Some(e)))
             }
@@ -390,6 +418,50 @@ impl Connector {
         inv: &mut Call<'_>,
         budget: Duration,
     ) -> Result<Vec<i64>, Failure> {
+        self.eval_tagged_on(inv, budget)
+            .await
+            .map(|(reply, ..)| reply)
+    }
+
+    /// Run a tagged script (as [`eval_tagged`](Self::eval_tagged)) and, if its reply
+    /// starts with `1` (granted), `WAIT replicas wait` on the same connection: `WAIT`
+    /// counts the replicas that acknowledged every write this connection made, the
+    /// script's included. Returns the reply and the acknowledgements (`None` when `WAIT`
+    /// failed: how many replicas have the grant is unknown).
+    pub(crate) async fn eval_tagged_then_wait(
+        &self,
+        inv: &mut Call<'_>,
+        budget: Duration,
+        replicas: u32,
+        wait: Duration,
+    ) -> Result<(Vec<i64>, Option<u32>), Failure> {
+        let (reply, generation, mut con) = self.eval_tagged_on(inv, budget).await?;
+        if reply.first() != Some(&1) {
+            return Ok((reply, None));
+        }
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(crate::lease::millis(wait));
+        match timeout(
+            wait + self.response_timeout,
+            cmd.query_async::<i64>(&mut con),
+        )
+        .await
+        {
+            Ok(Ok(n)) => Ok((reply, Some(u32::try_from(n.max(0)).unwrap_or(u32::MAX)))),
+            other => {
+                if let Some(f) = self.classify(generation, other) {
+                    tracing::debug!(cause = %f.describe(), "WAIT for replica acknowledgements failed");
+                }
+                Ok((reply, None))
+            }
+        }
+    }
+
+    async fn eval_tagged_on(
+        &self,
+        inv: &mut Call<'_>,
+        budget: Duration,
+    ) -> Result<(Vec<i64>, u64, MultiplexedConnection), Failure> {
         let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
         inv.arg(tag);
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
@@ -397,7 +469,7 @@ impl Connector {
         match timeout(left, inv.invoke::<Vec<i64>>(&mut con)).await {
             Ok(Ok(mut reply)) if reply.last() == Some(&tag) => {
                 reply.pop();
-                Ok(reply)
+                Ok((reply, generation, con))
             }
             Ok(Ok(_)) => {
                 tracing::warn!("a reply did not match its request: the connection is out of step; discarding it");

@@ -55,6 +55,39 @@ pub enum ErrorKind {
     LeaseLost(crate::LostReason),
     /// The client was shut down.
     Shutdown,
+    /// The lock was granted, but fewer replicas than required acknowledged the grant
+    /// within the replication timeout (`WAIT`); the grant was released. Nothing is held.
+    NotReplicated {
+        /// Replica acknowledgements required.
+        wanted: u32,
+        /// Replica acknowledgements received.
+        acked: u32,
+    },
+    /// RedLock: too few nodes could be reached (or answered in time) for a quorum.
+    /// [`Error::node_failures`] says which nodes failed and why. Every node was asked to
+    /// release whatever this call may have been granted; nothing is held.
+    NoQuorum {
+        /// Nodes that answered (granting or refusing).
+        answered: usize,
+        /// Nodes needed for a quorum.
+        needed: usize,
+    },
+}
+
+/// One RedLock node's failure, as reported by [`Error::node_failures`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeFailure {
+    /// The node's address (without credentials).
+    pub node: String,
+    /// What went wrong there.
+    pub reason: String,
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.node, self.reason)
+    }
 }
 
 /// The error type of every fallible leasehold operation.
@@ -65,6 +98,7 @@ pub struct Error {
     message: String,
     #[source]
     source: Option<redis::RedisError>,
+    nodes: Vec<NodeFailure>,
 }
 
 impl Error {
@@ -73,11 +107,17 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            nodes: Vec::new(),
         }
     }
 
     pub(crate) fn with_source(mut self, source: redis::RedisError) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    pub(crate) fn with_node_failures(mut self, nodes: Vec<NodeFailure>) -> Self {
+        self.nodes = nodes;
         self
     }
 
@@ -179,6 +219,8 @@ impl Error {
                 | ErrorKind::TimedOut
                 | ErrorKind::Ambiguous
                 | ErrorKind::Connection
+                | ErrorKind::NotReplicated { .. }
+                | ErrorKind::NoQuorum { .. }
         )
     }
 
@@ -187,10 +229,35 @@ impl Error {
         matches!(self.kind, ErrorKind::LeaseLost(_))
     }
 
+    /// Fewer replicas than required acknowledged the grant (see
+    /// [`Lock::replica_acks`](crate::Lock::replica_acks)).
+    pub fn is_not_replicated(&self) -> bool {
+        matches!(self.kind, ErrorKind::NotReplicated { .. })
+    }
+
+    /// RedLock: too few nodes answered for a quorum.
+    pub fn is_no_quorum(&self) -> bool {
+        matches!(self.kind, ErrorKind::NoQuorum { .. })
+    }
+
+    /// RedLock: the nodes that failed during the operation, and why (empty otherwise).
+    pub fn node_failures(&self) -> &[NodeFailure] {
+        &self.nodes
+    }
+
     /// The underlying redis-rs error, if any.
     pub fn redis_error(&self) -> Option<&redis::RedisError> {
         self.source.as_ref()
     }
+}
+
+/// Node failures as one line: `node: reason; node: reason`.
+pub(crate) fn list_failures(failures: &[NodeFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether Redis itself answered with an error reply (as opposed to an I/O failure).

@@ -201,6 +201,12 @@ impl LockGuard {
             )
         };
 
+        if !inner.nodes.is_empty() {
+            if let Some(reason) = st.lost_reason() {
+                return Err(lost(reason));
+            }
+            return crate::redlock::extend(inner, st, ttl).await;
+        }
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         let mut last: Option<Failure> = None;
         let mut first_send = None;
@@ -263,6 +269,12 @@ impl LockGuard {
         // Renewal stops now, before the release is sent.
         self.end_lease();
         // From here on, dropping `self` (e.g. cancellation) releases in the background.
+        if !inner.nodes.is_empty() {
+            let outcome = crate::redlock::release(&inner, &st, lease_ok_at_send).await;
+            // Nodes that did not answer are released in the background already.
+            self.finish();
+            return outcome;
+        }
         let result = release_once(&inner, &st.keys, &st.owner_id, &st.req, resolve_by).await;
         match result {
             Ok((code, saw_unknown)) => {
@@ -385,6 +397,10 @@ impl Drop for LockGuard {
         self.end_lease();
         self.finish();
         let st = &self.state;
+        if !self.inner.nodes.is_empty() {
+            crate::redlock::release_dropped(&self.inner, st);
+            return;
+        }
         let fut = release_in_background(
             self.inner.clone(),
             st.keys.clone(),
@@ -397,9 +413,26 @@ impl Drop for LockGuard {
     }
 }
 
+/// A call of the release script for one hold.
+pub(crate) fn release_call<'a>(
+    inner: &'a Inner,
+    keys: &LockKeys,
+    owner_id: &str,
+    req: &str,
+) -> crate::scripts::Call<'a> {
+    let mut inv = inner.scripts.release.key(&keys.lock);
+    inv.key(&keys.queue)
+        .key(&keys.expiries)
+        .key(&keys.next)
+        .arg(owner_id)
+        .arg(req)
+        .arg(crate::scripts::RESERVATION_MS);
+    inv
+}
+
 /// Run the release script until its outcome is known or `resolve_by` passes. Returns the
 /// script's code and whether an earlier try's outcome was unknown.
-async fn release_once(
+pub(crate) async fn release_once(
     inner: &Inner,
     keys: &LockKeys,
     owner_id: &str,
@@ -409,13 +442,7 @@ async fn release_once(
     let mut saw_unknown = false;
     let mut last = None;
     while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
-        let mut inv = inner.scripts.release.key(&keys.lock);
-        inv.key(&keys.queue)
-            .key(&keys.expiries)
-            .key(&keys.next)
-            .arg(owner_id)
-            .arg(req)
-            .arg(crate::scripts::RESERVATION_MS);
+        let mut inv = release_call(inner, keys, owner_id, req);
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {
             Ok(reply) => return Ok((reply.first().copied().unwrap_or(0), saw_unknown)),
@@ -447,6 +474,21 @@ pub(crate) async fn release_in_background(
     give_up: Instant,
     recheck: bool,
 ) {
+    release_retrying(inner, keys, owner_id, req, give_up, recheck, false).await
+}
+
+/// [`release_in_background`], optionally giving up as soon as the server cannot be
+/// reached (`stop_if_unreachable`: a RedLock node that is down; whatever it holds expires
+/// with its TTL, and the other nodes decide).
+pub(crate) async fn release_retrying(
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    req: String,
+    give_up: Instant,
+    recheck: bool,
+    stop_if_unreachable: bool,
+) {
     let started = Instant::now();
     let give_up = give_up.min(started + Duration::from_secs(300));
     let mut rechecks = if recheck {
@@ -476,6 +518,10 @@ pub(crate) async fn release_in_background(
                 return;
             }
             Err(f) => {
+                if stop_if_unreachable && matches!(f, Failure::NotSent(_)) {
+                    tracing::debug!(lock = %keys.lock, cause = %f.describe(), "node unreachable; its hold expires by its TTL");
+                    return;
+                }
                 if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
                     tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
                     return;

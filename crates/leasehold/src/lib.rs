@@ -43,6 +43,7 @@
 mod client;
 mod conn;
 mod election;
+mod endpoint;
 mod error;
 mod guard;
 mod inspect;
@@ -51,6 +52,7 @@ pub mod lease;
 mod lock;
 pub mod metrics;
 mod owner;
+mod redlock;
 mod renew;
 pub mod scripts;
 mod wait;
@@ -60,7 +62,7 @@ pub use client::{
     DEFAULT_TTL, DEFAULT_WAIT,
 };
 pub use election::{Election, Leadership};
-pub use error::{Error, ErrorKind, NotHeldReason, Result};
+pub use error::{Error, ErrorKind, NodeFailure, NotHeldReason, Result};
 pub use guard::{Lease, LockGuard, ReleaseOutcome};
 pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};

@@ -36,10 +36,10 @@ use crate::renew::LeaseState;
 /// Cheap to clone; holds no lock by itself. Get one from [`Client::lock`](crate::Client::lock).
 #[derive(Clone)]
 pub struct Lock {
-    inner: Arc<Inner>,
-    name: Arc<str>,
-    keys: Arc<LockKeys>,
-    ttl: Duration,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) name: Arc<str>,
+    pub(crate) keys: Arc<LockKeys>,
+    pub(crate) ttl: Duration,
     /// `None`: the watchdog renews every ttl/3 unless `fixed`; `Some`: explicit interval.
     renew_every: Option<Duration>,
     /// The caller fixed the lease length with [`Lock::ttl`] (no renewal unless asked).
@@ -47,8 +47,9 @@ pub struct Lock {
     auto_renew: Option<bool>,
     on_lost: OnLost,
     wait: Duration,
-    owner: Option<Owner>,
-    metadata: Arc<str>,
+    pub(crate) owner: Option<Owner>,
+    pub(crate) metadata: Arc<str>,
+    replica_acks: Option<(u32, Duration)>,
 }
 
 /// What [`Lock::run`] does to the closure's future when the lease is lost.
@@ -81,6 +82,8 @@ enum Attempt {
         token: u64,
         count: u32,
         sent_at: Instant,
+        /// Replica acknowledgements, when they were asked for (`None`: unknown).
+        acks: Option<u32>,
     },
     Contended {
         /// Remaining ms of the holder's lease, or of the reservation if `reserved`.
@@ -93,6 +96,7 @@ enum Attempt {
 impl Lock {
     pub(crate) fn new(inner: Arc<Inner>, name: &str, keys: LockKeys) -> Self {
         Lock {
+            replica_acks: inner.replica_acks,
             ttl: inner.default_ttl,
             renew_every: None,
             fixed: false,
@@ -171,6 +175,30 @@ impl Lock {
     pub fn wait(mut self, wait: Duration) -> Result<Self> {
         validate_wait(wait)?;
         self.wait = wait;
+        Ok(self)
+    }
+
+    /// Count a grant only once `replicas` replicas have acknowledged it (Redis `WAIT`
+    /// after the acquire script, on the same connection), within `timeout`. With fewer
+    /// acknowledgements — any shortfall, not only zero — the grant is released before the
+    /// call returns, and acquire fails with
+    /// [`ErrorKind::NotReplicated`](crate::ErrorKind::NotReplicated). Use it on a
+    /// replicated master (e.g. with [`Client::sentinel_builder`](crate::Client::sentinel_builder))
+    /// so that a grant survives a failover to a replica that acknowledged it.
+    ///
+    /// Replicas: 1 to 64; timeout: 1 ms to 60 s. Acquires that wait for acknowledgements
+    /// use a connection of their own, because `WAIT` blocks the connection it runs on.
+    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Result<Self> {
+        if replicas == 0
+            || replicas > 64
+            || timeout < Duration::from_millis(1)
+            || timeout > Duration::from_secs(60)
+        {
+            return Err(Error::invalid(format!(
+                "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+            )));
+        }
+        self.replica_acks = Some((replicas, timeout));
         Ok(self)
     }
 
@@ -351,6 +379,14 @@ impl Lock {
             Some(place)
         };
 
+        if !inner.nodes.is_empty() {
+            let hold = crate::redlock::Hold {
+                owner_id,
+                reentrant,
+                hold_key,
+            };
+            return crate::redlock::acquire(self, hold, started, deadline, waiting).await;
+        }
         let req = crate::random_id();
         let mut pending = PendingGrant {
             inner: inner.clone(),
@@ -403,6 +439,7 @@ impl Lock {
                     token,
                     count,
                     sent_at,
+                    acks,
                 } => {
                     pending.armed = false;
                     // The script took the caller off the waiter queue.
@@ -430,13 +467,15 @@ impl Lock {
                         token,
                         sent_at,
                     ));
-                    return Ok(LockGuard::new(
-                        inner.clone(),
-                        state,
-                        self.owner.clone(),
-                        hold_key,
-                        count,
-                    ));
+                    let guard =
+                        LockGuard::new(inner.clone(), state, self.owner.clone(), hold_key, count);
+                    if let Some((wanted, _)) = self.replica_acks {
+                        let acked = acks.unwrap_or(0);
+                        if acked < wanted {
+                            return Err(self.not_replicated(guard, wanted, acks).await);
+                        }
+                    }
+                    return Ok(guard);
                 }
                 Attempt::Contended { pttl, reserved } => {
                     crate::metrics::contended(&self.name);
@@ -493,6 +532,29 @@ impl Lock {
                 }
             }
         }
+    }
+
+    /// Release a grant that too few replicas acknowledged, and describe the shortfall.
+    async fn not_replicated(&self, guard: LockGuard, wanted: u32, acks: Option<u32>) -> Error {
+        let acked = acks.unwrap_or(0);
+        crate::metrics::acquisition(&self.name, "not_replicated");
+        let released = match guard.release().await {
+            Ok(outcome) => format!("the grant was released ({outcome:?})"),
+            Err(e) => format!("releasing the grant failed ({e}); it is retried in the background"),
+        };
+        let heard = match acks {
+            Some(n) => format!("{n} acknowledged"),
+            None => "WAIT failed, so none are known to have it".to_string(),
+        };
+        tracing::warn!(lock = %self.name, wanted, acked, "grant not acknowledged by enough replicas");
+        Error::new(
+            ErrorKind::NotReplicated { wanted, acked },
+            format!(
+                "lock {:?}: {wanted} replica acknowledgements required within {:?}, {heard}; {released}",
+                self.name,
+                self.replica_acks.map(|(_, t)| t).unwrap_or_default()
+            ),
+        )
     }
 
     /// Run the acquire script for `req` until its outcome is known or `resolve_by` passes.
@@ -559,13 +621,27 @@ impl Lock {
                 .arg(millis(wait_lease))
                 .arg(if queued || maybe_applied { 1 } else { 0 })
                 .arg(&*self.metadata);
-            match inner.conn.eval_tagged(&mut inv, budget).await {
-                Ok(reply) => {
+            let result = match self.replica_acks {
+                None => inner
+                    .conn
+                    .eval_tagged(&mut inv, budget)
+                    .await
+                    .map(|r| (r, None)),
+                Some((replicas, wait)) => {
+                    inner
+                        .ack_conn
+                        .eval_tagged_then_wait(&mut inv, budget, replicas, wait)
+                        .await
+                }
+            };
+            match result {
+                Ok((reply, acks)) => {
                     return match reply.as_slice() {
                         [1, token, count, ..] => Ok(Attempt::Granted {
                             token: u64::try_from(*token).unwrap_or_default(),
                             count: u32::try_from(*count).unwrap_or(u32::MAX),
                             sent_at: first_send.unwrap_or(sent_at),
+                            acks,
                         }),
                         [0, pttl, rest @ ..] => {
                             pending.armed = false;
@@ -708,7 +784,7 @@ fn validate_wait(wait: Duration) -> Result<()> {
 }
 
 /// Add up to 20% random jitter.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let max = (d.as_micros() / 5).max(1) as u64;
     d + Duration::from_micros(rand::rng().random_range(0..=max))
 }

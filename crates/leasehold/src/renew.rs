@@ -438,7 +438,44 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
     }
 }
 
+impl Renewer {
+    /// Count one renewal round (one call, or one call per node).
+    pub(crate) fn note_call(&self, took: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.call_micros.fetch_add(took, Ordering::Relaxed);
+    }
+
+    /// `lease` was renewed by a request sent at `sent`: confirm it, schedule the next.
+    pub(crate) fn renewed_one(&self, inner: &Arc<Inner>, lease: Arc<LeaseState>, sent: Instant) {
+        lease.confirm(sent, lease.ttl);
+        self.renewed.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::renewed(&lease.name);
+        let every = lease.renew_every.unwrap_or(lease.ttl / 3);
+        let at = sent + every;
+        inner.renewer.push(inner, Cmd::RenewAt(at, lease), at);
+    }
+
+    /// The server refused to renew `lease`: it is lost.
+    pub(crate) fn refused_one(&self, lease: Arc<LeaseState>, reason: LostReason) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        lease.lose(reason);
+    }
+
+    /// Renewing `lease` failed (no answer): try again soon, before its deadline.
+    pub(crate) fn retry_soon(&self, inner: &Arc<Inner>, lease: Arc<LeaseState>) {
+        let every = lease.renew_every.unwrap_or(lease.ttl / 3);
+        let at =
+            Instant::now() + (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        inner.renewer.push(inner, Cmd::RenewAt(at, lease), at);
+    }
+}
+
 fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+    if !client.nodes.is_empty() {
+        crate::redlock::spawn_renewal(client, batch);
+        return;
+    }
     let inner = client.clone();
     client.handle.spawn(async move {
         let mut inv = inner.scripts.renew.prepare_invoke();
@@ -459,10 +496,8 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
         if budget < MIN_BUDGET {
             return; // too late to renew: the deadline fires
         }
-        inner.renewer.calls.fetch_add(1, Ordering::Relaxed);
         let result = inner.conn.eval_tagged(&mut inv, budget).await;
-        let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-        inner.renewer.call_micros.fetch_add(took, Ordering::Relaxed);
+        inner.renewer.note_call(sent.elapsed());
         match result {
             Ok(codes) if codes.len() == batch.len() => {
                 let refused = codes.iter().filter(|c| **c != 1).count();
@@ -471,22 +506,9 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
                 }
                 for (lease, code) in batch.into_iter().zip(codes) {
                     match code {
-                        1 => {
-                            lease.confirm(sent, lease.ttl);
-                            inner.renewer.renewed.fetch_add(1, Ordering::Relaxed);
-                            crate::metrics::renewed(&lease.name);
-                            let every = lease.renew_every.unwrap_or(lease.ttl / 3);
-                            let at = sent + every;
-                            inner.renewer.push(&inner, Cmd::RenewAt(at, lease), at);
-                        }
-                        c => {
-                            inner.renewer.refused.fetch_add(1, Ordering::Relaxed);
-                            lease.lose(if c == -1 {
-                                LostReason::HeldByOther
-                            } else {
-                                LostReason::Expired
-                            });
-                        }
+                        1 => inner.renewer.renewed_one(&inner, lease, sent),
+                        -1 => inner.renewer.refused_one(lease, LostReason::HeldByOther),
+                        _ => inner.renewer.refused_one(lease, LostReason::Expired),
                     }
                 }
             }
@@ -498,10 +520,7 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
                 };
                 tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
                 for lease in batch {
-                    let every = lease.renew_every.unwrap_or(lease.ttl / 3);
-                    let at = Instant::now()
-                        + (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                    inner.renewer.push(&inner, Cmd::RenewAt(at, lease), at);
+                    inner.renewer.retry_soon(&inner, lease);
                 }
             }
         }

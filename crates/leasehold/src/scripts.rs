@@ -39,6 +39,8 @@ pub const FORCE_RELEASE_LUA: &str = concat!(
 pub const INSPECT_LUA: &str = include_str!("scripts/inspect.lua");
 /// Source of the extend script.
 pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
+/// Source of the RedLock fence-raising script.
+pub const RAISE_FENCE_LUA: &str = include_str!("scripts/raise_fence.lua");
 
 /// One script: its source and SHA1 (computed once).
 pub(crate) struct Script {
@@ -137,6 +139,7 @@ pub(crate) struct Scripts {
     pub renew: Script,
     pub inspect: Script,
     pub force_release: Script,
+    pub raise_fence: Script,
 }
 
 impl Scripts {
@@ -149,6 +152,7 @@ impl Scripts {
             renew: Script::new(RENEW_LUA),
             inspect: Script::new(INSPECT_LUA),
             force_release: Script::new(FORCE_RELEASE_LUA),
+            raise_fence: Script::new(RAISE_FENCE_LUA),
         }
     }
 }

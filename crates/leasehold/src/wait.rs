@@ -23,6 +23,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::endpoint::Endpoint;
+
 enum Cmd {
     Subscribe(String, oneshot::Sender<bool>),
     Unsubscribe(String),
@@ -45,7 +47,7 @@ struct State {
 
 /// The shared waker of one client.
 pub(crate) struct Waker {
-    client: redis::Client,
+    endpoint: Arc<Endpoint>,
     connect_timeout: Duration,
     response_timeout: Duration,
     handle: tokio::runtime::Handle,
@@ -54,13 +56,13 @@ pub(crate) struct Waker {
 
 impl Waker {
     pub(crate) fn new(
-        client: redis::Client,
+        endpoint: Arc<Endpoint>,
         connect_timeout: Duration,
         response_timeout: Duration,
         handle: tokio::runtime::Handle,
     ) -> Arc<Self> {
         Arc::new(Waker {
-            client,
+            endpoint,
             connect_timeout,
             response_timeout,
             handle,
@@ -246,15 +248,25 @@ async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let Some(w) = waker.upgrade() else { return };
-        let (client, ct, rt) = (w.client.clone(), w.connect_timeout, w.response_timeout);
+        let (endpoint, ct, rt) = (w.endpoint.clone(), w.connect_timeout, w.response_timeout);
         drop(w);
-        let pubsub = match timeout(ct, client.get_async_pubsub()).await {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(e)) => {
+        let started = Instant::now();
+        let connect = async {
+            let info = endpoint.resolve(ct).await.map_err(|f| {
+                f.into_redis()
+                    .unwrap_or_else(|| std::io::Error::other("no master known").into())
+            })?;
+            let left = ct.saturating_sub(started.elapsed());
+            timeout(left, redis::Client::open(info)?.get_async_pubsub())
+                .await
+                .map_err(|_| redis::RedisError::from(std::io::Error::other("timed out")))?
+        };
+        let pubsub = match connect.await {
+            Ok(p) => Some(p),
+            Err(e) => {
                 tracing::debug!(error = %e, "leasehold pub/sub connection failed");
                 None
             }
-            Err(_) => None,
         };
         let Some(pubsub) = pubsub else {
             // Wait out the backoff, still draining commands (their acks report failure).

@@ -66,7 +66,10 @@ if holder == owner then
   local pttl = redis.call('PTTL', lock)
   if redis.call('HEXISTS', lock, reqfield) == 1 then
     -- A retry of a request that was already granted: report the same grant, count it once.
-    if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
+    -- The TTL is always written again (never shortened), so that a WAIT after this reply
+    -- also covers the original grant, written by an earlier call on another connection.
+    if pttl < ttl then pttl = ttl end
+    redis.call('PEXPIRE', lock, pttl)
     dequeue()
     local h = redis.call('HMGET', lock, 'token', 'count')
     return reply({1, tonumber(h[1]), tonumber(h[2]), pttl})

@@ -1,0 +1,612 @@
+//! RedLock: one lock over N independent masters, held by a majority.
+//!
+//! Acquire sends the ordinary acquire script (without joining any waiter queue) to every
+//! node at once, each bounded by the node timeout, and stops listening as soon as a
+//! majority (N/2 + 1) granted it or every node answered. The lease is valid until
+//! `start + ttl − drift`, where `start` is the time the round began, so the time the round
+//! took is already subtracted. A round without a quorum within validity releases the
+//! request on *every* node — including nodes that refused or did not answer, since a reply
+//! may have been lost — and, if the caller waits, is retried after a random delay.
+//!
+//! Fencing tokens: each node issues its own increasing token. The grant's token is the
+//! largest one among the nodes that granted it; if they differ, that token is written back
+//! (`raise_fence.lua`) to the nodes that granted, while they still hold the grant, and the
+//! grant only counts once a majority took it. Any later grant needs a majority too, which
+//! shares a node with that majority, and that node cannot grant again before this grant
+//! ended there — after its counter was raised. So each grant's token is strictly greater
+//! than every earlier grant's. In the steady state all counters agree and no second round
+//! is needed. PROTOCOL.md states the rule.
+//!
+//! Renewal, extend and release go to every node; renewal and extend count only with a
+//! majority confirming within validity, and the lease is lost once a majority refused it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+use tokio::time::{sleep_until, Instant};
+
+use crate::client::Inner;
+use crate::conn::Failure;
+use crate::error::{Error, ErrorKind, NodeFailure, Result};
+use crate::guard::{release_call, release_retrying, LockGuard, ReleaseOutcome};
+use crate::keys::LockKeys;
+use crate::lease::{millis, valid_until};
+use crate::lock::Lock;
+use crate::renew::LeaseState;
+
+/// Who acquires, as decided by [`Lock`] before the quorum rounds.
+pub(crate) struct Hold {
+    pub owner_id: String,
+    pub reentrant: bool,
+    pub hold_key: String,
+}
+
+/// The number of nodes that make a majority of `n`.
+pub(crate) fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// What one node answered to one request.
+enum NodeReply {
+    Granted { token: u64, count: u32 },
+    Contended { pttl: i64 },
+    Failed(String),
+}
+
+fn node_name(node: &Inner) -> String {
+    node.display_url.clone()
+}
+
+async fn node_acquire(
+    node: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    hold: (String, String, bool),
+    ttl_ms: u64,
+    metadata: Arc<str>,
+    budget: Duration,
+) -> NodeReply {
+    let (owner_id, req, reentrant) = hold;
+    let mut inv = node.scripts.acquire.key(&keys.lock);
+    inv.key(&keys.fence)
+        .key(&keys.queue)
+        .key(&keys.expiries)
+        .key(&keys.next)
+        .arg(&owner_id)
+        .arg(&req)
+        .arg(ttl_ms)
+        .arg(if reentrant { 1 } else { 0 })
+        .arg(0)
+        .arg(0)
+        .arg(&*metadata);
+    match node.conn.eval_tagged(&mut inv, budget).await {
+        Ok(reply) => match reply.as_slice() {
+            [1, token, count, ..] => NodeReply::Granted {
+                token: u64::try_from(*token).unwrap_or_default(),
+                count: u32::try_from(*count).unwrap_or(u32::MAX),
+            },
+            [0, pttl, ..] => NodeReply::Contended { pttl: *pttl },
+            other => NodeReply::Failed(format!("unexpected acquire reply {other:?}")),
+        },
+        Err(f) => NodeReply::Failed(f.describe()),
+    }
+}
+
+/// A request that may have been granted on some nodes and has no guard yet: dropped while
+/// armed (the acquire was cancelled), it is released on every node in the background.
+struct Pending {
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    req: String,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.armed {
+            release_everywhere_in_background(
+                &self.inner,
+                &self.keys,
+                &self.owner_id,
+                &self.req,
+                Instant::now() + self.ttl,
+            );
+        }
+    }
+}
+
+/// Acquire `lock` on a majority of the client's nodes.
+pub(crate) async fn acquire(
+    lock: &Lock,
+    hold: Hold,
+    started: Instant,
+    deadline: Instant,
+    waiting: bool,
+) -> Result<LockGuard> {
+    let inner = &lock.inner;
+    let n = inner.nodes.len();
+    let needed = quorum(n);
+    let ttl_ms = millis(lock.ttl);
+    let budget = inner.node_timeout;
+    let mut backoff = Duration::from_millis(10);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let req = crate::random_id();
+        let mut pending = Pending {
+            inner: inner.clone(),
+            keys: lock.keys.clone(),
+            owner_id: hold.owner_id.clone(),
+            req: req.clone(),
+            ttl: lock.ttl,
+            armed: true,
+        };
+        let start = Instant::now();
+        let validity_end = valid_until(start, lock.ttl);
+        let mut round: FuturesUnordered<_> = inner
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let fut = node_acquire(
+                    node.clone(),
+                    lock.keys.clone(),
+                    (hold.owner_id.clone(), req.clone(), hold.reentrant),
+                    ttl_ms,
+                    lock.metadata.clone(),
+                    budget,
+                );
+                async move { (i, fut.await) }
+            })
+            .collect();
+        let mut granted: Vec<(usize, u64, u32)> = Vec::new();
+        let mut contended: Vec<i64> = Vec::new();
+        let mut failures: Vec<NodeFailure> = Vec::new();
+        while let Some((i, reply)) = round.next().await {
+            match reply {
+                NodeReply::Granted { token, count } => granted.push((i, token, count)),
+                NodeReply::Contended { pttl } => contended.push(pttl),
+                NodeReply::Failed(reason) => failures.push(NodeFailure {
+                    node: node_name(&inner.nodes[i]),
+                    reason,
+                }),
+            }
+            if granted.len() >= needed {
+                break; // the stragglers' answers cannot change the outcome
+            }
+        }
+        drop(round);
+        let mut outcome_failures = failures.clone();
+        if granted.len() >= needed && Instant::now() + crate::renew::MIN_BUDGET < validity_end {
+            let token = granted.iter().map(|g| g.1).max().unwrap_or_default();
+            let count = granted.iter().map(|g| g.2).max().unwrap_or(1);
+            let agreed = granted.iter().all(|g| g.1 == token);
+            let settled = if agreed {
+                true
+            } else {
+                let (raised, raise_failures) =
+                    raise_fences(inner, &lock.keys, &hold.owner_id, &req, token, &granted).await;
+                outcome_failures.extend(raise_failures);
+                raised >= needed
+            };
+            if settled && Instant::now() + crate::renew::MIN_BUDGET < validity_end {
+                pending.armed = false;
+                if let Some(o) = &lock.owner {
+                    o.add_hold(&hold.hold_key);
+                }
+                tracing::debug!(
+                    outcome = "granted",
+                    token,
+                    nodes = granted.len(),
+                    attempts,
+                    "RedLock quorum granted"
+                );
+                crate::metrics::acquisition(&lock.name, "granted");
+                crate::metrics::waited(&lock.name, started.elapsed());
+                let state = Arc::new(LeaseState::new(
+                    lock.name.clone(),
+                    lock.keys.clone(),
+                    hold.owner_id.clone(),
+                    req,
+                    lock.ttl,
+                    lock.effective_renewal(),
+                    token,
+                    start,
+                ));
+                return Ok(LockGuard::new(
+                    inner.clone(),
+                    state,
+                    lock.owner.clone(),
+                    hold.hold_key,
+                    count,
+                ));
+            }
+        }
+        // No quorum within validity: take back whatever was granted, everywhere.
+        release_everywhere(inner, &lock.keys, &hold.owner_id, &req, lock.ttl).await;
+        pending.armed = false;
+        let answered = granted.len() + contended.len();
+        let now = Instant::now();
+        let retry_at = now + jittered(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(200));
+        if !waiting || retry_at >= deadline {
+            if answered < needed {
+                crate::metrics::acquisition(&lock.name, "no_quorum");
+                let list = crate::error::list_failures(&outcome_failures);
+                return Err(Error::new(
+                    ErrorKind::NoQuorum { answered, needed },
+                    format!(
+                        "lock {:?}: only {answered} of {n} RedLock nodes answered, {needed} needed ({list}); released on every node",
+                        lock.name
+                    ),
+                )
+                .with_node_failures(outcome_failures));
+            }
+            if !waiting {
+                crate::metrics::acquisition(&lock.name, "contended");
+                return Err(Error::new(
+                    ErrorKind::Contended,
+                    format!(
+                        "lock {:?} is held by another owner on {} of {n} nodes (granted on {})",
+                        lock.name,
+                        contended.len(),
+                        granted.len()
+                    ),
+                )
+                .with_node_failures(outcome_failures));
+            }
+            crate::metrics::acquisition(&lock.name, "timed_out");
+            return Err(Error::timed_out(&lock.name, started.elapsed())
+                .with_node_failures(outcome_failures));
+        }
+        crate::metrics::contended(&lock.name);
+        // Wait no longer than the shortest lease still in the way, and never in step with
+        // other contenders.
+        let shortest = contended
+            .iter()
+            .filter(|p| **p > 0)
+            .min()
+            .map(|p| Duration::from_millis(u64::try_from(*p).unwrap_or(0)));
+        let at = match shortest {
+            Some(left) => retry_at.min(now + left + Duration::from_millis(1)),
+            None => retry_at,
+        };
+        sleep_until(at.min(deadline)).await;
+    }
+}
+
+/// A random delay between half of `d` and `d`.
+fn jittered(d: Duration) -> Duration {
+    let max = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(2);
+    Duration::from_micros(rand::rng().random_range(max / 2..=max))
+}
+
+/// Write `token` back to the nodes in `granted`; returns how many still held the grant and
+/// took it, and the failures.
+async fn raise_fences(
+    inner: &Inner,
+    keys: &Arc<LockKeys>,
+    owner_id: &str,
+    req: &str,
+    token: u64,
+    granted: &[(usize, u64, u32)],
+) -> (usize, Vec<NodeFailure>) {
+    let calls = granted.iter().map(|(i, ..)| {
+        let node = inner.nodes[*i].clone();
+        let keys = keys.clone();
+        async move {
+            let mut inv = node.scripts.raise_fence.key(&keys.lock);
+            inv.key(&keys.fence).arg(owner_id).arg(req).arg(token);
+            let r = node.conn.eval_tagged(&mut inv, inner.node_timeout).await;
+            (node, r)
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut raised = 0;
+    let mut failures = Vec::new();
+    for (node, r) in results {
+        match r {
+            Ok(reply) if reply.first() == Some(&1) => raised += 1,
+            Ok(_) => failures.push(NodeFailure {
+                node: node_name(&node),
+                reason: "the grant ended there before its fencing token was settled".into(),
+            }),
+            Err(f) => failures.push(NodeFailure {
+                node: node_name(&node),
+                reason: f.describe(),
+            }),
+        }
+    }
+    (raised, failures)
+}
+
+/// Release `req` on every node, each bounded by the node timeout; nodes that could not be
+/// reached keep being asked in the background until the lease would have expired.
+async fn release_everywhere(
+    inner: &Inner,
+    keys: &Arc<LockKeys>,
+    owner_id: &str,
+    req: &str,
+    ttl: Duration,
+) {
+    let give_up = Instant::now() + ttl;
+    let results = release_on_all(inner, keys, owner_id, req, inner.node_timeout).await;
+    for (node, r) in results {
+        if r.is_err() {
+            release_on_node_in_background(&node, keys, owner_id, req, give_up);
+        }
+    }
+}
+
+fn release_everywhere_in_background(
+    inner: &Arc<Inner>,
+    keys: &Arc<LockKeys>,
+    owner_id: &str,
+    req: &str,
+    give_up: Instant,
+) {
+    for node in &inner.nodes {
+        release_on_node_in_background(node, keys, owner_id, req, give_up);
+    }
+}
+
+/// Keep releasing on `node` in the background until `give_up`, or until the node turns
+/// out to be unreachable (what it holds then expires by its TTL).
+fn release_on_node_in_background(
+    node: &Arc<Inner>,
+    keys: &Arc<LockKeys>,
+    owner_id: &str,
+    req: &str,
+    give_up: Instant,
+) {
+    let fut = release_retrying(
+        node.clone(),
+        keys.clone(),
+        owner_id.to_string(),
+        req.to_string(),
+        give_up,
+        false,
+        true,
+    );
+    node.spawn_background(fut);
+}
+
+/// Run the release script once on every node at once (failed nodes are retried in the
+/// background by the callers).
+async fn release_on_all(
+    inner: &Inner,
+    keys: &LockKeys,
+    owner_id: &str,
+    req: &str,
+    budget: Duration,
+) -> Vec<(Arc<Inner>, std::result::Result<i64, Failure>)> {
+    let calls = inner.nodes.iter().map(|node| async move {
+        let mut inv = release_call(node, keys, owner_id, req);
+        let r = node
+            .conn
+            .eval_tagged(&mut inv, budget)
+            .await
+            .map(|reply| reply.first().copied().unwrap_or(0));
+        (node.clone(), r)
+    });
+    futures_util::future::join_all(calls).await
+}
+
+/// Release a quorum hold (see [`LockGuard::release`]). `lease_ok_at_send`: the holder's
+/// lease was still valid when the release was sent, so a majority held it then.
+pub(crate) async fn release(
+    inner: &Arc<Inner>,
+    st: &LeaseState,
+    lease_ok_at_send: bool,
+) -> Result<ReleaseOutcome> {
+    let n = inner.nodes.len();
+    let needed = quorum(n);
+    let budget = 2 * inner
+        .conn
+        .response_timeout()
+        .min(inner.node_timeout.max(Duration::from_millis(50)));
+    let results = release_on_all(inner, &st.keys, &st.owner_id, &st.req, budget).await;
+    let (mut released, mut other, mut answered) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (node, r) in results {
+        match r {
+            Ok(code) => {
+                answered += 1;
+                match code {
+                    1 | 2 => released += 1,
+                    -1 => other += 1,
+                    _ => {}
+                }
+            }
+            Err(f) => {
+                failures.push(NodeFailure {
+                    node: node_name(&node),
+                    reason: f.describe(),
+                });
+                let give_up = st.valid_until() + crate::lease::drift(st.ttl);
+                release_on_node_in_background(&node, &st.keys, &st.owner_id, &st.req, give_up);
+            }
+        }
+    }
+    if answered == 0 {
+        let list = crate::error::list_failures(&failures);
+        return Err(Error::new(
+            ErrorKind::Connection,
+            format!(
+                "release {:?}: no RedLock node answered ({list}); retrying in the background",
+                st.name
+            ),
+        )
+        .with_node_failures(failures));
+    }
+    Ok(
+        if released >= needed || (released > 0 && lease_ok_at_send) {
+            ReleaseOutcome::Released
+        } else if other >= needed {
+            ReleaseOutcome::HeldByOther
+        } else {
+            ReleaseOutcome::Expired
+        },
+    )
+}
+
+/// What a round of extend or renewal found across the nodes for one lease.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub ok: usize,
+    pub expired: usize,
+    pub other: usize,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, code: i64) {
+        match code {
+            1 => self.ok += 1,
+            -1 => self.other += 1,
+            _ => self.expired += 1,
+        }
+    }
+
+    /// `Some(true)`: a majority confirmed; `Some(false)`: a majority can no longer
+    /// confirm (too many refused); `None`: undecided (nodes failed to answer).
+    pub(crate) fn verdict(&self, n: usize) -> Option<bool> {
+        let needed = quorum(n);
+        if self.ok >= needed {
+            Some(true)
+        } else if self.expired + self.other > n - needed {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn lost_reason(&self) -> crate::LostReason {
+        if self.other > self.expired {
+            crate::LostReason::HeldByOther
+        } else {
+            crate::LostReason::Expired
+        }
+    }
+}
+
+/// Extend a quorum hold to last at least `ttl` from now (see [`LockGuard::extend`]).
+pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> Result<()> {
+    let n = inner.nodes.len();
+    let sent = Instant::now();
+    let calls = inner.nodes.iter().map(|node| async move {
+        let mut inv = node.scripts.extend.key(&st.keys.lock);
+        inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
+        (
+            node.clone(),
+            node.conn.eval_tagged(&mut inv, inner.node_timeout).await,
+        )
+    });
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    for (node, r) in futures_util::future::join_all(calls).await {
+        match r {
+            Ok(reply) => tally.add(reply.first().copied().unwrap_or(0)),
+            Err(f) => failures.push(NodeFailure {
+                node: node_name(&node),
+                reason: f.describe(),
+            }),
+        }
+    }
+    let lost = |reason: crate::LostReason| {
+        Error::new(
+            ErrorKind::LeaseLost(reason),
+            format!("lock {:?}: the lease was already lost: {reason}", st.name),
+        )
+    };
+    match tally.verdict(n) {
+        Some(true) if Instant::now() < valid_until(sent, ttl) => match st.lost_reason() {
+            Some(reason) => Err(lost(reason)),
+            None => {
+                st.confirm(sent, ttl);
+                Ok(())
+            }
+        },
+        Some(false) => {
+            let reason = tally.lost_reason();
+            st.lose(reason);
+            let why = if reason == crate::LostReason::HeldByOther {
+                crate::NotHeldReason::HeldByOther
+            } else {
+                crate::NotHeldReason::Expired
+            };
+            Err(Error::not_held(&st.name, why).with_node_failures(failures))
+        }
+        _ => {
+            let list = crate::error::list_failures(&failures);
+            Err(Error::new(
+                ErrorKind::NoQuorum {
+                    answered: tally.ok + tally.expired + tally.other,
+                    needed: quorum(n),
+                },
+                format!(
+                    "extend {:?}: only {} of {n} RedLock nodes confirmed ({list}); the deadline is unchanged",
+                    st.name, tally.ok
+                ),
+            )
+            .with_node_failures(failures))
+        }
+    }
+}
+
+/// Release a dropped quorum hold on every node in the background.
+pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
+    release_everywhere_in_background(
+        inner,
+        &st.keys,
+        &st.owner_id,
+        &st.req,
+        st.valid_until() + crate::lease::drift(st.ttl) + Duration::from_millis(100),
+    );
+}
+
+/// Renew a batch of quorum leases: the batch goes to every node at once (one script call
+/// per node), and each lease is confirmed, lost or retried by its own tally.
+pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+    let inner = client.clone();
+    client.handle.spawn(async move {
+        let sent = Instant::now();
+        let earliest = batch.iter().map(|l| l.fire_at()).min().unwrap_or(sent);
+        let budget = inner
+            .conn
+            .response_timeout()
+            .min(earliest.saturating_duration_since(sent));
+        if budget < crate::renew::MIN_BUDGET {
+            return; // too late to renew: the deadline fires
+        }
+        let batch_ref = &batch;
+        let calls = inner.nodes.iter().map(|node| async move {
+            let mut inv = node.scripts.renew.prepare_invoke();
+            for lease in batch_ref {
+                inv.key(&lease.keys.lock)
+                    .arg(&lease.owner_id)
+                    .arg(&lease.req)
+                    .arg(millis(lease.ttl));
+            }
+            node.conn.eval_tagged(&mut inv, budget).await
+        });
+        let results = futures_util::future::join_all(calls).await;
+        inner.renewer.note_call(sent.elapsed());
+        let n = inner.nodes.len();
+        for (i, lease) in batch.into_iter().enumerate() {
+            let mut tally = Tally::default();
+            for codes in results.iter().flatten() {
+                if let Some(code) = codes.get(i) {
+                    tally.add(*code);
+                }
+            }
+            match tally.verdict(n) {
+                Some(true) => inner.renewer.renewed_one(&inner, lease, sent),
+                Some(false) => inner.renewer.refused_one(lease, tally.lost_reason()),
+                None => inner.renewer.retry_soon(&inner, lease),
+            }
+        }
+    });
+}

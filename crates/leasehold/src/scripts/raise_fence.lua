@@ -1,0 +1,22 @@
+-- leasehold raise_fence (RedLock): make this node's fencing counter at least the token a
+-- quorum grant settled on, while the grant still holds here.
+-- KEYS[1] lock hash   KEYS[2] fencing counter
+-- ARGV[1] owner id    ARGV[2] request id of the hold   ARGV[3] token (decimal integer)
+-- Returns {1} when raised (or already high enough) and the hold's token set to ARGV[3],
+--         {0} when this node no longer holds the grant (nothing is written).
+-- The last argument of every call is a reply tag (an integer below 2^48) that the reply
+-- echoes as its last element, so a client can tell a reply that is not its own.
+local function reply(t)
+  t[#t + 1] = tonumber(ARGV[#ARGV])
+  return t
+end
+local lock, fence = KEYS[1], KEYS[2]
+local owner, reqfield, token = ARGV[1], 'r:' .. ARGV[2], ARGV[3]
+
+if redis.call('HGET', lock, 'owner') ~= owner then return reply({0}) end
+if redis.call('HEXISTS', lock, reqfield) == 0 then return reply({0}) end
+-- Tokens stay below 2^53, so Lua numbers compare them exactly.
+local current = tonumber(redis.call('GET', fence) or '0') or 0
+if current < tonumber(token) then redis.call('SET', fence, token) end
+redis.call('HSET', lock, 'token', token)
+return reply({1})
