@@ -45,6 +45,8 @@ enum Topology {
     },
     /// Independent masters, locked by quorum (RedLock).
     RedLock(Vec<String>),
+    /// A Redis Cluster, found through these seed nodes.
+    Cluster(Vec<String>),
 }
 
 impl fmt::Debug for Topology {
@@ -58,6 +60,7 @@ impl fmt::Debug for Topology {
                 .field("service", service)
                 .finish(),
             Topology::RedLock(nodes) => f.debug_tuple("RedLock").field(&redacted(nodes)).finish(),
+            Topology::Cluster(nodes) => f.debug_tuple("Cluster").field(&redacted(nodes)).finish(),
         }
     }
 }
@@ -268,7 +271,33 @@ impl ClientBuilder {
                 }
                 (Endpoint::Quorum, nodes)
             }
+            Topology::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(Error::invalid(
+                        "Redis Cluster: give at least one seed node URL",
+                    ));
+                }
+                if self.replica_acks.is_some() {
+                    return Err(Error::invalid(
+                        "replica acknowledgements (WAIT) are not supported on Redis Cluster: WAIT has no key to route it to the lock's node",
+                    ));
+                }
+                let infos = urls
+                    .iter()
+                    .map(|u| checked_info(u, &self.username, &self.password))
+                    .collect::<Result<Vec<_>>>()?;
+                redis::cluster::ClusterClientBuilder::new(infos.clone())
+                    .build()
+                    .map_err(|e| {
+                        Error::invalid(format!(
+                            "cannot use these Redis Cluster seed nodes: {}",
+                            e.detail().unwrap_or("unsupported settings")
+                        ))
+                    })?;
+                (Endpoint::Cluster(infos), Vec::new())
+            }
         };
+        let sharded = endpoint.cluster_nodes().is_some();
         let endpoint = Arc::new(endpoint);
         let conn = Connector::new(
             endpoint.clone(),
@@ -300,7 +329,8 @@ impl ClientBuilder {
                 nodes,
                 node_timeout,
                 replica_acks: self.replica_acks,
-                scripts: Scripts::new(),
+                cluster: sharded,
+                scripts: Scripts::new(sharded),
                 waker,
                 queues: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
@@ -423,6 +453,8 @@ pub(crate) struct Inner {
     pub node_timeout: Duration,
     /// Default replica acknowledgements required per grant.
     pub replica_acks: Option<(u32, Duration)>,
+    /// Talks to a Redis Cluster.
+    pub cluster: bool,
     pub scripts: Scripts,
     pub waker: Arc<Waker>,
     pub queues: Mutex<HashMap<String, Weak<Semaphore>>>,
@@ -574,6 +606,34 @@ impl Client {
     {
         ClientBuilder::new(Topology::RedLock(
             nodes.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// Start configuring a Redis Cluster client, given one or more seed nodes
+    /// (`redis://host:port`); the rest of the cluster is discovered from them.
+    ///
+    /// All keys of one lock share the hash tag `{name}`, so every script runs on the node
+    /// owning that slot; `MOVED`/`ASK` redirections and reconnections are handled by
+    /// redis-rs's cluster client, whose retries are safe because every leasehold script is
+    /// idempotent per request. Waiters are woken through sharded pub/sub
+    /// (`SSUBSCRIBE`/`SPUBLISH`), and the watchdog renews leases in batches per slot.
+    /// Replica acknowledgements are not available on Cluster, and
+    /// [`Client::list`] is not either (it would need a `SCAN` of every node).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::cluster_builder(["redis://10.0.0.1:7000"]).build()?;
+    /// let guard = client.lock("shipments/eu")?.acquire().await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder<I, S>(seeds: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder::new(Topology::Cluster(
+            seeds.into_iter().map(Into::into).collect(),
         ))
     }
 

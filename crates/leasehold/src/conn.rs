@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
 
 use crate::scripts::Call;
@@ -65,6 +66,53 @@ impl Failure {
     }
 }
 
+/// A command connection: to one server, or to a Redis Cluster (which routes each command
+/// to the node that owns its first key's slot, follows `MOVED`/`ASK`, and reconnects and
+/// retries by itself — safe for leasehold's scripts because each is idempotent per
+/// request id, see `PROTOCOL.md`).
+#[derive(Clone)]
+pub(crate) enum Con {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Con {
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Con::Cluster(_))
+    }
+}
+
+impl redis::aio::ConnectionLike for Con {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Con::Single(c) => c.req_packed_command(cmd),
+            Con::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Con::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Con::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Con::Single(c) => c.get_db(),
+            Con::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Server errors that mean "not executed, try again".
 fn is_transient_server_error(e: &RedisError) -> bool {
     matches!(
@@ -75,7 +123,7 @@ fn is_transient_server_error(e: &RedisError) -> bool {
 
 struct Slot {
     generation: u64,
-    con: Option<MultiplexedConnection>,
+    con: Option<Con>,
     /// The server's id for this connection (`CLIENT ID`), for fencing it off later.
     client_id: Option<(i64, String)>,
     /// Set by redis-rs's disconnection notice: the connection's driver has ended, so a
@@ -136,7 +184,7 @@ impl Connector {
         !self.fencing_denied.load(Ordering::Relaxed)
     }
 
-    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn current(&self) -> Option<(u64, Con)> {
         let (generation, dead) = {
             let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             if !slot.dead.load(Ordering::Acquire) {
@@ -151,7 +199,7 @@ impl Connector {
         None
     }
 
-    async fn connection(&self, budget: Duration) -> Result<(u64, MultiplexedConnection), Failure> {
+    async fn connection(&self, budget: Duration) -> Result<(u64, Con), Failure> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -164,6 +212,17 @@ impl Connector {
             return Ok(c);
         }
         let started = Instant::now();
+        if let Some(nodes) = self.endpoint.cluster_nodes() {
+            let con = self.open_cluster(nodes, wait).await?;
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.generation += 1;
+            slot.con = Some(Con::Cluster(con.clone()));
+            slot.client_id = None;
+            // The cluster connection repairs itself; it is only replaced after an unknown
+            // outcome.
+            slot.dead = Arc::new(AtomicBool::new(false));
+            return Ok((slot.generation, Con::Cluster(con)));
+        }
         let info = self.endpoint.resolve(wait).await?;
         let resp3 = info
             .redis_settings()
@@ -228,10 +287,31 @@ impl Connector {
         };
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.generation += 1;
-        slot.con = Some(con.clone());
+        slot.con = Some(Con::Single(con.clone()));
         slot.client_id = client_id;
         slot.dead = dead;
-        Ok((slot.generation, con))
+        Ok((slot.generation, Con::Single(con)))
+    }
+
+    async fn open_cluster(
+        &self,
+        nodes: &[redis::ConnectionInfo],
+        wait: Duration,
+    ) -> Result<ClusterConnection, Failure> {
+        // The cluster client's own response timeout only backs up leasehold's (which
+        // decides what an unknown outcome means); its retries after a broken connection
+        // are safe because every script is idempotent per request id.
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(wait)
+            .response_timeout(self.response_timeout * 2)
+            .retries(3)
+            .build()
+            .map_err(|e| Failure::NotSent(Some(e)))?;
+        match timeout(wait, client.get_async_connection()).await {
+            Ok(Ok(con)) => Ok(con),
+            Ok(Err(e)) => Err(Failure::NotSent(Some(e))),
+            Err(_) => Err(Failure::NotSent(None)),
+        }
     }
 
     async fn open(
@@ -297,7 +377,7 @@ impl Connector {
     async fn fence_old(
         &self,
         generation: u64,
-        con: &mut MultiplexedConnection,
+        con: &mut Con,
         until: Instant,
     ) -> Result<(), Failure> {
         let current = {
@@ -349,10 +429,7 @@ impl Connector {
         }
     }
 
-    async fn ready(
-        &self,
-        budget: Duration,
-    ) -> Result<(u64, MultiplexedConnection, Instant), Failure> {
+    async fn ready(&self, budget: Duration) -> Result<(u64, Con, Instant), Failure> {
         let until = Instant::now() + budget;
         let (generation, mut con) = self.connection(budget).await?;
         if !self
@@ -461,7 +538,7 @@ impl Connector {
         &self,
         inv: &mut Call<'_>,
         budget: Duration,
-    ) -> Result<(Vec<i64>, u64, MultiplexedConnection), Failure> {
+    ) -> Result<(Vec<i64>, u64, Con), Failure> {
         let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
         inv.arg(tag);
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;

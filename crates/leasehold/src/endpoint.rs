@@ -30,6 +30,8 @@ pub(crate) enum Endpoint {
         /// Index of the sentinel that answered last.
         preferred: AtomicUsize,
     },
+    /// A Redis Cluster, reached through any of these seed nodes.
+    Cluster(Vec<ConnectionInfo>),
     /// No single server: a RedLock client talks to its nodes, each through its own
     /// connection; anything that would need "the" server fails clearly.
     Quorum,
@@ -39,6 +41,14 @@ impl Endpoint {
     /// Whether this endpoint follows a Sentinel-managed master.
     pub(crate) fn is_sentinel(&self) -> bool {
         matches!(self, Endpoint::Sentinel { .. })
+    }
+
+    /// The seed nodes, when this endpoint is a Redis Cluster.
+    pub(crate) fn cluster_nodes(&self) -> Option<&[ConnectionInfo]> {
+        match self {
+            Endpoint::Cluster(nodes) => Some(nodes),
+            _ => None,
+        }
     }
 
     /// The connection settings of the server to use now.
@@ -51,6 +61,9 @@ impl Endpoint {
                 template,
                 preferred,
             } => resolve_master(sentinels, service, template, preferred, wait).await,
+            Endpoint::Cluster(_) => Err(Failure::NotSent(Some(RedisError::from(
+                std::io::Error::other("a Redis Cluster has no single server to connect to"),
+            )))),
             Endpoint::Quorum => Err(Failure::NotSent(Some(RedisError::from(
                 std::io::Error::other(
                     "a RedLock client has no single server for this operation; use a client for one node",

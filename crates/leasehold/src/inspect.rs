@@ -144,6 +144,11 @@ impl Client {
     /// Cancel-safe: it only reads.
     pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
         self.inner.check_open()?;
+        if self.inner.cluster {
+            return Err(crate::Error::invalid(
+                "listing locks is not supported on Redis Cluster (it would need a SCAN of every node); inspect a lock by name instead",
+            ));
+        }
         if pattern.is_empty() || pattern.len() > crate::MAX_NAME_LEN || pattern.contains(['{', '}'])
         {
             return Err(crate::Error::invalid(

@@ -30,6 +30,31 @@ pub(crate) struct LockKeys {
     pub next: String,
 }
 
+/// The Redis Cluster slot of `key` (CRC16/XMODEM of the hash tag, or of the whole key
+/// when it has none, modulo 16384).
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter()
+            .position(|b| *b == b'}')
+            .filter(|len| *len > 0)
+            .map(|len| &rest[..len])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc & 0x3FFF
+}
+
 impl LockKeys {
     pub(crate) fn new(prefix: &str, name: &str) -> Self {
         let lock = format!("{prefix}:{{{name}}}");
@@ -85,6 +110,21 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn slots_follow_the_hash_tag_like_redis_cluster() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("leasehold:{foo}"), slot("foo"));
+        assert_eq!(slot("a{}b"), slot("a{}b"));
+        assert_ne!(slot("a{}b"), slot(""));
+        let k = LockKeys::new("p", "orders/7");
+        for other in [&k.fence, &k.channel, &k.queue, &k.expiries, &k.next] {
+            assert_eq!(slot(other), slot(&k.lock));
+        }
+    }
+
     use super::*;
 
     #[test]

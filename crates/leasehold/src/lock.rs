@@ -198,6 +198,11 @@ impl Lock {
                 "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
             )));
         }
+        if self.inner.cluster || !self.inner.nodes.is_empty() {
+            return Err(Error::invalid(
+                "replica acknowledgements need a single master (or Sentinel); they are not supported on Redis Cluster or RedLock clients",
+            ));
+        }
         self.replica_acks = Some((replicas, timeout));
         Ok(self)
     }

@@ -476,6 +476,26 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
         crate::redlock::spawn_renewal(client, batch);
         return;
     }
+    if client.cluster {
+        // One script call may only touch one slot: one batch per slot.
+        let mut by_slot: std::collections::HashMap<u16, Vec<Arc<LeaseState>>> =
+            std::collections::HashMap::new();
+        for lease in batch {
+            by_slot
+                .entry(crate::keys::slot(&lease.keys.lock))
+                .or_default()
+                .push(lease);
+        }
+        for (_, group) in by_slot {
+            spawn_node_batch(client, group);
+        }
+        return;
+    }
+    spawn_node_batch(client, batch);
+}
+
+/// Renew `batch` (all on one node, and in one slot on a cluster) with one script call.
+fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
     let inner = client.clone();
     client.handle.spawn(async move {
         let mut inv = inner.scripts.renew.prepare_invoke();

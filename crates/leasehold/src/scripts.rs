@@ -9,7 +9,9 @@
 
 use std::io;
 
-use redis::aio::MultiplexedConnection;
+use std::borrow::Cow;
+
+use crate::conn::Con;
 use redis::{FromRedisValue, RedisError, RedisResult, ToRedisArgs};
 
 /// Source of the acquire script.
@@ -44,15 +46,16 @@ pub const RAISE_FENCE_LUA: &str = include_str!("scripts/raise_fence.lua");
 
 /// One script: its source and SHA1 (computed once).
 pub(crate) struct Script {
-    code: &'static str,
+    code: Cow<'static, str>,
     hash: String,
 }
 
 impl Script {
-    fn new(code: &'static str) -> Self {
+    fn new(code: impl Into<Cow<'static, str>>) -> Self {
+        let code = code.into();
         Script {
+            hash: redis::Script::new(&code).get_hash().to_string(),
             code,
-            hash: redis::Script::new(code).get_hash().to_string(),
         }
     }
 
@@ -94,8 +97,16 @@ impl Call<'_> {
     }
 
     fn evalsha(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.script.hash).arg(self.keys.len());
+        self.command("EVALSHA", self.script.hash.as_bytes())
+    }
+
+    fn eval(&self) -> redis::Cmd {
+        self.command("EVAL", self.script.code.as_bytes())
+    }
+
+    fn command(&self, name: &str, script: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(self.keys.len());
         for k in &self.keys {
             cmd.arg(k.as_slice());
         }
@@ -106,16 +117,21 @@ impl Call<'_> {
     }
 
     /// `EVALSHA`, and on `NOSCRIPT` one `SCRIPT LOAD` (whose answer must be this script's
-    /// hash, or the connection is out of step) and the `EVALSHA` again.
-    pub(crate) async fn invoke<T: FromRedisValue>(
-        &self,
-        con: &mut MultiplexedConnection,
-    ) -> RedisResult<T> {
+    /// hash, or the connection is out of step) and the `EVALSHA` again. On a cluster,
+    /// where `SCRIPT LOAD` would go to a random node, the fallback is one `EVAL` instead
+    /// (routed by key like the `EVALSHA`, and caching the script on that node).
+    pub(crate) async fn invoke<T: FromRedisValue>(&self, con: &mut Con) -> RedisResult<T> {
         match self.evalsha().query_async(con).await {
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                    && con.is_cluster() =>
+            {
+                self.eval().query_async(con).await
+            }
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let hash: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(self.script.code)
+                    .arg(&*self.script.code)
                     .query_async(con)
                     .await?;
                 if hash != self.script.hash {
@@ -143,15 +159,24 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts; `sharded` (Redis Cluster): releases announce themselves with
+    /// `SPUBLISH`, so that only the node owning the lock's slot carries the message.
+    pub(crate) fn new(sharded: bool) -> Self {
+        let publish = |code: &'static str| -> Cow<'static, str> {
+            if sharded {
+                Cow::Owned(code.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"))
+            } else {
+                Cow::Borrowed(code)
+            }
+        };
         Scripts {
             acquire: Script::new(ACQUIRE_LUA),
-            release: Script::new(RELEASE_LUA),
+            release: Script::new(publish(RELEASE_LUA)),
             extend: Script::new(EXTEND_LUA),
-            leave: Script::new(LEAVE_LUA),
+            leave: Script::new(publish(LEAVE_LUA)),
             renew: Script::new(RENEW_LUA),
             inspect: Script::new(INSPECT_LUA),
-            force_release: Script::new(FORCE_RELEASE_LUA),
+            force_release: Script::new(publish(FORCE_RELEASE_LUA)),
             raise_fence: Script::new(RAISE_FENCE_LUA),
         }
     }

@@ -244,7 +244,141 @@ impl Drop for Subscription {
 }
 
 /// The pub/sub task: owns the connection, applies (un)subscriptions, bumps versions.
-async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+async fn run(waker: Weak<Waker>, rx: mpsc::UnboundedReceiver<Cmd>) {
+    let cluster = waker
+        .upgrade()
+        .and_then(|w| w.endpoint.cluster_nodes().map(<[_]>::to_vec));
+    match cluster {
+        Some(nodes) => run_sharded(waker, rx, nodes).await,
+        None => run_single(waker, rx).await,
+    }
+}
+
+/// Wait out `backoff` while answering subscriptions with "failed".
+async fn drain_for(rx: &mut mpsc::UnboundedReceiver<Cmd>, backoff: Duration) -> bool {
+    let until = Instant::now() + backoff;
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return false,
+                Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(false); }
+                Some(Cmd::Unsubscribe(_)) => {}
+            },
+            _ = tokio::time::sleep_until(until) => return true,
+        }
+    }
+}
+
+/// Redis Cluster: one RESP3 cluster connection whose sharded subscriptions (`SSUBSCRIBE`)
+/// go to the node owning each channel's slot; redis-rs re-subscribes after reconnecting
+/// or when slots move, and reports each (re)subscription, which re-confirms the channel.
+async fn run_sharded(
+    waker: Weak<Waker>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    nodes: Vec<redis::ConnectionInfo>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let Some(w) = waker.upgrade() else { return };
+        let (ct, rt) = (w.connect_timeout, w.response_timeout);
+        drop(w);
+        let (push_tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .connection_timeout(ct)
+            .response_timeout(rt)
+            .build();
+        let con = match client {
+            Ok(c) => timeout(ct, c.get_async_connection())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(e) => {
+                tracing::debug!(error = %e, "leasehold sharded pub/sub client failed");
+                None
+            }
+        };
+        let Some(mut con) = con else {
+            if !drain_for(&mut rx, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        let live = match waker.upgrade() {
+            Some(w) => w.live_channels(),
+            None => return,
+        };
+        let mut ok = true;
+        for ch in &live {
+            ok &= matches!(timeout(rt, con.ssubscribe(ch)).await, Ok(Ok(())));
+        }
+        if !ok {
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        if let Some(w) = waker.upgrade() {
+            for ch in &live {
+                w.set_confirmed(ch);
+            }
+        }
+        backoff = Duration::from_millis(20);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Subscribe(ch, ack)) => {
+                        let ok = matches!(timeout(rt, con.ssubscribe(&ch)).await, Ok(Ok(())));
+                        if ok {
+                            if let Some(w) = waker.upgrade() { w.set_confirmed(&ch); }
+                        }
+                        let _ = ack.send(ok);
+                        if !ok { break; }
+                    }
+                    Some(Cmd::Unsubscribe(ch)) => {
+                        let still_live = waker.upgrade().is_some_and(|w| w.is_live(&ch));
+                        if !still_live && timeout(rt, con.sunsubscribe(&ch)).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    let Some(w) = waker.upgrade() else { return };
+                    on_sharded_push(&w, push);
+                }
+            }
+        }
+        tracing::debug!("leasehold sharded pub/sub connection lost; reconnecting");
+        match waker.upgrade() {
+            Some(w) => w.bump_all(false),
+            None => return,
+        }
+        sleep(backoff).await;
+    }
+}
+
+fn on_sharded_push(w: &Waker, push: redis::PushInfo) {
+    let text = |v: Option<&redis::Value>| -> String {
+        v.and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default()
+    };
+    match push.kind {
+        redis::PushKind::SMessage => {
+            w.bump(&text(push.data.first()), &text(push.data.get(1)));
+        }
+        // A (re)subscription after a reconnect or a slot move: releases may have been
+        // missed meanwhile, so its waiters retry.
+        redis::PushKind::SSubscribe => w.set_confirmed(&text(push.data.first())),
+        // A node connection broke; until it is re-subscribed, its waiters poll.
+        redis::PushKind::Disconnection => w.bump_all(false),
+        _ => {}
+    }
+}
+
+async fn run_single(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let Some(w) = waker.upgrade() else { return };
@@ -270,18 +404,10 @@ async fn run(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         };
         let Some(pubsub) = pubsub else {
             // Wait out the backoff, still draining commands (their acks report failure).
-            let until = Instant::now() + backoff;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            loop {
-                tokio::select! {
-                    cmd = rx.recv() => match cmd {
-                        None => return,
-                        Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(false); }
-                        Some(Cmd::Unsubscribe(_)) => {}
-                    },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
+            if !drain_for(&mut rx, backoff).await {
+                return;
             }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
         let (mut sink, mut stream) = pubsub.split();

@@ -1,0 +1,208 @@
+//! Redis Cluster: locks on names in every slot, wake-ups through sharded pub/sub on the
+//! node that owns the lock, renewals batched per slot, and seed 004 (a lost reply that the
+//! cluster client retries) still granting exactly once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::poll_until;
+use leasehold::{Client, ReleaseOutcome};
+use leasehold_testkit::topology::key_slot;
+use leasehold_testkit::RedisCluster;
+
+fn cluster_client(seeds: Vec<String>) -> leasehold::ClientBuilder {
+    Client::cluster_builder(seeds)
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_millis(500))
+}
+
+fn node_con(cluster: &RedisCluster, i: usize) -> redis::Connection {
+    cluster.nodes()[i].connection()
+}
+
+fn lock_key(name: &str) -> String {
+    format!("leasehold:{{{name}}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_names_spread_over_every_node_lock_and_release_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    // Seeded with one node only: the others are discovered.
+    let client = cluster_client(cluster.urls()[..1].to_vec())
+        .build()
+        .unwrap();
+    let names: Vec<String> = (0..1_000).map(|i| format!("cl/{i}")).collect();
+    let nodes: HashSet<usize> = names
+        .iter()
+        .map(|n| cluster.node_for_slot(key_slot(lock_key(n).as_bytes())))
+        .collect();
+    assert_eq!(nodes.len(), 3, "the names cover every node");
+
+    for chunk in names.chunks(100) {
+        let cycles = chunk.iter().map(|name| {
+            let client = client.clone();
+            async move {
+                let lock = client
+                    .lock(name)
+                    .unwrap()
+                    .ttl(Duration::from_secs(10))
+                    .unwrap();
+                let guard = lock.try_acquire().await.unwrap();
+                assert!(guard.fencing_token() > 0);
+                assert_eq!(guard.hold_count(), 1);
+                guard.release().await.unwrap()
+            }
+        });
+        for outcome in futures_util::future::join_all(cycles).await {
+            assert_eq!(outcome, ReleaseOutcome::Released);
+        }
+    }
+    for i in 0..3 {
+        let mut con = node_con(&cluster, i);
+        let held: Vec<String> = redis::cmd("KEYS")
+            .arg("leasehold:{cl/*}")
+            .query(&mut con)
+            .unwrap();
+        assert!(held.is_empty(), "node {i} still holds {held:?}");
+        let fences: Vec<String> = redis::cmd("KEYS")
+            .arg("leasehold:{cl/*}:fence")
+            .query(&mut con)
+            .unwrap();
+        assert!(!fences.is_empty(), "node {i} granted none of the locks");
+    }
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_for_a_lock_on_another_node_is_woken_by_sharded_pubsub() {
+    let cluster = RedisCluster::start(3);
+    let seed = 0;
+    let name = (0..)
+        .map(|i| format!("far/{i}"))
+        .find(|n| cluster.node_for_slot(key_slot(lock_key(n).as_bytes())) != seed)
+        .unwrap();
+    let owner_node = cluster.node_for_slot(key_slot(lock_key(&name).as_bytes()));
+    let holder_client = cluster_client(vec![cluster.urls()[seed].clone()])
+        .build()
+        .unwrap();
+    let waiter_client = cluster_client(vec![cluster.urls()[seed].clone()])
+        .build()
+        .unwrap();
+    let long = Duration::from_secs(30);
+    let guard = holder_client
+        .lock(&name)
+        .unwrap()
+        .ttl(long)
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+
+    let lock = waiter_client
+        .lock(&name)
+        .unwrap()
+        .ttl(long)
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        let g = lock.acquire().await;
+        (g, Instant::now())
+    });
+    // The waiter's sharded subscription lives on the node that owns the lock's slot.
+    let channel = format!("{}:released", lock_key(&name));
+    let mut owner = node_con(&cluster, owner_node);
+    poll_until(Duration::from_secs(5), "the waiter's SSUBSCRIBE", || {
+        let n: (String, i64) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(&channel)
+            .query(&mut owner)
+            .unwrap();
+        let subscribed = n.1 >= 1;
+        async move { subscribed }
+    })
+    .await;
+    let calls = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = calls(&mut owner);
+    tokio::time::sleep(Duration::from_millis(500)).await; // holding, not polling for a condition
+    let while_held = calls(&mut owner) - before;
+    assert!(
+        while_held <= 2,
+        "the waiter polled {while_held} times while the lock was held"
+    );
+
+    let released_at = Instant::now();
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    let (got, at) = waiter.await.unwrap();
+    let got = got.unwrap();
+    let woke_after = at.duration_since(released_at);
+    assert!(
+        woke_after < Duration::from_secs(2),
+        "woken {woke_after:?} after the release, with {long:?} of lease left"
+    );
+    got.release().await.unwrap();
+    holder_client.shutdown().await;
+    waiter_client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_leases_are_renewed_in_batches_per_slot() {
+    let cluster = RedisCluster::start(3);
+    let client = cluster_client(cluster.urls())
+        .default_ttl(Duration::from_millis(900))
+        .build()
+        .unwrap();
+    let mut guards = Vec::new();
+    for i in 0..40 {
+        guards.push(
+            client
+                .lock(&format!("renew/{i}"))
+                .unwrap()
+                .acquire()
+                .await
+                .unwrap(),
+        );
+    }
+    let until = Instant::now() + Duration::from_millis(2_000);
+    while Instant::now() < until {
+        for g in &guards {
+            assert!(g.lost_reason().is_none(), "{g:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = client.renewal_stats();
+    assert!(stats.renewed >= 80, "{stats:?}");
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    for g in guards {
+        assert_eq!(g.release().await.unwrap(), ReleaseOutcome::Released);
+    }
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_settings_are_checked_before_any_io() {
+    let none: [&str; 0] = [];
+    assert!(Client::cluster_builder(none)
+        .build()
+        .unwrap_err()
+        .is_invalid_input());
+    let e = Client::cluster_builder(["redis://127.0.0.1:7000"])
+        .replica_acks(1, Duration::from_millis(10))
+        .build()
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    let client = Client::cluster_builder(["redis://127.0.0.1:7000"])
+        .build()
+        .unwrap();
+    assert!(client.list("*").await.unwrap_err().is_invalid_input());
+}
