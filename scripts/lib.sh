@@ -8,10 +8,10 @@ ensure_redis_server() {
     fi
     return
   fi
-  if command -v redis-server >/dev/null 2>&1; then
+  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     return
   fi
-  echo "== redis-server not found: installing it with apt-get"
+  echo "== redis-server or redis-cli (for the cluster tests) not found: installing them with apt-get"
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
@@ -24,9 +24,10 @@ ensure_redis_server() {
     exit 1
   fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
   # The package may start a system-wide server; leasehold's tests never use it.
   command -v redis-server >/dev/null 2>&1 || { echo "redis-server still not found after install" >&2; exit 1; }
+  command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli still not found after install" >&2; exit 1; }
   echo "   $(redis-server --version)"
 }
 

@@ -35,6 +35,11 @@
 //! [`Client::election`] for leader election and [`Client::inspect`] for who holds a lock.
 //! Metrics are emitted through the `metrics` facade; see [`mod@metrics`] for their names.
 //!
+//! Beyond one Redis, only the builder changes: [`Client::sentinel_builder`] follows the
+//! master Sentinel names (with optional replica acknowledgements, [`Lock::replica_acks`]),
+//! [`Client::redlock_builder`] locks a majority of independent masters, and
+//! [`Client::cluster_builder`] works on Redis Cluster with sharded pub/sub.
+//!
 //! See `PROTOCOL.md` in the repository for the key layout and the scripts' contracts.
 
 #![forbid(unsafe_code)]
