@@ -1,9 +1,15 @@
 //! Integration tests for the multi-server topologies: independent masters, a
-//! Sentinel group that fails over, and a Redis Cluster that routes keys.
+//! Sentinel group that fails over, and a Redis Cluster that routes keys,
+//! also with a fault proxy in front of every node.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
-use leasehold_testkit::{poll_until, Masters, RedisCluster, RedisServer, SentinelGroup};
+use leasehold_testkit::{
+    poll_until, FaultProxy, Masters, RedisCluster, RedisServer, SentinelGroup,
+};
 use nix::{sys::signal::kill, unistd::Pid};
 
 /// Upper bound for a Sentinel failover with the group's 1 s down-after.
@@ -237,5 +243,137 @@ fn cluster_assigns_every_slot_and_routes_keys() {
 #[test]
 fn cluster_refuses_fewer_than_three_masters() {
     let error = RedisCluster::try_start(2).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// The master port of every slot range in a node's `CLUSTER SLOTS`, as
+/// `(first slot, port)`.
+fn slot_ports(node: &RedisServer) -> Vec<(u16, u16)> {
+    // [start, end, [ip, port, id, metadata]]: the clusters have no replicas.
+    type Range = (u16, u16, (String, u16, String, redis::Value));
+    let ranges: Vec<Range> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut node.connection())
+        .unwrap();
+    ranges
+        .into_iter()
+        .map(|(start, _end, (_ip, port, _id, _metadata))| (start, port))
+        .collect()
+}
+
+/// A key that `cluster` routes to node `i`.
+fn key_on(cluster: &RedisCluster, i: usize) -> String {
+    (0..)
+        .map(|n| format!("proxied:{n}"))
+        .find(|key| cluster.node_for_key(key.as_bytes()) == i)
+        .unwrap()
+}
+
+fn proxy_ports(proxies: &[FaultProxy]) -> Vec<u16> {
+    proxies.iter().map(|proxy| proxy.addr().port()).collect()
+}
+
+/// Every node names every slot's master by its proxy's port, and nothing else.
+fn assert_slots_announce(cluster: &RedisCluster, ports: &[u16]) {
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        for (start, port) in slot_ports(node) {
+            assert_eq!(
+                port,
+                ports[cluster.node_for_slot(start)],
+                "node {i} names slot {start}'s master by port {port}, proxies {ports:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_behind_proxies_announces_the_proxy_ports() {
+    let cluster = RedisCluster::start(3);
+    let started = Instant::now();
+    let proxies = cluster.proxied().await.unwrap();
+    eprintln!("proxy ports announced in {:?}", started.elapsed());
+    assert_eq!(proxies.len(), 3);
+    let ports = proxy_ports(&proxies);
+    for (proxy, node) in proxies.iter().zip(cluster.nodes()) {
+        assert_eq!(proxy.upstream(), node.addr());
+    }
+    assert_slots_announce(&cluster, &ports);
+    let announced: BTreeSet<u16> = cluster
+        .nodes()
+        .iter()
+        .flat_map(|node| slot_ports(node).into_iter().map(|(_, port)| port))
+        .collect();
+    assert_eq!(announced, ports.iter().copied().collect());
+
+    // A command sent to proxy i is seen by proxy i, and a MOVED it relays
+    // names the owner's proxy, not the owner.
+    for (i, proxy) in proxies.iter().enumerate() {
+        let before = proxy.commands_seen();
+        let client = redis::Client::open(proxy.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let key = key_on(&cluster, (i + 1) % proxies.len());
+        let error = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut con)
+            .await
+            .unwrap_err();
+        assert!(proxy.commands_seen() > before, "proxy {i} saw nothing");
+        let (addr, _) = error.redirect_node().expect("MOVED names the owner");
+        assert_eq!(addr, proxies[(i + 1) % proxies.len()].addr().to_string());
+    }
+
+    // A cluster client given only the proxies reaches each node through its
+    // proxy.
+    let client = redis::cluster::ClusterClient::new(RedisCluster::proxied_urls(&proxies)).unwrap();
+    let mut con = client.get_async_connection().await.unwrap();
+    for (i, proxy) in proxies.iter().enumerate() {
+        let key = key_on(&cluster, i);
+        let before: Vec<u64> = proxies.iter().map(FaultProxy::commands_seen).collect();
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(
+            proxy.commands_seen(),
+            before[i] + 1,
+            "SET {key} on node {i}"
+        );
+        for (j, other) in proxies.iter().enumerate().filter(|&(j, _)| j != i) {
+            assert_eq!(
+                other.commands_seen(),
+                before[j],
+                "SET {key} went to proxy {j}"
+            );
+        }
+        assert_eq!(get(&cluster.nodes()[i], &key), Some(i.to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_restarted_behind_a_proxy_announces_the_proxy_again() {
+    let mut cluster = RedisCluster::start(3);
+    let proxies = cluster.proxied().await.unwrap();
+    let ports = proxy_ports(&proxies);
+
+    cluster.node_mut(0).restart();
+    let own = cluster.nodes()[0].port();
+    let announced = slot_ports(&cluster.nodes()[0]);
+    assert!(
+        announced
+            .iter()
+            .any(|&(start, port)| cluster.node_for_slot(start) == 0 && port == own),
+        "a restarted node announces its own port {own}: {announced:?}"
+    );
+
+    cluster.announce_ports(&ports).unwrap();
+    assert_slots_announce(&cluster, &ports);
+
+    let own: Vec<u16> = cluster.addrs().iter().map(|addr| addr.port()).collect();
+    cluster.announce_ports(&own).unwrap();
+    assert_slots_announce(&cluster, &own);
+
+    let error = cluster.announce_ports(&ports[..2]).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
 }

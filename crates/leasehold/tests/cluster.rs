@@ -206,3 +206,63 @@ async fn cluster_settings_are_checked_before_any_io() {
         .unwrap();
     assert!(client.list("*").await.unwrap_err().is_invalid_input());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_to_acquire_retried_by_the_cluster_client_still_grants_exactly_once() {
+    use leasehold_testkit::{Match, Rule};
+    let cluster = RedisCluster::start(3);
+    let proxies = cluster.proxied().await.unwrap();
+    let client = cluster_client(RedisCluster::proxied_urls(&proxies)[..1].to_vec())
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let name = "seed004/cluster";
+    let node = cluster.node_for_slot(key_slot(lock_key(name).as_bytes()));
+    let lock = client
+        .lock(name)
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .unwrap();
+    // Load the scripts on that node first, so the lost reply is the grant itself.
+    lock.try_acquire().await.unwrap().release().await.unwrap();
+
+    // The acquire reaches Redis and runs; its reply is lost with the connection. The
+    // cluster client reconnects and sends the same acquire again.
+    let seen_before = proxies[node].commands_seen();
+    let fault = proxies[node].add_rule(Rule::reply_to(Match::command("EVALSHA")).first(1).reset());
+    let guard = lock
+        .try_acquire()
+        .await
+        .expect("granted despite the lost reply");
+    assert_eq!(fault.hits(), 1, "the fault fired");
+    assert!(
+        proxies[node].commands_seen() >= seen_before + 2,
+        "the acquire was sent again"
+    );
+    assert_eq!(guard.hold_count(), 1);
+    let mut con = node_con(&cluster, node);
+    let count: Option<String> = redis::cmd("HGET")
+        .arg(lock_key(name))
+        .arg("count")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(count.as_deref(), Some("1"));
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(lock_key(name))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        fields.iter().filter(|f| f.starts_with("r:")).count(),
+        1,
+        "{fields:?}"
+    );
+
+    // One release frees it.
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(lock_key(name))
+        .query(&mut con)
+        .unwrap();
+    assert!(!exists);
+    client.shutdown().await;
+}

@@ -9,6 +9,14 @@
 //! bus listens on a port picked like the client port (explicit
 //! `cluster-port`), because the default, port + 10000, does not exist for
 //! ports above 55535, which are common ephemeral ports.
+//!
+//! [`RedisCluster::proxied`] puts a [`FaultProxy`] in front of every node and
+//! makes the nodes announce the proxies' ports (`cluster-announce-port`)
+//! instead of their own, so a cluster client that learns addresses from
+//! `CLUSTER SLOTS` or `MOVED` talks to the nodes only through the proxies.
+//! The cluster bus keeps the nodes' real bus ports, so gossip never passes
+//! through a proxy. The slot map is kept by node index, never by port, so it
+//! stays valid whichever ports the nodes announce.
 
 use std::{
     env, fmt,
@@ -19,6 +27,8 @@ use std::{
     process::{Command, Stdio},
     time::Duration,
 };
+
+use crate::FaultProxy;
 
 use super::{
     executable_of, info_field, is_executable, key_slot, search_path, start_parallel, Probe,
@@ -41,8 +51,14 @@ const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
 /// process may take the one we picked before redis binds it).
 const NODE_START_ATTEMPTS: usize = 5;
 const CLI_OUTPUT_FILE: &str = "redis-cli-cluster-create.log";
+/// How long the nodes may take to learn each other's newly announced ports.
+/// Gossip carries a change in about a second (each node pings every other at
+/// least every `NODE_TIMEOUT_MS / 2`); the bound is generous for loaded hosts.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One contiguous range of slots and the port of the master that serves it.
+/// One contiguous range of slots and the port of the master that serves it,
+/// as `CLUSTER SLOTS` reported it while the cluster formed (before any
+/// [`RedisCluster::proxied`]); only used to derive the index-based slot map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct SlotRange {
     start: u16,
@@ -115,7 +131,10 @@ impl RedisCluster {
     }
 
     /// Node `i`, mutably (to stop, restart or pause it). A restarted node
-    /// keeps its cluster identity (`nodes.conf` in its directory) but no data.
+    /// keeps its cluster identity (`nodes.conf` in its directory) but no data,
+    /// and announces its own port again, not a proxy's: call
+    /// [`announce_ports`](Self::announce_ports) after restarting a node of a
+    /// [`proxied`](Self::proxied) cluster.
     ///
     /// # Panics
     ///
@@ -148,6 +167,79 @@ impl RedisCluster {
     /// The log tails of all nodes, for panic messages.
     pub fn logs(&self) -> String {
         node_logs(&self.nodes)
+    }
+
+    /// Starts one [`FaultProxy`] per node (proxy `i` forwards to node `i`)
+    /// and makes every node announce its proxy's port, so that cluster
+    /// clients reach the nodes only through the proxies: see
+    /// [`announce_ports`](Self::announce_ports), which this runs on a blocking
+    /// thread. Connect clients with [`proxied_urls`](Self::proxied_urls)
+    /// after this returns: a cluster client created before keeps the node
+    /// ports it learnt until it refreshes its slot map.
+    ///
+    /// Keep the proxies alive while the cluster is in use: a node keeps
+    /// announcing its proxy's port after the proxy is dropped. Direct
+    /// connections to [`nodes`](Self::nodes) and
+    /// [`node_for_slot`](Self::node_for_slot) are unaffected.
+    ///
+    /// # Errors
+    ///
+    /// Any error starting a proxy; see [`announce_ports`](Self::announce_ports)
+    /// for the rest.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the proxies started so far. If the ports were being
+    /// announced, that continues on its blocking thread, so the nodes may end
+    /// up announcing ports nobody listens on; pass the nodes' own ports (from
+    /// [`addrs`](Self::addrs)) to [`announce_ports`](Self::announce_ports) to
+    /// undo it.
+    pub async fn proxied(&self) -> io::Result<Vec<FaultProxy>> {
+        let mut proxies = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            proxies.push(FaultProxy::start(node.addr()).await?);
+        }
+        let ports: Vec<u16> = proxies.iter().map(|proxy| proxy.addr().port()).collect();
+        let urls = self.urls();
+        tokio::task::spawn_blocking(move || announce(&urls, &ports))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|error| self.with_logs(error))?;
+        Ok(proxies)
+    }
+
+    /// Makes node `i` announce `ports[i]` as its client port
+    /// (`CONFIG SET cluster-announce-port`, with `cluster-announce-bus-port`
+    /// pinned to its real cluster bus port), then polls until every node's
+    /// `CLUSTER SLOTS` and `CLUSTER SHARDS` (where the server has it) name
+    /// each node by its announced port. Blocks the calling thread, typically
+    /// for about a second while gossip spreads the change. Passing the nodes'
+    /// own ports undoes a [`proxied`](Self::proxied).
+    ///
+    /// The setting is not persisted: a restarted node announces its own port
+    /// again until this is called once more.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` unless there is one port per node; `TimedOut` if the
+    /// nodes do not all agree within 30 s; any error a node returns. All but
+    /// `InvalidInput` include the nodes' logs.
+    pub fn announce_ports(&self, ports: &[u16]) -> io::Result<()> {
+        announce(&self.urls(), ports).map_err(|error| self.with_logs(error))
+    }
+
+    /// The URL of every proxy, in node order: the initial nodes for a cluster
+    /// client that must only talk through the proxies of
+    /// [`proxied`](Self::proxied).
+    pub fn proxied_urls(proxies: &[FaultProxy]) -> Vec<String> {
+        proxies.iter().map(FaultProxy::url).collect()
+    }
+
+    fn with_logs(&self, error: io::Error) -> io::Error {
+        if error.kind() == io::ErrorKind::InvalidInput {
+            return error;
+        }
+        io::Error::new(error.kind(), format!("{error}{}", self.logs()))
     }
 }
 
@@ -378,5 +470,201 @@ fn owners(nodes: &[RedisServer], slots: &[SlotRange]) -> io::Result<Vec<usize>> 
             "slot {slot} is not in the agreed slot map {slots:?}"
         ))),
         None => Ok(owner),
+    }
+}
+
+/// Makes the node at `urls[i]` announce `ports[i]` and waits until every node
+/// reports every node at its announced port; see
+/// [`RedisCluster::announce_ports`]. Errors carry no logs (the caller adds
+/// them).
+fn announce(urls: &[String], ports: &[u16]) -> io::Result<()> {
+    if urls.len() != ports.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} ports for {} cluster nodes", ports.len(), urls.len()),
+        ));
+    }
+    let mut probes: Vec<Probe> = urls.iter().map(Probe::new).collect();
+    let mut wanted = Vec::with_capacity(probes.len());
+    for (i, (probe, &port)) in probes.iter_mut().zip(ports).enumerate() {
+        let id = announce_one(probe, port).map_err(|why| {
+            io::Error::other(format!("cannot make node {i} announce port {port}: {why}"))
+        })?;
+        wanted.push((id, port));
+    }
+    wanted.sort_unstable();
+
+    let mut last = String::from("not asked yet");
+    let agreed = poll_until(ANNOUNCE_TIMEOUT, || {
+        for (i, probe) in probes.iter_mut().enumerate() {
+            if let Err(why) = check_announced(probe, &wanted) {
+                last = format!("node {i}: {why}");
+                return false;
+            }
+        }
+        true
+    });
+    if agreed {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the cluster nodes did not all announce ports {ports:?} within \
+                 {ANNOUNCE_TIMEOUT:?}; last: {last}"
+            ),
+        ))
+    }
+}
+
+/// Makes one node announce `port` with its real bus port; returns its id.
+fn announce_one(probe: &mut Probe, port: u16) -> Result<String, String> {
+    let id: String = probe.query(redis::cmd("CLUSTER").arg("MYID"))?;
+    let bus_port = bus_port_of(probe)?;
+    probe.query::<()>(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cluster-announce-bus-port")
+            .arg(bus_port)
+            .arg("cluster-announce-port")
+            .arg(port),
+    )?;
+    Ok(id)
+}
+
+/// The node's real cluster bus port (`cluster-port`, or port + 10000 if 0).
+fn bus_port_of(probe: &mut Probe) -> Result<u16, String> {
+    let config_port = |probe: &mut Probe, name: &str| -> Result<u16, String> {
+        let reply: Vec<String> = probe.query(redis::cmd("CONFIG").arg("GET").arg(name))?;
+        reply
+            .get(1)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| format!("CONFIG GET {name} answered {reply:?}"))
+    };
+    match config_port(probe, "cluster-port")? {
+        0 => config_port(probe, "port")?
+            .checked_add(10_000)
+            .ok_or_else(|| "no default cluster bus port above 55535".to_owned()),
+        port => Ok(port),
+    }
+}
+
+/// Checks that `probe`'s node names exactly the `wanted` `(node id, port)`
+/// pairs in `CLUSTER SHARDS` (if the server has it; it lists every node) and
+/// only those in `CLUSTER SLOTS` (which lists the nodes serving slots).
+fn check_announced(probe: &mut Probe, wanted: &[(String, u16)]) -> Result<(), String> {
+    let reply: redis::Value = probe.query(redis::cmd("CLUSTER").arg("SLOTS"))?;
+    let slots = slots_nodes(reply)?;
+    if let Some(stray) = slots.iter().find(|pair| !wanted.contains(pair)) {
+        return Err(format!(
+            "CLUSTER SLOTS names node {stray:?}; wanted only {wanted:?}"
+        ));
+    }
+    match probe.query::<redis::Value>(redis::cmd("CLUSTER").arg("SHARDS")) {
+        Ok(reply) => {
+            let mut shards = shards_nodes(&reply)?;
+            shards.sort_unstable();
+            if shards != wanted {
+                return Err(format!(
+                    "CLUSTER SHARDS names nodes {shards:?}; wanted {wanted:?}"
+                ));
+            }
+        }
+        // Redis before 7.0 has no CLUSTER SHARDS.
+        Err(why) if why.to_ascii_lowercase().contains("unknown subcommand") => {}
+        Err(why) => return Err(format!("CLUSTER SHARDS: {why}")),
+    }
+    Ok(())
+}
+
+/// Every `(node id, port)` in a `CLUSTER SLOTS` reply, masters and replicas.
+fn slots_nodes(reply: redis::Value) -> Result<Vec<(String, u16)>, String> {
+    let entries: Vec<Vec<redis::Value>> =
+        redis::from_redis_value(reply).map_err(|error| format!("CLUSTER SLOTS: {error}"))?;
+    let mut nodes = Vec::new();
+    for entry in &entries {
+        for node in entry.get(2..).unwrap_or_default() {
+            let node: Vec<redis::Value> =
+                redis::from_redis_value_ref(node).map_err(|e| e.to_string())?;
+            let [_ip, port, id, ..] = node.as_slice() else {
+                return Err(format!("short node in CLUSTER SLOTS entry {entry:?}"));
+            };
+            let port: u16 = redis::from_redis_value_ref(port).map_err(|e| e.to_string())?;
+            let id: String = redis::from_redis_value_ref(id).map_err(|e| e.to_string())?;
+            nodes.push((id, port));
+        }
+    }
+    Ok(nodes)
+}
+
+/// Every `(node id, port)` in a `CLUSTER SHARDS` reply.
+fn shards_nodes(reply: &redis::Value) -> Result<Vec<(String, u16)>, String> {
+    let shards: Vec<redis::Value> =
+        redis::from_redis_value_ref(reply).map_err(|error| format!("CLUSTER SHARDS: {error}"))?;
+    let mut nodes = Vec::new();
+    for shard in &shards {
+        let shard_nodes = field(shard, "nodes")?;
+        let shard_nodes: Vec<redis::Value> =
+            redis::from_redis_value_ref(shard_nodes).map_err(|e| e.to_string())?;
+        for node in &shard_nodes {
+            let id: String =
+                redis::from_redis_value_ref(field(node, "id")?).map_err(|e| e.to_string())?;
+            let port: u16 =
+                redis::from_redis_value_ref(field(node, "port")?).map_err(|e| e.to_string())?;
+            nodes.push((id, port));
+        }
+    }
+    Ok(nodes)
+}
+
+/// The value of `name` in a map reply: a RESP3 map, or a RESP2 array of
+/// alternating names and values.
+fn field<'a>(map: &'a redis::Value, name: &str) -> Result<&'a redis::Value, String> {
+    let is_name = |key: &redis::Value| {
+        redis::from_redis_value_ref::<String>(key).is_ok_and(|key| key == name)
+    };
+    let found = match map {
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .find_map(|(key, value)| is_name(key).then_some(value)),
+        redis::Value::Array(items) => items
+            .chunks_exact(2)
+            .find_map(|pair| is_name(&pair[0]).then_some(&pair[1])),
+        _ => None,
+    };
+    found.ok_or_else(|| format!("no {name:?} in {map:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn shards_are_read_from_resp2_arrays_and_resp3_maps() {
+        let resp2_node = Value::Array(vec![text("id"), text("a"), text("port"), Value::Int(7001)]);
+        let resp3_node = Value::Map(vec![
+            (text("port"), Value::Int(7002)),
+            (text("id"), text("b")),
+        ]);
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                text("slots"),
+                Value::Array(vec![]),
+                text("nodes"),
+                Value::Array(vec![resp2_node]),
+            ]),
+            Value::Map(vec![(text("nodes"), Value::Array(vec![resp3_node]))]),
+        ]);
+        assert_eq!(
+            shards_nodes(&reply),
+            Ok(vec![("a".to_owned(), 7001), ("b".to_owned(), 7002)])
+        );
+        assert!(shards_nodes(&Value::Array(vec![Value::Array(vec![text("slots")])])).is_err());
     }
 }
