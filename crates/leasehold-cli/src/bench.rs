@@ -8,7 +8,10 @@
 //!     in raw round trips, the share of self-handoffs, the longest single wait, beside
 //!     `rslock`'s retrying acquire;
 //! (d) renewing many held leases: round trips per period, time per call and Redis CPU,
-//!     beside one extend call per lease.
+//!     beside one extend call per lease;
+//! (e) RedLock over 5 more private masters: p50/p99 of one uncontended acquire+release
+//!     beside leasehold on one master, `rslock`'s multi-node lock and raw redis-rs sending
+//!     the same scripts to all 5 at once (in the `redlock` submodule).
 //!
 //! Each figure is the median over rounds; ratios are medians of per-round ratios. The
 //! benchmark panics on a failed Redis call: it measures, it does not recover.
@@ -25,6 +28,8 @@ use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::args::BenchArgs;
+
+mod redlock;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -381,7 +386,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         .await?
         .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
     let url = server.url();
-    let steps = (rounds * 2 + 3) as u64;
+    let steps = (rounds * 3 + 4) as u64;
     let pb = indicatif::ProgressBar::new(steps).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -522,6 +527,8 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         let leases = args.leases.max(64);
         let rf = renewals(&url, &mut con, leases).await;
         pb.inc(1);
+        // (e) RedLock: half a measurement per variant and round, the variants alternating.
+        let re = redlock::measure(dur / 2, rounds, &pb).await?;
         pb.finish_and_clear();
 
         rows.push(format!(
@@ -585,6 +592,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
             rf.naive_redis_ms,
             rf.naive_redis_ms / rf.redis_ms_per_period
         ));
+        rows.extend(redlock::rows(&re));
         rows.push(format!(
             "| raw PING round trip (median) | {rtt_us:.1} µs | | | |"
         ));
@@ -599,7 +607,9 @@ fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {
         let out: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
-                let f: Vec<&str> = r.trim_matches('|').split(" | ").map(str::trim).collect();
+                // Cells hold no `|`; empty cells stay empty strings.
+                let inner = r.trim().trim_start_matches('|').trim_end_matches('|');
+                let f: Vec<&str> = inner.split('|').map(str::trim).collect();
                 serde_json::json!({
                     "measurement": f.first().copied().unwrap_or(""),
                     "leasehold": f.get(1).copied().unwrap_or(""),
