@@ -282,6 +282,10 @@ async fn redlock_client_ping_needs_a_quorum_and_bad_input_is_rejected() {
     masters.stop(1);
     let e = client.ping().await.unwrap_err();
     assert!(e.is_no_quorum(), "{e}");
+    let e = client.inspect("any").await.unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    let e = client.force_release("any").await.unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
 
     let none: [&str; 0] = [];
     assert!(Client::redlock_builder(none)
