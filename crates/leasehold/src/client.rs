@@ -661,6 +661,45 @@ impl Client {
         Ok(Lock::new(self.inner.clone(), name, keys))
     }
 
+    /// A handle on the **fair** lock called `name`: strictly first come, first served
+    /// across processes (see [`Lock::fair`]). The same as `client.lock(name)?.fair()`.
+    pub fn fair_lock(&self, name: &str) -> Result<Lock> {
+        Ok(self.lock(name)?.fair())
+    }
+
+    /// A handle on the semaphore called `name` with `capacity` permits (1 to
+    /// [`MAX_PERMITS`](crate::MAX_PERMITS)); see [`Semaphore`](crate::Semaphore). Its keys
+    /// are disjoint from those of a lock of the same name. Not supported on RedLock clients.
+    pub fn semaphore(&self, name: &str, capacity: u32) -> Result<crate::Semaphore> {
+        self.single_keyspace("semaphores")?;
+        validate_name(name)?;
+        let keys = crate::keys::semaphore_keys(&self.inner.prefix, name);
+        crate::Semaphore::new(Lock::new(self.inner.clone(), name, keys), capacity)
+    }
+
+    /// A handle on the read-write lock called `name`; see [`RwLock`](crate::RwLock). Its
+    /// keys are disjoint from those of a lock of the same name. Not supported on RedLock
+    /// clients.
+    pub fn rwlock(&self, name: &str) -> Result<crate::RwLock> {
+        self.single_keyspace("read-write locks")?;
+        validate_name(name)?;
+        let (writer, reader) = crate::keys::rwlock_keys(&self.inner.prefix, name);
+        Ok(crate::RwLock::new(
+            Lock::new(self.inner.clone(), name, reader),
+            Lock::new(self.inner.clone(), name, writer),
+        ))
+    }
+
+    fn single_keyspace(&self, what: &str) -> Result<()> {
+        if self.inner.nodes.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{what} are not supported on RedLock clients: use a client for one Redis (or Sentinel, or Cluster)"
+            )))
+        }
+    }
+
     /// Check that Redis answers.
     ///
     /// # Cancel safety

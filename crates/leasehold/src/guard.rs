@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::client::{failure_error, Inner};
 use crate::conn::Failure;
 use crate::error::{Error, NotHeldReason, Result};
-use crate::keys::LockKeys;
+use crate::keys::{Kind, LockKeys};
 use crate::lease::{millis, validate_ttl};
 use crate::owner::Owner;
 use crate::renew::{LeaseState, LostReason};
@@ -213,8 +213,16 @@ impl LockGuard {
         while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
             let sent = Instant::now();
             first_send.get_or_insert(sent);
-            let mut inv = inner.scripts.extend.key(&st.keys.lock);
-            inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
+            let mut inv = if matches!(st.keys.kind, Kind::Member { .. }) {
+                // The member renew script for one lease: {1} renewed, {0} gone.
+                let mut inv = inner.scripts.member_renew.key(&st.keys.lock);
+                inv.key(&st.keys.queue).arg(&st.req).arg(millis(ttl));
+                inv
+            } else {
+                let mut inv = inner.scripts.extend.key(&st.keys.lock);
+                inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
+                inv
+            };
             match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
                 Ok(reply) => {
                     let outcome = match reply.first() {
@@ -289,7 +297,7 @@ impl LockGuard {
                     _ => ReleaseOutcome::Expired,
                 };
                 if code == 1 {
-                    inner.waker.notify_local(&st.keys.channel);
+                    notify_local(&inner, &st.keys);
                 }
                 tracing::debug!(lock = %st.name, outcome = ?outcome, "release");
                 Ok(outcome)
@@ -413,6 +421,14 @@ impl Drop for LockGuard {
     }
 }
 
+/// Wake this client's waiters of a lock it just freed, without waiting for the round trip
+/// through Redis; not for fair locks, whose release names the one waiter it goes to.
+fn notify_local(inner: &Inner, keys: &LockKeys) {
+    if keys.kind != Kind::FairLock {
+        inner.waker.notify_local(&keys.channel);
+    }
+}
+
 /// A call of the release script for one hold.
 pub(crate) fn release_call<'a>(
     inner: &'a Inner,
@@ -420,14 +436,31 @@ pub(crate) fn release_call<'a>(
     owner_id: &str,
     req: &str,
 ) -> crate::scripts::Call<'a> {
-    let mut inv = inner.scripts.release.key(&keys.lock);
-    inv.key(&keys.queue)
-        .key(&keys.expiries)
-        .key(&keys.next)
-        .arg(owner_id)
-        .arg(req)
-        .arg(crate::scripts::RESERVATION_MS);
-    inv
+    match keys.kind {
+        Kind::Lock | Kind::FairLock => {
+            let mut inv = inner.scripts.release.key(&keys.lock);
+            inv.key(&keys.queue)
+                .key(&keys.expiries)
+                .key(&keys.next)
+                .arg(owner_id)
+                .arg(req)
+                .arg(crate::scripts::RESERVATION_MS);
+            inv
+        }
+        Kind::Writer => {
+            let mut inv = inner.scripts.rw_release.key(&keys.lock);
+            inv.arg(owner_id).arg(req).arg(&keys.channel);
+            inv
+        }
+        Kind::Member { announce_all } => {
+            let mut inv = inner.scripts.member_release.key(&keys.lock);
+            inv.key(&keys.queue)
+                .arg(req)
+                .arg(&keys.channel)
+                .arg(if announce_all { "1" } else { "0" });
+            inv
+        }
+    }
 }
 
 /// Run the release script until its outcome is known or `resolve_by` passes. Returns the
@@ -502,7 +535,7 @@ pub(crate) async fn release_retrying(
         match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
             Ok((code, _)) => {
                 if code == 1 {
-                    inner.waker.notify_local(&keys.channel);
+                    notify_local(&inner, &keys);
                 }
                 tracing::debug!(lock = %keys.lock, code, "background release");
                 if code == 0 {
@@ -532,3 +565,37 @@ pub(crate) async fn release_retrying(
         }
     }
 }
+
+/// A guard type of another primitive (a permit, a reader's or writer's hold): a named
+/// [`LockGuard`] that derefs to it and releases by value.
+macro_rules! lease_guard {
+    ($(#[$doc:meta])* $name:ident, $must_use:literal) => {
+        $(#[$doc])*
+        #[must_use = $must_use]
+        #[derive(Debug)]
+        pub struct $name(LockGuard);
+
+        impl std::ops::Deref for $name {
+            type Target = LockGuard;
+            fn deref(&self) -> &LockGuard {
+                &self.0
+            }
+        }
+
+        impl $name {
+            /// Release this hold and report what the server found.
+            ///
+            /// # Cancel safety
+            /// As for [`LockGuard::release`]: a dropped release finishes in the background.
+            pub async fn release(self) -> $crate::Result<$crate::ReleaseOutcome> {
+                self.0.release().await
+            }
+
+            /// The underlying guard (e.g. to keep guards of several kinds in one list).
+            pub fn into_guard(self) -> LockGuard {
+                self.0
+            }
+        }
+    };
+}
+pub(crate) use lease_guard;

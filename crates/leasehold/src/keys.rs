@@ -28,6 +28,68 @@ pub(crate) struct LockKeys {
     pub expiries: String,
     /// The handoff reservation: the request id of the waiter a free lock is reserved for.
     pub next: String,
+    /// What `lock` is, which decides how a hold on it is renewed, extended and released.
+    pub kind: Kind,
+}
+
+/// What kind of lease a [`LockKeys`] describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A lock hash: `queue`, `expiries` and `next` are its waiters.
+    Lock,
+    /// A fair lock's hash: as `Lock`, but a release made here does not wake local
+    /// waiters (the server names the one waiter it goes to).
+    FairLock,
+    /// The writer of a read-write lock: `lock` is the writer's lock hash, `queue` the
+    /// waiting writers, `expiries` the readers and `next` the readers' tokens.
+    Writer,
+    /// One lease in a lease set (a semaphore permit, a reader): `lock` is the set (zset)
+    /// and `queue` the tokens hash. `announce_all`: every release is announced (permits),
+    /// else only the last one (readers). A reader's `expiries` is the writer's lock hash
+    /// and its `next` the waiting writers, which the read acquire checks.
+    Member { announce_all: bool },
+}
+
+/// The keys of a semaphore (`{name}:sem…`), disjoint from those of a lock of the same name.
+pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
+    let set = format!("{prefix}:{{{name}}}:sem");
+    LockKeys {
+        fence: format!("{set}:fence"),
+        channel: format!("{set}:released"),
+        queue: format!("{set}:tokens"),
+        expiries: String::new(),
+        next: String::new(),
+        kind: Kind::Member { announce_all: true },
+        lock: set,
+    }
+}
+
+/// The keys of a read-write lock (`{name}:rw…`): the writer's side and the readers' side.
+pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
+    let base = format!("{prefix}:{{{name}}}:rw");
+    let readers = format!("{base}:readers");
+    let tokens = format!("{base}:readers:tokens");
+    let writer = LockKeys {
+        fence: format!("{base}:fence"),
+        channel: format!("{base}:released"),
+        queue: format!("{base}:writers"),
+        expiries: readers.clone(),
+        next: tokens.clone(),
+        kind: Kind::Writer,
+        lock: base.clone(),
+    };
+    let reader = LockKeys {
+        lock: readers,
+        fence: writer.fence.clone(),
+        channel: writer.channel.clone(),
+        queue: tokens,
+        expiries: base,
+        next: writer.queue.clone(),
+        kind: Kind::Member {
+            announce_all: false,
+        },
+    };
+    (writer, reader)
 }
 
 /// The Redis Cluster slot of `key` (CRC16/XMODEM of the hash tag, or of the whole key
@@ -64,6 +126,7 @@ impl LockKeys {
             queue: format!("{lock}:waiters"),
             expiries: format!("{lock}:waiters:exp"),
             next: format!("{lock}:next"),
+            kind: Kind::Lock,
             lock,
         }
     }

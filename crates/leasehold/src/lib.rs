@@ -59,7 +59,9 @@ pub mod metrics;
 mod owner;
 mod redlock;
 mod renew;
+mod rwlock;
 pub mod scripts;
+mod semaphore;
 mod wait;
 
 pub use client::{
@@ -71,7 +73,9 @@ pub use error::{Error, ErrorKind, NodeFailure, NotHeldReason, Result};
 pub use guard::{Lease, LockGuard, ReleaseOutcome};
 pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
-pub use lock::{Lock, OnLost};
+pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
+pub use semaphore::{Permit, Semaphore, MAX_PERMITS};
 pub use owner::Owner;
 pub use renew::{LostReason, RenewalStats, BATCH as RENEWAL_BATCH};
 

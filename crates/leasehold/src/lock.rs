@@ -50,7 +50,37 @@ pub struct Lock {
     pub(crate) owner: Option<Owner>,
     pub(crate) metadata: Arc<str>,
     replica_acks: Option<(u32, Duration)>,
+    pub(crate) mode: Mode,
+    place_ttl: Duration,
 }
+
+/// What an acquire asks the server for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The lock (waiters are served oldest first, but a free, unreserved lock goes to
+    /// whoever asks).
+    Exclusive,
+    /// The fair lock: strictly first come, first served across processes.
+    Fair,
+    /// One permit of a semaphore with this many permits.
+    Permit(u32),
+    /// A reader of a read-write lock.
+    Read,
+    /// The writer of a read-write lock.
+    Write,
+}
+
+impl Mode {
+    /// Waiters of this mode hold a place at the server, refreshed while they wait.
+    fn keeps_place(self) -> bool {
+        matches!(self, Mode::Fair | Mode::Write)
+    }
+}
+
+/// How long a fair-lock waiter's (or waiting writer's) place lives at the server without
+/// being refreshed; waiters refresh it every third of that. A waiter that crashes is skipped
+/// at most this long (plus one refresh interval) after its last refresh.
+pub const DEFAULT_PLACE_TTL: Duration = Duration::from_secs(3);
 
 /// What [`Lock::run`] does to the closure's future when the lease is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +103,7 @@ impl std::fmt::Debug for Lock {
             .field("renew_every", &self.effective_renewal())
             .field("wait", &self.wait)
             .field("owner", &self.owner)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -108,7 +139,67 @@ impl Lock {
             name: Arc::from(name),
             keys: Arc::new(keys),
             owner: None,
+            mode: Mode::Exclusive,
+            place_ttl: DEFAULT_PLACE_TTL,
         }
+    }
+
+    pub(crate) fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Make this a **fair** lock: strictly first come, first served across processes.
+    ///
+    /// Every waiter (in every process, and every task of this client) takes a place in a
+    /// queue at the server, ordered by the server's clock. A free lock goes only to the
+    /// oldest live waiter; a release wakes that waiter only. A waiter keeps its place by
+    /// refreshing it (every third of [`place_ttl`](Self::place_ttl), default 3 s); one that
+    /// crashes or stops refreshing is skipped within `place_ttl` plus one refresh interval.
+    /// Cancelling or timing out gives the place up at once. Holding works as for any lock:
+    /// the same guard, lease, renewal, loss signal and fencing token.
+    ///
+    /// Fairness holds among fair acquirers: use either fair or plain acquires for one
+    /// name. [`try_acquire`](Self::try_acquire) on a fair lock fails with
+    /// [`ErrorKind::Contended`] while anyone is queued. Not supported on RedLock clients.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+    /// let lock = client.lock("payouts")?.fair();
+    /// let guard = lock.acquire().await?; // served in arrival order
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fair(mut self) -> Self {
+        if self.keys.kind == crate::keys::Kind::Lock {
+            let mut keys = (*self.keys).clone();
+            keys.kind = crate::keys::Kind::FairLock;
+            self.keys = Arc::new(keys);
+            self.mode = Mode::Fair;
+        }
+        self
+    }
+
+    /// How long a waiting caller's place lives at the server between refreshes (fair
+    /// locks, and writers of a read-write lock): 100 ms to 60 s, default
+    /// [`DEFAULT_PLACE_TTL`]. Shorter skips a crashed waiter sooner and costs more refreshes.
+    pub fn place_ttl(mut self, place_ttl: Duration) -> Result<Self> {
+        if place_ttl < Duration::from_millis(100) || place_ttl > Duration::from_secs(60) {
+            return Err(Error::invalid(format!(
+                "place ttl {place_ttl:?} is out of range: use 100 ms to 60 s"
+            )));
+        }
+        self.place_ttl = place_ttl;
+        Ok(self)
+    }
+
+    /// Whether this lock is fair (see [`fair`](Self::fair)).
+    pub fn is_fair(&self) -> bool {
+        self.mode == Mode::Fair
+    }
+
+    fn refresh_every(&self) -> Duration {
+        self.place_ttl / 3
     }
 
     /// Fix the lease length (at least 10 ms, at most 24 h). A fixed lease is not renewed
@@ -354,7 +445,17 @@ impl Lock {
             .owner
             .as_ref()
             .is_some_and(|o| o.holds_locally(&hold_key));
-        let _queue_place = if reentering {
+        if !inner.nodes.is_empty() && self.mode != Mode::Exclusive {
+            return Err(Error::invalid(format!(
+                "{:?} {:?}: fair locks, semaphores and read-write locks are not supported on RedLock clients",
+                self.mode, self.name
+            )));
+        }
+        // Only plain locks and writers queue locally (one task per client at the server);
+        // fair waiters each keep their own place, permits and readers do not exclude
+        // each other.
+        let local_queue = matches!(self.mode, Mode::Exclusive | Mode::Write);
+        let _queue_place = if reentering || !local_queue {
             None
         } else {
             let queue = inner.queue(&self.keys.lock);
@@ -408,6 +509,7 @@ impl Lock {
             req: req.clone(),
             active: false,
         };
+        let registers = matches!(self.mode, Mode::Exclusive | Mode::Fair | Mode::Write);
         let mut sub = None;
         let mut backoff = Duration::from_millis(5);
         let mut attempts = 0u32;
@@ -421,14 +523,16 @@ impl Lock {
             let seen = sub.as_ref().map(crate::wait::Subscription::version);
             attempts += 1;
             let resolve_by = deadline.max(Instant::now() + 2 * inner.conn.response_timeout());
-            let wait_lease = if waiting {
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(500)
-            } else {
+            let wait_lease = if !waiting {
                 Duration::ZERO
+            } else if self.mode.keeps_place() {
+                self.place_ttl
+            } else {
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(500)
             };
             // A waiting try may queue the caller at the server (even one that ends in an
             // error, since scripts are not transactions): leave the queue unless granted.
-            registration.active |= waiting;
+            registration.active |= waiting && registers;
             match self
                 .attempt(
                     &owner_id,
@@ -487,9 +591,16 @@ impl Lock {
                     if !waiting {
                         crate::metrics::acquisition(&self.name, "contended");
                         tracing::debug!(outcome = "contended", pttl, reserved, "lock is held");
+                        let why = match self.mode {
+                            Mode::Exclusive => "lock {:?} is held by another owner",
+                            Mode::Fair => "fair lock {:?} is held, or others are queued first",
+                            Mode::Permit(_) => "semaphore {:?}: every permit is held",
+                            Mode::Read => "read-write lock {:?} is held or wanted by a writer",
+                            Mode::Write => "read-write lock {:?} is held by readers or a writer",
+                        };
                         return Err(Error::new(
                             ErrorKind::Contended,
-                            format!("lock {:?} is held by another owner", self.name),
+                            why.replace("{:?}", &format!("{:?}", self.name)),
                         ));
                     }
                     queued = true;
@@ -503,7 +614,10 @@ impl Lock {
                         sub = Some(inner.waker.subscribe(&self.keys.channel, deadline).await);
                         continue;
                     };
-                    let pause = if reserved {
+                    let mut pause = if reserved && self.mode == Mode::Fair {
+                        // Someone is ahead: wait to be named by a release.
+                        jitter(self.refresh_every())
+                    } else if reserved {
                         // Handed to another waiter: retry if it does not claim the lock.
                         jitter(Duration::from_millis(
                             u64::try_from(pttl.max(1)).unwrap_or(1),
@@ -511,6 +625,10 @@ impl Lock {
                     } else {
                         fallback_delay(pttl, s.is_confirmed(), &mut backoff)
                     };
+                    if self.mode.keeps_place() {
+                        // Come back in time to refresh the place.
+                        pause = pause.min(self.refresh_every());
+                    }
                     let mut wake = (now + pause).min(deadline);
                     tracing::trace!(
                         pttl,
@@ -526,6 +644,10 @@ impl Lock {
                                 seen = version;
                                 if handed_to.is_empty() || *handed_to == *req {
                                     break;
+                                }
+                                if self.mode == Mode::Fair {
+                                    // Fair: only the named waiter may take it; keep waiting.
+                                    continue;
                                 }
                                 // Handed to another waiter: retry only if it fails to claim.
                                 let grace = Duration::from_millis(crate::scripts::RESERVATION_MS);
@@ -562,6 +684,74 @@ impl Lock {
         )
     }
 
+    /// The acquire script call of this lock's mode, for request `req`.
+    fn acquire_call(
+        &self,
+        owner_id: &str,
+        req: &str,
+        reentrant: bool,
+        wait_lease: Duration,
+        queued: bool,
+    ) -> crate::scripts::Call<'_> {
+        let k = &self.keys;
+        let s = &self.inner.scripts;
+        let ttl_ms = millis(self.ttl);
+        match self.mode {
+            Mode::Exclusive | Mode::Fair => {
+                let mut inv = s.acquire.key(&k.lock);
+                inv.key(&k.fence)
+                    .key(&k.queue)
+                    .key(&k.expiries)
+                    .key(&k.next)
+                    .arg(owner_id)
+                    .arg(req)
+                    .arg(ttl_ms)
+                    .arg(if reentrant { 1 } else { 0 })
+                    .arg(millis(wait_lease))
+                    .arg(if queued { 1 } else { 0 })
+                    .arg(&*self.metadata)
+                    .arg(if self.mode == Mode::Fair { 1 } else { 0 });
+                inv
+            }
+            Mode::Permit(capacity) => {
+                let mut inv = s.sem_acquire.key(&k.lock);
+                inv.key(&k.queue)
+                    .key(&k.fence)
+                    .arg(req)
+                    .arg(ttl_ms)
+                    .arg(capacity);
+                inv
+            }
+            // Reader keys: lock = readers, queue = their tokens, expiries = the writer,
+            // next = the waiting writers.
+            Mode::Read => {
+                let mut inv = s.rw_read.key(&k.expiries);
+                inv.key(&k.lock)
+                    .key(&k.queue)
+                    .key(&k.next)
+                    .key(&k.fence)
+                    .arg(req)
+                    .arg(ttl_ms);
+                inv
+            }
+            // Writer keys: lock = the writer, queue = the waiting writers, expiries =
+            // readers, next = their tokens.
+            Mode::Write => {
+                let mut inv = s.rw_write.key(&k.lock);
+                inv.key(&k.expiries)
+                    .key(&k.next)
+                    .key(&k.queue)
+                    .key(&k.fence)
+                    .arg(owner_id)
+                    .arg(req)
+                    .arg(ttl_ms)
+                    .arg(millis(wait_lease))
+                    .arg(&*self.metadata);
+                inv
+            }
+        }
+    }
+
     /// Run the acquire script for `req` until its outcome is known or `resolve_by` passes.
     async fn attempt(
         &self,
@@ -578,7 +768,6 @@ impl Lock {
         let mut not_sent = 0u32;
         let mut backoff = Duration::from_millis(10);
         let mut last: Option<Failure> = None;
-        let ttl_ms = millis(self.ttl);
         loop {
             let now = Instant::now();
             // Never send with next to no time left: the reply could not arrive, and the
@@ -613,19 +802,13 @@ impl Lock {
             let sent_at = Instant::now();
             first_send.get_or_insert(sent_at);
             pending.armed = true;
-            let k = &self.keys;
-            let mut inv = inner.scripts.acquire.key(&k.lock);
-            inv.key(&k.fence)
-                .key(&k.queue)
-                .key(&k.expiries)
-                .key(&k.next)
-                .arg(owner_id)
-                .arg(req)
-                .arg(ttl_ms)
-                .arg(if reentrant { 1 } else { 0 })
-                .arg(millis(wait_lease))
-                .arg(if queued || maybe_applied { 1 } else { 0 })
-                .arg(&*self.metadata);
+            let mut inv = self.acquire_call(
+                owner_id,
+                req,
+                reentrant,
+                wait_lease,
+                queued || maybe_applied,
+            );
             let result = match self.replica_acks {
                 None => inner
                     .conn
@@ -764,12 +947,19 @@ impl Drop for Registration {
         let keys = self.keys.clone();
         let req = std::mem::take(&mut self.req);
         self.inner.spawn_background(async move {
-            let mut inv = inner.scripts.leave.key(&keys.lock);
-            inv.key(&keys.queue)
-                .key(&keys.expiries)
-                .key(&keys.next)
-                .arg(&req)
-                .arg(crate::scripts::RESERVATION_MS);
+            let inv = if keys.kind == crate::keys::Kind::Writer {
+                let mut inv = inner.scripts.rw_leave.key(&keys.queue);
+                inv.arg(&req).arg(&keys.channel);
+                inv
+            } else {
+                let mut inv = inner.scripts.leave.key(&keys.lock);
+                inv.key(&keys.queue)
+                    .key(&keys.expiries)
+                    .key(&keys.next)
+                    .arg(&req)
+                    .arg(crate::scripts::RESERVATION_MS);
+                inv
+            };
             let budget = 2 * inner.conn.response_timeout();
             if let Err(f) = inner.conn.eval::<i64>(&inv, budget).await {
                 // The place expires with its registration at the server anyway.

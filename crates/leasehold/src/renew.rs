@@ -494,16 +494,41 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
     spawn_node_batch(client, batch);
 }
 
-/// Renew `batch` (all on one node, and in one slot on a cluster) with one script call.
+/// Renew `batch` (all on one node, and in one slot on a cluster): one script call for the
+/// lock hashes among them and one for the lease-set members (permits, readers).
 fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+    let (members, hashes): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|l| matches!(l.keys.kind, crate::keys::Kind::Member { .. }));
+    if !hashes.is_empty() {
+        spawn_script_batch(client, hashes, false);
+    }
+    if !members.is_empty() {
+        spawn_script_batch(client, members, true);
+    }
+}
+
+/// Renew `batch` (leases of one kind, on one node and slot) with one script call.
+fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members: bool) {
     let inner = client.clone();
     client.handle.spawn(async move {
-        let mut inv = inner.scripts.renew.prepare_invoke();
+        let mut inv = if members {
+            inner.scripts.member_renew.prepare_invoke()
+        } else {
+            inner.scripts.renew.prepare_invoke()
+        };
         for lease in &batch {
-            inv.key(&lease.keys.lock)
-                .arg(&lease.owner_id)
-                .arg(&lease.req)
-                .arg(millis(lease.ttl));
+            if members {
+                inv.key(&lease.keys.lock)
+                    .key(&lease.keys.queue)
+                    .arg(&lease.req)
+                    .arg(millis(lease.ttl));
+            } else {
+                inv.key(&lease.keys.lock)
+                    .arg(&lease.owner_id)
+                    .arg(&lease.req)
+                    .arg(millis(lease.ttl));
+            }
         }
         let sent = Instant::now();
         // Never wait past the earliest deadline in the batch: after it, a late success

@@ -44,6 +44,31 @@ pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
 /// Source of the RedLock fence-raising script.
 pub const RAISE_FENCE_LUA: &str = include_str!("scripts/raise_fence.lua");
 
+macro_rules! with_members {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/members.lua"),
+            include_str!(concat!("scripts/", $file))
+        )
+    };
+}
+/// Source of the semaphore acquire script (with the shared lease-set functions).
+pub const SEM_ACQUIRE_LUA: &str = with_members!("sem_acquire.lua");
+/// Source of the (read-only) semaphore count script.
+pub const SEM_COUNT_LUA: &str = include_str!("scripts/sem_count.lua");
+/// Source of the lease-set member release script (a permit or a reader).
+pub const MEMBER_RELEASE_LUA: &str = with_members!("member_release.lua");
+/// Source of the lease-set member renew/extend script (a permit or a reader).
+pub const MEMBER_RENEW_LUA: &str = with_members!("member_renew.lua");
+/// Source of the read-write lock's read acquire script.
+pub const RW_READ_LUA: &str = with_members!("rw_read.lua");
+/// Source of the read-write lock's write acquire script.
+pub const RW_WRITE_LUA: &str = with_members!("rw_write.lua");
+/// Source of the read-write lock's write release script.
+pub const RW_RELEASE_LUA: &str = with_members!("rw_release.lua");
+/// Source of the read-write lock's leave script (a waiting writer gives up).
+pub const RW_LEAVE_LUA: &str = with_members!("rw_leave.lua");
+
 /// One script: its source and SHA1 (computed once).
 pub(crate) struct Script {
     code: Cow<'static, str>,
@@ -156,6 +181,14 @@ pub(crate) struct Scripts {
     pub inspect: Script,
     pub force_release: Script,
     pub raise_fence: Script,
+    pub sem_acquire: Script,
+    pub sem_count: Script,
+    pub member_release: Script,
+    pub member_renew: Script,
+    pub rw_read: Script,
+    pub rw_write: Script,
+    pub rw_release: Script,
+    pub rw_leave: Script,
 }
 
 impl Scripts {
@@ -178,6 +211,14 @@ impl Scripts {
             inspect: Script::new(INSPECT_LUA),
             force_release: Script::new(publish(FORCE_RELEASE_LUA)),
             raise_fence: Script::new(RAISE_FENCE_LUA),
+            sem_acquire: Script::new(SEM_ACQUIRE_LUA),
+            sem_count: Script::new(SEM_COUNT_LUA),
+            member_release: Script::new(publish(MEMBER_RELEASE_LUA)),
+            member_renew: Script::new(MEMBER_RENEW_LUA),
+            rw_read: Script::new(RW_READ_LUA),
+            rw_write: Script::new(RW_WRITE_LUA),
+            rw_release: Script::new(publish(RW_RELEASE_LUA)),
+            rw_leave: Script::new(publish(RW_LEAVE_LUA)),
         }
     }
 }

@@ -5,6 +5,9 @@
 -- ARGV[5] wait lease (ms): > 0 registers the caller as a waiter on contention, 0 = do not wait
 -- ARGV[6] '1' if this call may already be queued (a previous try was refused)
 -- ARGV[7] holder metadata (JSON text, stored with a new grant; may be empty)
+-- ARGV[8] '1' = fair: a free lock goes only to the oldest live waiter (strict FIFO); the
+--         caller's place lives ARGV[5] ms from this call and must be refreshed by calling
+--         again before then, or it is skipped
 -- Returns {1, token, hold_count, pttl} when the caller holds the lock,
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
@@ -16,7 +19,7 @@ local function reply(t)
 end
 local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local waitms, queued = tonumber(ARGV[5]), ARGV[6] == '1'
+local waitms, queued, fair = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[8] == '1'
 local reqfield = 'r:' .. req
 
 local function now_us()
@@ -25,12 +28,18 @@ local function now_us()
 end
 
 -- Join the waiter queue (first come keeps its place) until now + waitms; every key keeps a TTL.
+-- Places are ordered by server time (µs), made strictly increasing so no two tie.
 local function enqueue()
   if waitms <= 0 then return end
   local now = now_us()
-  -- Each write is followed at once by its TTL, so an error half-way (e.g. WRONGTYPE on
-  -- the second key) never leaves a key without one.
-  redis.call('ZADD', queue, 'NX', now, req)
+  if not redis.call('ZSCORE', queue, req) then
+    local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
+    local place = now
+    if last and tonumber(last) >= place then place = tonumber(last) + 1 end
+    -- Each write is followed at once by its TTL, so an error half-way (e.g. WRONGTYPE on
+    -- the second key) never leaves a key without one.
+    redis.call('ZADD', queue, 'NX', string.format('%.0f', place), req)
+  end
   if redis.call('PTTL', queue) < waitms then redis.call('PEXPIRE', queue, waitms) end
   redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
   if redis.call('PTTL', expiries) < waitms then redis.call('PEXPIRE', expiries, waitms) end
@@ -47,6 +56,26 @@ if not holder then
     -- Released to a waiter that has not claimed it yet: no barging past it.
     enqueue()
     return reply({0, redis.call('PTTL', nextkey), 1})
+  end
+  if fair and not reserved then
+    -- Strict FIFO: skip waiters whose place lapsed (they stopped refreshing it), then
+    -- only the oldest live waiter may take the lock.
+    local now_ms = math.floor(now_us() / 1000)
+    local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now_ms, 'LIMIT', 0, 64)
+    for _, id in ipairs(dead) do
+      redis.call('ZREM', queue, id)
+      redis.call('ZREM', expiries, id)
+    end
+    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    for _ = 1, 64 do
+      if not head or head == req or redis.call('ZSCORE', expiries, head) then break end
+      redis.call('ZREM', queue, head) -- a place without a lifetime is no place
+      head = redis.call('ZRANGE', queue, 0, 0)[1]
+    end
+    if head and head ~= req then
+      enqueue()
+      return reply({0, -2, 1})
+    end
   end
   if reserved then redis.call('DEL', nextkey) end
   -- Free: a fencing token above every earlier one. The counter is floored with the server

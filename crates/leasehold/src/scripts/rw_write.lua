@@ -1,0 +1,43 @@
+-- leasehold read-write lock, write acquire: exclude readers and other writers.
+-- KEYS[1] writer (lock hash: owner, token, count, r:<request id>, meta)
+-- KEYS[2] readers (zset)   KEYS[3] reader tokens (hash)
+-- KEYS[4] waiting writers (zset: request id -> place expiry ms)   KEYS[5] fencing counter
+-- ARGV[1] owner id   ARGV[2] request id   ARGV[3] lease ttl (ms)
+-- ARGV[4] place (ms): > 0 registers the caller as a waiting writer until now + place (new
+--         readers are refused while it is registered; call again to refresh), 0 = do not wait
+-- ARGV[5] holder metadata (JSON text)   ARGV[6] reply tag
+-- Returns {1, token, 1, pttl} granted (also for a retry of a granted request),
+--         {0, ms, 0} held: ms is the writer's lease, or the time until the last reader's
+--         lease runs out.
+local writer, readers, tokens, writers, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local owner, req, ttl, place = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+prune(readers, tokens, now)
+redis.call('ZREMRANGEBYSCORE', writers, '-inf', now)
+
+local function wait(ms)
+  if place > 0 then
+    redis.call('ZADD', writers, now + place, req)
+    if redis.call('PTTL', writers) < place then redis.call('PEXPIRE', writers, place) end
+  end
+  return reply({0, math.max(1, ms), 0})
+end
+
+local holder = redis.call('HGET', writer, 'owner')
+if holder then
+  if holder == owner and redis.call('HEXISTS', writer, 'r:' .. req) == 1 then
+    local pttl = redis.call('PTTL', writer)
+    if pttl < ttl then redis.call('PEXPIRE', writer, ttl); pttl = ttl end
+    redis.call('ZREM', writers, req)
+    return reply({1, tonumber(redis.call('HGET', writer, 'token')), 1, pttl})
+  end
+  return wait(redis.call('PTTL', writer))
+end
+local last = redis.call('ZRANGE', readers, -1, -1, 'WITHSCORES')
+if last[1] then return wait(tonumber(last[2]) - now) end
+
+local token = next_token(fence)
+redis.call('HSET', writer, 'owner', owner, 'token', token, 'count', 1, 'r:' .. req, 1, 'meta', ARGV[5])
+redis.call('PEXPIRE', writer, ttl)
+redis.call('ZREM', writers, req)
+return reply({1, token, 1, ttl})

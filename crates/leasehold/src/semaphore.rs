@@ -1,0 +1,162 @@
+//! Semaphores: up to N holders per name, each permit a lease of its own.
+//!
+//! A semaphore's permits live in one sorted set at the server (request id → expiry, in ms
+//! of the server clock) with a hash of their fencing tokens; every key shares the
+//! semaphore's hash tag. Acquire is one script that first reclaims expired permits, then
+//! grants a permit only while fewer than N unexpired ones exist, so there are never more
+//! than N holders (counted against the acquirer's N: lowering N grants nothing until enough
+//! holders have left, and revokes no one). Each permit is renewed by the client's watchdog
+//! like a lock, carries its own fencing token and loss signal, and is released with a
+//! check of its request id. A release announces itself on the semaphore's channel, and
+//! waiting acquirers retry; an expired permit is not announced, so waiters also sleep no
+//! longer than the earliest permit's remaining lease.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::lock::{Lock, Mode};
+
+/// The most permits a semaphore may have.
+pub const MAX_PERMITS: u32 = 100_000;
+
+/// A handle on the semaphore called `name`, with N permits. Cheap to clone; holds no
+/// permit by itself. Get one from [`Client::semaphore`](crate::Client::semaphore).
+///
+/// ```no_run
+/// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+/// // At most 5 exports run at once, across every process using this name.
+/// let exports = client.semaphore("exports", 5)?;
+/// let permit = exports.acquire().await?;        // waits up to 10 s by default
+/// let token = permit.fencing_token();           // this permit's own token
+/// // ... work, while the watchdog renews the permit's lease ...
+/// permit.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Semaphore {
+    lock: Lock,
+    capacity: u32,
+}
+
+crate::guard::lease_guard! {
+    /// One permit of a [`Semaphore`], held until its lease runs out.
+    ///
+    /// Derefs to [`LockGuard`] for the lease: [`fencing_token`](LockGuard::fencing_token),
+    /// [`lost`](LockGuard::lost), [`extend`](LockGuard::extend) and the rest. Dropping it
+    /// releases the permit in the background; [`release`](Self::release) reports the
+    /// outcome.
+    Permit, "the permit is released in the background as soon as it is dropped"
+}
+
+impl Semaphore {
+    pub(crate) fn new(lock: Lock, capacity: u32) -> Result<Self> {
+        validate_capacity(capacity)?;
+        Ok(Semaphore {
+            lock: lock.with_mode(Mode::Permit(capacity)),
+            capacity,
+        })
+    }
+
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        self.lock.name()
+    }
+
+    /// The number of permits this handle grants up to.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The same semaphore with `capacity` permits (1 to [`MAX_PERMITS`]). Changing the
+    /// capacity is safe while permits are held: acquires through this handle grant only
+    /// while fewer than `capacity` unexpired permits exist, and no holder is revoked.
+    /// Every acquirer counts against its own capacity, so during a change the bound is the
+    /// largest capacity still in use.
+    pub fn with_capacity(mut self, capacity: u32) -> Result<Self> {
+        validate_capacity(capacity)?;
+        self.lock = self.lock.with_mode(Mode::Permit(capacity));
+        self.capacity = capacity;
+        Ok(self)
+    }
+
+    /// Fix each permit's lease length (see [`Lock::ttl`]).
+    pub fn ttl(mut self, ttl: Duration) -> Result<Self> {
+        self.lock = self.lock.ttl(ttl)?;
+        Ok(self)
+    }
+
+    /// Turn the watchdog on or off for permits (see [`Lock::auto_renew`]).
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.lock = self.lock.auto_renew(on);
+        self
+    }
+
+    /// Renew permits every `every` (see [`Lock::renew_every`]).
+    pub fn renew_every(mut self, every: Duration) -> Result<Self> {
+        self.lock = self.lock.renew_every(every)?;
+        Ok(self)
+    }
+
+    /// How long [`acquire`](Self::acquire) waits for a permit (see [`Lock::wait`]).
+    pub fn wait(mut self, wait: Duration) -> Result<Self> {
+        self.lock = self.lock.wait(wait)?;
+        Ok(self)
+    }
+
+    /// Take a permit, waiting up to the wait setting (default 10 s) for one to be free.
+    ///
+    /// Fails as [`Lock::acquire`] does: [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut),
+    /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) (the possible permit is
+    /// released in the background), [`ErrorKind::Connection`](crate::ErrorKind::Connection).
+    /// A retried request is granted once: a reply lost on the way never costs a permit.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: if the future is dropped after Redis may have granted a permit, that
+    /// permit is released in the background; a permit never outlives its lease unreleased.
+    pub async fn acquire(&self) -> Result<Permit> {
+        self.lock.acquire().await.map(Permit)
+    }
+
+    /// Take a permit, waiting at most `wait`.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, wait: Duration) -> Result<Permit> {
+        self.lock.acquire_timeout(wait).await.map(Permit)
+    }
+
+    /// Take a permit if one is free now; fails with
+    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) when all are held.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn try_acquire(&self) -> Result<Permit> {
+        self.lock.try_acquire().await.map(Permit)
+    }
+
+    /// How many unexpired permits are held right now, by anyone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a read-only script.
+    pub async fn held(&self) -> Result<u32> {
+        let inner = &self.lock.inner;
+        inner.check_open()?;
+        let inv = inner.scripts.sem_count.key(&self.lock.keys.lock);
+        let budget = inner.conn.connect_timeout() + inner.conn.response_timeout();
+        let n: i64 =
+            inner.conn.eval(&inv, budget).await.map_err(|f| {
+                crate::client::failure_error(&format!("count {:?}", self.name()), f)
+            })?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+fn validate_capacity(capacity: u32) -> Result<()> {
+    if capacity == 0 || capacity > MAX_PERMITS {
+        return Err(Error::invalid(format!(
+            "semaphore capacity {capacity} is out of range: use 1 to {MAX_PERMITS} permits"
+        )));
+    }
+    Ok(())
+}
