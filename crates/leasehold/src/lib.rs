@@ -74,10 +74,10 @@ pub use guard::{Lease, LockGuard, ReleaseOutcome};
 pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
-pub use rwlock::{ReadGuard, RwLock, WriteGuard};
-pub use semaphore::{Permit, Semaphore, MAX_PERMITS};
 pub use owner::Owner;
 pub use renew::{LostReason, RenewalStats, BATCH as RENEWAL_BATCH};
+pub use rwlock::{ReadGuard, RwLock, WriteGuard};
+pub use semaphore::{Permit, Semaphore, MAX_PERMITS};
 
 /// A random 128-bit identifier in hex (owner ids, request ids).
 pub(crate) fn random_id() -> String {
