@@ -1,5 +1,22 @@
 # Shared helpers for leasehold's scripts (sourced, not run).
 
+# Install Debian packages with apt-get (as root, or through sudo), or explain what to do.
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "$* missing and this user cannot install packages: apt-get install -y $* (or, for Redis, set LEASEHOLD_REDIS_SERVER)" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "$* missing and apt-get is not available: install them (Redis 7: put redis-server on PATH or set LEASEHOLD_REDIS_SERVER)" >&2
+    exit 1
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 ensure_redis_server() {
   if [ -n "${LEASEHOLD_REDIS_SERVER:-}" ]; then
     if [ ! -x "$LEASEHOLD_REDIS_SERVER" ]; then
@@ -12,23 +29,22 @@ ensure_redis_server() {
     return
   fi
   echo "== redis-server or redis-cli (for the cluster tests) not found: installing them with apt-get"
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "redis-server is missing and this user cannot install packages; install it (apt-get install -y redis-server) or set LEASEHOLD_REDIS_SERVER" >&2
-      exit 1
-    fi
-  fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "redis-server is missing and apt-get is not available; install Redis 7 and put redis-server on PATH (or set LEASEHOLD_REDIS_SERVER)" >&2
-    exit 1
-  fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  apt_install redis-server redis-tools
   # The package may start a system-wide server; leasehold's tests never use it.
   command -v redis-server >/dev/null 2>&1 || { echo "redis-server still not found after install" >&2; exit 1; }
   command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli still not found after install" >&2; exit 1; }
   echo "   $(redis-server --version)"
+}
+
+# faketime (libfaketime) runs a process with a shifted wall clock: the fair-lock tests use
+# it to show that waiters whose clocks disagree still queue by the server's clock.
+ensure_faketime() {
+  if command -v faketime >/dev/null 2>&1; then
+    return
+  fi
+  echo "== faketime not found: installing it with apt-get"
+  apt_install faketime
+  command -v faketime >/dev/null 2>&1 || { echo "faketime still not found after install" >&2; exit 1; }
 }
 
 ensure_cargo() {

@@ -120,6 +120,13 @@ pub struct RunArgs {
     /// Do not wait: exit with code 3 if the lock is held.
     #[arg(long)]
     pub no_wait: bool,
+    /// Fair lock: waiters (in every process) get the lock strictly in arrival order.
+    #[arg(long)]
+    pub fair: bool,
+    /// With --fair: how long a waiter's place survives without a refresh; a waiter that
+    /// dies is skipped after at most this long (plus a third of it).
+    #[arg(long, value_parser = duration, default_value = "3s", requires = "fair")]
+    pub place_ttl: Duration,
     /// A label stored with the lock (shown by `status` and `list`).
     #[arg(long)]
     pub label: Option<String>,

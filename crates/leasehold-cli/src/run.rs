@@ -10,6 +10,9 @@ use crate::exit;
 pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
     let mut signals = Signals::install()?;
     let mut lock = client.lock(&a.name)?.ttl(a.ttl)?.auto_renew(true);
+    if a.fair {
+        lock = lock.fair().place_ttl(a.place_ttl)?;
+    }
     if let Some(label) = &a.label {
         lock = lock.label(label)?;
     }

@@ -476,3 +476,196 @@ fn a_signal_while_waiting_for_the_lock_ends_the_wait() {
     nix::sys::signal::kill(holder_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     holder.wait().unwrap();
 }
+
+fn zcard(server: &RedisServer, key: &str) -> u64 {
+    let mut con = server.connection();
+    redis::cmd("ZCARD").arg(key).query(&mut con).unwrap()
+}
+
+/// `leasehold run --fair NAME` holding the lock until `release` exists; returns once the
+/// command runs.
+fn hold_fair(
+    server: &RedisServer,
+    name: &str,
+    dir: &Path,
+) -> (std::process::Child, std::path::PathBuf) {
+    let started = dir.join(format!("{name}.started"));
+    let release = dir.join(format!("{name}.release"));
+    let holder = leasehold(&server.url())
+        .args(["run", name, "--fair", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+                started.display(),
+                release.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the holder to start", || {
+        started.exists()
+    });
+    (holder, release)
+}
+
+/// A fair waiter (optionally under `faketime OFFSET`) that appends `tag` to `order`.
+fn fair_waiter(
+    server: &RedisServer,
+    name: &str,
+    faketime: Option<&str>,
+    extra: &[&str],
+    tag: &str,
+    order: &Path,
+) -> std::process::Child {
+    let mut cmd = match faketime {
+        Some(offset) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", offset, env!("CARGO_BIN_EXE_leasehold"), "--redis"])
+                .arg(server.url())
+                // Shift the wall clock only: the monotonic clock stays real.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env_remove("REDIS_URL");
+            c
+        }
+        None => leasehold(&server.url()),
+    };
+    cmd.args(["run", name, "--fair"])
+        .args(extra)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {tag} >> {}", order.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_fair_waiter_process_is_skipped_within_its_place_ttl() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let order = dir.path().join("order");
+    let queue = "leasehold:{payroll}:waiters";
+    let (mut holder, release) = hold_fair(&server, "payroll", dir.path());
+    let args = ["--wait", "30s", "--place-ttl", "600ms"];
+    let mut doomed = fair_waiter(&server, "payroll", None, &args, "doomed", &order);
+    wait_for(Duration::from_secs(10), "the first waiter to queue", || {
+        zcard(&server, queue) == 1
+    });
+    doomed.kill().unwrap(); // SIGKILL: it can neither refresh nor give up its place
+    doomed.wait().unwrap();
+    let next = fair_waiter(&server, "payroll", None, &args, "next", &order);
+    wait_for(
+        Duration::from_secs(10),
+        "the second waiter to queue",
+        || zcard(&server, queue) == 2,
+    );
+    let released = Instant::now();
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+    let out = next.wait_with_output().unwrap();
+    let took = released.elapsed();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&order).unwrap(), "next\n");
+    // The dead place lapses 600 ms after its last refresh and the next waiter refreshes
+    // every 200 ms: about 800 ms, far under the 30 s wait (slack for process start-up).
+    assert!(
+        took < Duration::from_secs(5),
+        "the next waiter ran {took:?} after the release"
+    );
+    assert_eq!(zcard(&server, queue), 0);
+}
+
+#[test]
+fn fair_waiters_whose_clocks_disagree_keep_arrival_order_and_their_wait_times() {
+    let server = RedisServer::start();
+    // The clocks really disagree: faketime shifts the wall clock by two hours.
+    let shifted = Command::new("faketime")
+        .args(["-f", "+2h", "date", "+%s"])
+        .output()
+        .expect("faketime (scripts/test installs it)");
+    let ahead: i64 = String::from_utf8_lossy(&shifted.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (ahead - now - 7200).abs() < 60,
+        "faketime did not shift the clock"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let order = dir.path().join("order");
+    let queue = "leasehold:{ledger}:waiters";
+    let (mut holder, release) = hold_fair(&server, "ledger", dir.path());
+    let wait = ["--wait", "30s"];
+    let mut waiters = Vec::new();
+    for (i, (offset, tag)) in [
+        (Some("+2h"), "ahead"),
+        (Some("-2h"), "behind"),
+        (None, "true"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        waiters.push(fair_waiter(&server, "ledger", offset, &wait, tag, &order));
+        wait_for(Duration::from_secs(10), "a waiter to queue", || {
+            zcard(&server, queue) == i as u64 + 1
+        });
+    }
+    // Stored place deadlines come from the server's clock, whatever the waiter's says.
+    let mut con = server.connection();
+    let (secs, _): (i64, i64) = redis::cmd("TIME").query(&mut con).unwrap();
+    let places: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg("leasehold:{ledger}:waiters:exp")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(places.len(), 3);
+    for (_, expiry_ms) in &places {
+        let ahead_of_server = *expiry_ms / 1000.0 - secs as f64;
+        assert!(
+            (0.0..=5.0).contains(&ahead_of_server),
+            "a place expires {ahead_of_server} s from the server's now (place ttl 3 s)"
+        );
+    }
+    // Wait times are kept too: a waiter two hours behind gives up after its 1 s wait.
+    let started = Instant::now();
+    let late = fair_waiter(
+        &server,
+        "ledger",
+        Some("-2h"),
+        &["--wait", "1s"],
+        "late",
+        &order,
+    )
+    .wait_with_output()
+    .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(code(&late), 3, "{}", text(&late));
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(6),
+        "a 1 s wait took {waited:?}"
+    );
+
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+    for w in waiters {
+        let out = w.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&order).unwrap(),
+        "ahead\nbehind\ntrue\n"
+    );
+}

@@ -6,21 +6,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_every_key_has_a_ttl, client, poll_until, queued_waiters};
+use common::{assert_every_key_has_a_ttl, client, poll_until, queued_waiters, wait_for_queue};
 use leasehold_testkit::RedisServer;
-
-async fn wait_for_queue(con: &redis::aio::MultiplexedConnection, name: &str, n: u64) {
-    poll_until(
-        Duration::from_secs(5),
-        &format!("{n} queued waiters"),
-        || {
-            let mut con = con.clone();
-            let name = name.to_string();
-            async move { queued_waiters(&mut con, &name).await == n }
-        },
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_on_different_clients_are_served_in_arrival_order() {

@@ -114,6 +114,20 @@ pub async fn queued_waiters(con: &mut redis::aio::MultiplexedConnection, name: &
         .expect("ZCARD")
 }
 
+/// Wait (polling, up to 5 s) until exactly `n` waiters are queued at the server for `name`.
+pub async fn wait_for_queue(con: &redis::aio::MultiplexedConnection, name: &str, n: u64) {
+    poll_until(
+        Duration::from_secs(5),
+        &format!("{n} queued waiters"),
+        || {
+            let mut con = con.clone();
+            let name = name.to_string();
+            async move { queued_waiters(&mut con, &name).await == n }
+        },
+    )
+    .await;
+}
+
 /// Wait (polling, with a deadline) until `key` is gone.
 pub async fn wait_until_absent(con: &redis::aio::MultiplexedConnection, key: &str, what: &str) {
     poll_until(Duration::from_secs(5), what, || {
