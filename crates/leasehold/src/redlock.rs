@@ -79,7 +79,8 @@ async fn node_acquire(
         .arg(if reentrant { 1 } else { 0 })
         .arg(0)
         .arg(0)
-        .arg(&*metadata);
+        .arg(&*metadata)
+        .arg(0); // not fair
     match node.conn.eval_tagged(&mut inv, budget).await {
         Ok(reply) => match reply.as_slice() {
             [1, token, count, ..] => NodeReply::Granted {
