@@ -35,6 +35,11 @@
 //! [`Client::election`] for leader election and [`Client::inspect`] for who holds a lock.
 //! Metrics are emitted through the `metrics` facade; see [`mod@metrics`] for their names.
 //!
+//! Beyond the lock: [`Lock::fair`] (or [`Client::fair_lock`]) serves waiters strictly in
+//! arrival order across processes; [`Client::semaphore`] grants up to N permits, each a
+//! lease of its own; [`Client::rwlock`] is a writer-preferring read-write lock whose
+//! readers each hold their own lease. [`blocking`] offers all of them to synchronous code.
+//!
 //! Beyond one Redis, only the builder changes: [`Client::sentinel_builder`] follows the
 //! master Sentinel names (with optional replica acknowledgements, [`Lock::replica_acks`]),
 //! [`Client::redlock_builder`] locks a majority of independent masters, and
@@ -45,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blocking;
 mod client;
 mod conn;
 mod election;

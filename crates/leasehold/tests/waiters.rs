@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_every_key_has_a_ttl, client, poll_until, queued_waiters, wait_for_queue};
+use common::{assert_every_key_has_a_ttl, client, queued_waiters, wait_for_queue};
 use leasehold_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,298 @@
+//! Blocking locks and their guards: [`Lock`] runs the async lock's acquires to completion
+//! on the client's runtime; [`LockGuard`] wraps the async guard, dropping it (which starts
+//! the background release on the runtime) before its share of the runtime.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::error::Result;
+use crate::{Lease, LostReason, Owner, ReleaseOutcome};
+
+/// A handle on one named lock, for synchronous code: the blocking counterpart of
+/// [`crate::Lock`].
+///
+/// Cheap to clone (and `Send + Sync`): share it with threads. Holds no lock by itself.
+#[derive(Clone)]
+pub struct Lock {
+    pub(super) lock: crate::Lock,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("blocking::Lock").field(&self.lock).finish()
+    }
+}
+
+impl Lock {
+    fn map(self, f: impl FnOnce(crate::Lock) -> crate::Lock) -> Self {
+        Lock {
+            lock: f(self.lock),
+            shared: self.shared,
+        }
+    }
+
+    fn try_map(self, f: impl FnOnce(crate::Lock) -> Result<crate::Lock>) -> Result<Self> {
+        Ok(Lock {
+            lock: f(self.lock)?,
+            shared: self.shared,
+        })
+    }
+
+    fn guard(&self, guard: crate::LockGuard) -> LockGuard {
+        LockGuard {
+            guard,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Make this a fair lock (see [`crate::Lock::fair`]).
+    pub fn fair(self) -> Self {
+        self.map(crate::Lock::fair)
+    }
+
+    /// Fix the lease length (see [`crate::Lock::ttl`]).
+    pub fn ttl(self, ttl: Duration) -> Result<Self> {
+        self.try_map(|l| l.ttl(ttl))
+    }
+
+    /// Turn the watchdog on or off (see [`crate::Lock::auto_renew`]).
+    pub fn auto_renew(self, on: bool) -> Self {
+        self.map(|l| l.auto_renew(on))
+    }
+
+    /// Renew every `every` (see [`crate::Lock::renew_every`]).
+    pub fn renew_every(self, every: Duration) -> Result<Self> {
+        self.try_map(|l| l.renew_every(every))
+    }
+
+    /// How long [`acquire`](Self::acquire) waits (see [`crate::Lock::wait`]).
+    pub fn wait(self, wait: Duration) -> Result<Self> {
+        self.try_map(|l| l.wait(wait))
+    }
+
+    /// Label the holder (see [`crate::Lock::label`]).
+    pub fn label(self, label: &str) -> Result<Self> {
+        self.try_map(|l| l.label(label))
+    }
+
+    /// How long a waiting caller's place lives at the server (see
+    /// [`crate::Lock::place_ttl`]).
+    pub fn place_ttl(self, place_ttl: Duration) -> Result<Self> {
+        self.try_map(|l| l.place_ttl(place_ttl))
+    }
+
+    /// Require replica acknowledgements of every grant (see
+    /// [`crate::Lock::replica_acks`]).
+    pub fn replica_acks(self, replicas: u32, timeout: Duration) -> Result<Self> {
+        self.try_map(|l| l.replica_acks(replicas, timeout))
+    }
+
+    /// Acquire as `owner`, so that acquires by the same owner re-enter (see [`Owner`]).
+    pub fn owner(self, owner: &Owner) -> Self {
+        self.map(|l| l.owner(owner))
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.lock.name()
+    }
+
+    /// Whether this lock is fair.
+    pub fn is_fair(&self) -> bool {
+        self.lock.is_fair()
+    }
+
+    /// The lease length used by acquires.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lock.lease_ttl()
+    }
+
+    /// The renewal interval acquires will use, if the watchdog is on.
+    pub fn effective_renewal(&self) -> Option<Duration> {
+        self.lock.effective_renewal()
+    }
+
+    /// The Redis key of the lock.
+    pub fn redis_key(&self) -> &str {
+        self.lock.redis_key()
+    }
+
+    /// The Redis key of the lock's fencing counter.
+    pub fn fence_key(&self) -> &str {
+        self.lock.fence_key()
+    }
+
+    /// Acquire the lock, waiting up to the lock's wait setting (default 10 s). Fails as
+    /// [`crate::Lock::acquire`] does.
+    ///
+    /// # Blocking
+    /// Blocks until the lock is granted or the wait runs out (plus, if an outcome is
+    /// unknown, up to twice the response timeout to resolve it). Other threads of this
+    /// process wait in line behind it, first come, first served. Panics if called from
+    /// async code (see the [module docs](crate::blocking)).
+    pub fn acquire(&self) -> Result<LockGuard> {
+        self.shared
+            .block_on(self.lock.acquire())
+            .map(|g| self.guard(g))
+    }
+
+    /// Acquire the lock, waiting at most `wait`.
+    ///
+    /// # Blocking
+    /// As for [`acquire`](Self::acquire), with `wait` as the wait setting.
+    pub fn acquire_timeout(&self, wait: Duration) -> Result<LockGuard> {
+        self.shared
+            .block_on(self.lock.acquire_timeout(wait))
+            .map(|g| self.guard(g))
+    }
+
+    /// Try once, without waiting for a holder: fails with
+    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) if the lock is held (see
+    /// [`crate::Lock::try_acquire`]).
+    ///
+    /// # Blocking
+    /// Blocks for one round trip (up to twice the response timeout if its outcome is
+    /// unknown), never for a holder. Panics if called from async code (see the
+    /// [module docs](crate::blocking)).
+    pub fn try_acquire(&self) -> Result<LockGuard> {
+        self.shared
+            .block_on(self.lock.try_acquire())
+            .map(|g| self.guard(g))
+    }
+}
+
+/// Proof of holding a lock, until its lease runs out: the blocking counterpart of
+/// [`crate::LockGuard`].
+///
+/// `Send`: move it to another thread freely. Dropping it releases the hold in the
+/// background, on the client's runtime, whatever thread drops it; call
+/// [`release`](Self::release) to learn the outcome. The watchdog renews its lease on the
+/// runtime's threads; [`is_lost`](Self::is_lost), [`wait_lost`](Self::wait_lost) and
+/// [`cancellation_token`](Self::cancellation_token) tell when the lease is lost.
+#[must_use = "the lock is released in the background as soon as the guard is dropped"]
+pub struct LockGuard {
+    // Field order matters: the async guard is dropped (spawning its background release on
+    // the runtime) before this guard's share of the runtime.
+    pub(super) guard: crate::LockGuard,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("blocking::LockGuard")
+            .field(&self.guard)
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.guard.name()
+    }
+
+    /// The fencing token of this grant (see [`crate::LockGuard::fencing_token`]).
+    pub fn fencing_token(&self) -> u64 {
+        self.guard.fencing_token()
+    }
+
+    /// The owner's hold count right after this hold was granted (1 unless re-entered).
+    pub fn hold_count(&self) -> u32 {
+        self.guard.hold_count()
+    }
+
+    /// The owner id stored with the lock.
+    pub fn owner_id(&self) -> &str {
+        self.guard.owner_id()
+    }
+
+    /// The lease length this hold was granted with.
+    pub fn ttl(&self) -> Duration {
+        self.guard.ttl()
+    }
+
+    /// How often the watchdog renews this lease, or `None` if it is not renewed.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.guard.renew_every()
+    }
+
+    /// The local instant until which this holder may assume it holds the lock (see
+    /// [`crate::LockGuard::valid_until`]).
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.guard.valid_until()
+    }
+
+    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.guard.remaining()
+    }
+
+    /// Whether the local lease deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.guard.is_expired()
+    }
+
+    /// Whether the lease has been declared lost (see [`crate::LockGuard::lost`]).
+    pub fn is_lost(&self) -> bool {
+        self.guard.is_lost()
+    }
+
+    /// Why the lease was lost, if it was.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.guard.lost_reason()
+    }
+
+    /// A token cancelled when the lease is lost, or when this guard is released or
+    /// dropped; [`CancellationToken::is_cancelled`] can be checked from any thread.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.guard.cancellation_token()
+    }
+
+    /// A cheap, clonable view of this lease (fencing token, deadline, loss) for other
+    /// threads. It does not keep the lock held, nor the client's runtime alive; its
+    /// synchronous getters work anywhere.
+    pub fn lease(&self) -> Lease {
+        self.guard.lease()
+    }
+
+    /// Wait until the lease is lost, at most `timeout`; returns why, or `None` if it is
+    /// still held when `timeout` passes. Loss is declared no later than
+    /// [`valid_until`](Self::valid_until) (see [`crate::LockGuard::lost`]).
+    ///
+    /// # Blocking
+    /// Returns at once if the lease is already lost; otherwise blocks at most `timeout`.
+    /// Panics if called from async code (see the [module docs](crate::blocking)).
+    pub fn wait_lost(&self, timeout: Duration) -> Option<LostReason> {
+        if let Some(reason) = self.lost_reason() {
+            return Some(reason);
+        }
+        self.shared
+            .block_on(async { tokio::time::timeout(timeout, self.guard.lost()).await.ok() })
+    }
+
+    /// Make the lease last at least `ttl` from now (see [`crate::LockGuard::extend`]).
+    ///
+    /// # Blocking
+    /// Blocks for one round trip, at most twice the response timeout. Panics if called
+    /// from async code (see the [module docs](crate::blocking)).
+    pub fn extend(&self, ttl: Duration) -> Result<()> {
+        self.shared.block_on(self.guard.extend(ttl))
+    }
+
+    /// Release this hold and report what the server found (see
+    /// [`crate::LockGuard::release`]).
+    ///
+    /// # Blocking
+    /// Blocks for one round trip, at most twice the response timeout; if the outcome is
+    /// still unknown then, it fails and the release goes on in the background. Panics if
+    /// called from async code (see the [module docs](crate::blocking)).
+    pub fn release(self) -> Result<ReleaseOutcome> {
+        let LockGuard { guard, shared } = self;
+        shared.block_on(guard.release())
+    }
+}
