@@ -18,6 +18,25 @@ pub fn client(url: &str) -> Client {
         .expect("client")
 }
 
+/// A client with generous timeouts, for tests that inject no faults (so a busy machine
+/// does not turn into ambiguous outcomes).
+pub fn steady(url: &str) -> Client {
+    Client::builder(url)
+        .connect_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client")
+}
+
+/// Number of members of a sorted set.
+pub async fn zcard(con: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(con)
+        .await
+        .expect("ZCARD")
+}
+
 /// Poll `check` every 5 ms until it returns true; panic with `what` after `limit`.
 pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
