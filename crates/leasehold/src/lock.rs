@@ -451,10 +451,15 @@ impl Lock {
                 self.mode, self.name
             )));
         }
-        // Only plain locks and writers queue locally (one task per client at the server);
-        // fair waiters each keep their own place, permits and readers do not exclude
-        // each other.
-        let local_queue = matches!(self.mode, Mode::Exclusive | Mode::Write);
+        // Tasks of one client that wait queue locally, so one of them at a time waits at
+        // the server and a release wakes one task per client. Fair waiters each keep a
+        // place of their own instead; permits and readers that do not wait never queue
+        // (a free permit or a shared read is not refused because another task asks).
+        let local_queue = match self.mode {
+            Mode::Exclusive | Mode::Write => true,
+            Mode::Fair => false,
+            Mode::Permit(_) | Mode::Read => waiting,
+        };
         let _queue_place = if reentering || !local_queue {
             None
         } else {
