@@ -11,7 +11,11 @@
 //!     beside one extend call per lease;
 //! (e) RedLock over 5 more private masters: p50/p99 of one uncontended acquire+release
 //!     beside leasehold on one master, `rslock`'s multi-node lock and raw redis-rs sending
-//!     the same scripts to all 5 at once (in the `redlock` submodule).
+//!     the same scripts to all 5 at once (in the `redlock` submodule);
+//! (f) the newer primitives: 8 contenders (separate clients) on one fair lock beside the
+//!     default lock (acquisitions/s, handoff p50/p99 in raw round trips, longest wait,
+//!     spread per contender), and semaphore acquire+release cycles/s beside plain locks
+//!     (in the `primitives` submodule).
 //!
 //! Each figure is the median over rounds; ratios are medians of per-round ratios. The
 //! benchmark panics on a failed Redis call: it measures, it does not recover.
@@ -29,6 +33,7 @@ use redis::Script;
 
 use crate::args::BenchArgs;
 
+mod primitives;
 mod redlock;
 
 fn median(v: &mut [f64]) -> f64 {
@@ -74,6 +79,7 @@ impl Raw {
             .arg(0)
             .arg(0)
             .arg(r#"{"host":"bench","pid":1}"#)
+            .arg(0) // not fair
             .arg(n | 1)
             .invoke_async(&mut self.con)
             .await
@@ -386,7 +392,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         .await?
         .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
     let url = server.url();
-    let steps = (rounds * 3 + 4) as u64;
+    let steps = (rounds * 5 + 5) as u64;
     let pb = indicatif::ProgressBar::new(steps).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -529,6 +535,8 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         pb.inc(1);
         // (e) RedLock: half a measurement per variant and round, the variants alternating.
         let re = redlock::measure(dur / 2, rounds, &pb).await?;
+        // (f) fair lock beside the default lock under contention; semaphore cycles.
+        let rp = primitives::measure(&url, dur, rounds, rtt_us, &pb).await?;
         pb.finish_and_clear();
 
         rows.push(format!(
@@ -593,6 +601,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
             rf.naive_redis_ms / rf.redis_ms_per_period
         ));
         rows.extend(redlock::rows(&re));
+        rows.extend(primitives::rows(&rp));
         rows.push(format!(
             "| raw PING round trip (median) | {rtt_us:.1} µs | | | |"
         ));
