@@ -537,3 +537,40 @@ async fn every_rwlock_key_has_a_ttl_except_the_fencing_counter() {
     w.release().await.unwrap();
     common::assert_every_key_has_a_ttl(&mut con, NAME).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_to_a_read_or_write_acquire_still_grants_exactly_one_hold() {
+    use leasehold::scripts::{RW_READ_LUA, RW_WRITE_LUA};
+    use leasehold_testkit::{Match, Rule};
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let c = client(&proxy.url());
+    let lock = rw(&c, "seed004");
+    let script = |code: &str| Match::command("EVALSHA").and(Match::arg_contains(common::sha(code)));
+
+    // Load both scripts first, so the dropped replies are those of scripts that ran
+    // (not a NOSCRIPT error).
+    lock.try_read().await.unwrap().release().await.unwrap();
+    lock.try_write().await.unwrap().release().await.unwrap();
+    // The read acquire runs at the server, but its reply is lost: the retry of the same
+    // request must report that grant, not add a second reader.
+    let dropped = proxy.add_rule(Rule::reply_to(script(RW_READ_LUA)).first(1).drop());
+    let reader = lock.read().await.unwrap();
+    assert_eq!(dropped.hits(), 1, "the first reply was dropped");
+    assert_eq!(zcard(&mut con, &readers_key("seed004")).await, 1);
+    assert_eq!(reader.release().await.unwrap(), ReleaseOutcome::Released);
+    assert_eq!(zcard(&mut con, &readers_key("seed004")).await, 0);
+
+    let dropped = proxy.add_rule(Rule::reply_to(script(RW_WRITE_LUA)).first(1).drop());
+    let writer = lock.write().await.unwrap();
+    assert_eq!(dropped.hits(), 1, "the first reply was dropped");
+    assert_eq!(writer.hold_count(), 1);
+    assert_eq!(writer.release().await.unwrap(), ReleaseOutcome::Released);
+    let mut check = con.clone();
+    assert!(!common::exists(&mut check, &writer_key("seed004")).await);
+    // Nothing is left behind: a new writer gets the lock at once.
+    let again = lock.try_write().await.unwrap();
+    again.release().await.unwrap();
+    c.shutdown().await;
+}
