@@ -221,3 +221,36 @@ async fn a_fair_lock_that_expires_goes_to_the_oldest_waiter_not_the_first_to_not
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_and_unsupported_topologies_fail_as_invalid_input() {
+    let server = RedisServer::start();
+    let c = client(&server.url());
+    let lock = c.fair_lock("bad").unwrap();
+    for place in [Duration::from_millis(99), Duration::from_secs(61)] {
+        assert!(lock
+            .clone()
+            .place_ttl(place)
+            .unwrap_err()
+            .is_invalid_input());
+    }
+    for capacity in [0, leasehold::MAX_PERMITS + 1] {
+        let err = c.semaphore("bad", capacity).unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+    }
+    assert!(c.rwlock("a{b}").unwrap_err().is_invalid_input());
+    // Fair locks, semaphores and read-write locks need one keyspace: not RedLock.
+    let redlock = Client::redlock_builder([server.url(), server.url(), server.url()])
+        .build()
+        .unwrap();
+    assert!(redlock.semaphore("s", 2).unwrap_err().is_invalid_input());
+    assert!(redlock.rwlock("r").unwrap_err().is_invalid_input());
+    let err = redlock
+        .fair_lock("f")
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    c.shutdown().await;
+}
