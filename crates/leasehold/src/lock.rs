@@ -596,17 +596,21 @@ impl Lock {
                     if !waiting {
                         crate::metrics::acquisition(&self.name, "contended");
                         tracing::debug!(outcome = "contended", pttl, reserved, "lock is held");
+                        let name = &self.name;
                         let why = match self.mode {
-                            Mode::Exclusive => "lock {:?} is held by another owner",
-                            Mode::Fair => "fair lock {:?} is held, or others are queued first",
-                            Mode::Permit(_) => "semaphore {:?}: every permit is held",
-                            Mode::Read => "read-write lock {:?} is held or wanted by a writer",
-                            Mode::Write => "read-write lock {:?} is held by readers or a writer",
+                            Mode::Exclusive => format!("lock {name:?} is held by another owner"),
+                            Mode::Fair => {
+                                format!("fair lock {name:?} is held, or others are queued first")
+                            }
+                            Mode::Permit(_) => format!("semaphore {name:?}: every permit is held"),
+                            Mode::Read => {
+                                format!("read-write lock {name:?} is held or wanted by a writer")
+                            }
+                            Mode::Write => {
+                                format!("read-write lock {name:?} is held by readers or a writer")
+                            }
                         };
-                        return Err(Error::new(
-                            ErrorKind::Contended,
-                            why.replace("{:?}", &format!("{:?}", self.name)),
-                        ));
+                        return Err(Error::new(ErrorKind::Contended, why));
                     }
                     queued = true;
                     let now = Instant::now();
