@@ -34,7 +34,7 @@ use crate::guard::{release_call, release_retrying, LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
 use crate::lease::{millis, valid_until};
 use crate::lock::Lock;
-use crate::renew::LeaseState;
+use crate::renew::{LeaseState, Renewal};
 
 /// Who acquires, as decided by [`Lock`] before the quorum rounds.
 pub(crate) struct Hold {
@@ -569,23 +569,39 @@ pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
 }
 
 /// Renew a batch of quorum leases: the batch goes to every node at once (one script call
-/// per node), and each lease is confirmed, lost or retried by its own tally.
-pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+/// per node and [`plan`](crate::renew::plan) group), and each lease is confirmed, lost or
+/// retried by its own tally.
+pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Renewal>) {
+    let now = Instant::now();
+    let deadlines: Vec<Instant> = batch.iter().map(|r| r.lease.fire_at()).collect();
+    let plan = crate::renew::plan(&deadlines, now, client.conn.response_timeout());
+    let mut slots: Vec<Option<Renewal>> = batch.into_iter().map(Some).collect();
+    for i in plan.too_late {
+        if let Some(r) = slots[i].take() {
+            client.renewer.retry_soon(client, r);
+        }
+    }
+    for (budget, idx) in plan.calls {
+        let group: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
+        spawn_quorum_renewal(client, group, now + budget);
+    }
+}
+
+fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Instant) {
     let inner = client.clone();
     client.handle.spawn(async move {
         let sent = Instant::now();
-        let earliest = batch.iter().map(|l| l.fire_at()).min().unwrap_or(sent);
-        let budget = inner
-            .conn
-            .response_timeout()
-            .min(earliest.saturating_duration_since(sent));
+        let budget = reply_by.saturating_duration_since(sent);
         if budget < crate::renew::MIN_BUDGET {
-            return; // too late to renew: the deadline fires
+            for r in batch {
+                inner.renewer.retry_soon(&inner, r);
+            }
+            return;
         }
         let batch_ref = &batch;
         let calls = inner.nodes.iter().map(|node| async move {
             let mut inv = node.scripts.renew.prepare_invoke();
-            for lease in batch_ref {
+            for Renewal { lease, .. } in batch_ref {
                 inv.key(&lease.keys.lock)
                     .arg(&lease.owner_id)
                     .arg(&lease.req)
@@ -596,7 +612,7 @@ pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
         let results = futures_util::future::join_all(calls).await;
         inner.renewer.note_call(sent.elapsed());
         let n = inner.nodes.len();
-        for (i, lease) in batch.into_iter().enumerate() {
+        for (i, r) in batch.into_iter().enumerate() {
             let mut tally = Tally::default();
             for codes in results.iter().flatten() {
                 if let Some(code) = codes.get(i) {
@@ -604,9 +620,9 @@ pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
                 }
             }
             match tally.verdict(n) {
-                Some(true) => inner.renewer.renewed_one(&inner, lease, sent),
-                Some(false) => inner.renewer.refused_one(lease, tally.lost_reason()),
-                None => inner.renewer.retry_soon(&inner, lease),
+                Some(true) => inner.renewer.renewed_one(&inner, r, sent),
+                Some(false) => inner.renewer.refused_one(r.lease, tally.lost_reason()),
+                None => inner.renewer.retry_soon(&inner, r),
             }
         }
     });

@@ -8,10 +8,15 @@
 //! *before* `valid_until`, so a holder is told before Redis could grant the lock to anyone
 //! else (invariant 7).
 //!
-//! Auto-renewed leases are renewed every `interval`; leases due within the same window are
-//! renewed together, in chunks of up to [`BATCH`] keys per script call, each key checked
-//! against its own owner and request id with a per-key result. Renewal calls run in
-//! their own tasks, so a slow Redis never delays a deadline. Ending a lease (release or
+//! Auto-renewed leases are renewed on their own schedule: renewal k is due at
+//! `grant + k × interval` (the grant's send time), whatever else the scheduler holds, and is
+//! never sent late; it may go out up to a batching window (an eighth of the interval, at
+//! most 250 ms) early, together with the others due by then, in chunks of up to [`BATCH`]
+//! keys per script call, each key checked against its own owner and request id with a
+//! per-key result. A call waits for its reply no longer than the earliest deadline in it,
+//! so leases near their deadline are sent in calls of their own ([`plan`]), and a lease
+//! that cannot be sent in time is retried until its deadline decides, never dropped.
+//! Renewal calls run in their own tasks, so a slow Redis never delays a deadline. Ending a lease (release or
 //! drop) stops its renewal at once; a renewal already in flight cannot refresh a released
 //! hold, because the script checks the hold's request id.
 
@@ -35,6 +40,77 @@ pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
 
 /// The most leases renewed by one script call.
 pub const BATCH: usize = 1_000;
+
+/// The most a renewal is sent ahead of its due time so that it shares a call with others
+/// due soon after: an eighth of the interval, at most 250 ms. It is never sent late.
+fn batch_window(every: Option<Duration>) -> Duration {
+    (every.unwrap_or(Duration::ZERO) / 8).min(Duration::from_millis(250))
+}
+
+/// The next due time after `due` on a schedule of `every`, past `now` (a renewal that was
+/// retried for longer than an interval skips the times already gone).
+fn next_due(due: Instant, every: Duration, now: Instant) -> Instant {
+    let next = due + every;
+    if next > now || every.is_zero() {
+        return next;
+    }
+    let behind = now.saturating_duration_since(next).as_nanos();
+    let steps = behind / every.as_nanos() + 1;
+    next + every * u32::try_from(steps).unwrap_or(u32::MAX)
+}
+
+/// How a batch of due renewals is sent: each call's budget is bounded by the earliest lease
+/// deadline in it (a late reply must not refresh a lease already declared lost), so leases
+/// whose deadline is near go in calls of their own instead of shortening everyone's budget,
+/// and leases too close to their deadline to be sent at all are retried (their deadline
+/// decides), never dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Index groups of the batch, each sent as one call with its budget.
+    pub calls: Vec<(Duration, Vec<usize>)>,
+    /// Indexes that cannot be sent in time now.
+    pub too_late: Vec<usize>,
+}
+
+/// Split renewals whose deadlines are `deadlines` (sent at `now`, with replies awaited at
+/// most `timeout`) into calls; see [`Plan`].
+pub(crate) fn plan(deadlines: &[Instant], now: Instant, timeout: Duration) -> Plan {
+    let mut urgent: Vec<(Duration, usize)> = Vec::new();
+    let mut normal = Vec::new();
+    let mut too_late = Vec::new();
+    for (i, at) in deadlines.iter().enumerate() {
+        let left = at.saturating_duration_since(now);
+        if left < MIN_BUDGET {
+            too_late.push(i);
+        } else if left < timeout {
+            urgent.push((left, i));
+        } else {
+            normal.push(i);
+        }
+    }
+    let mut calls = Vec::new();
+    if !normal.is_empty() {
+        calls.push((timeout, normal));
+    }
+    // Urgent leases, earliest deadline first, grouped so that each call's budget is at
+    // least half of the largest remaining time in it.
+    urgent.sort_unstable();
+    let mut group: Vec<usize> = Vec::new();
+    let mut budget = Duration::ZERO;
+    for (left, i) in urgent {
+        if group.is_empty() {
+            budget = left;
+        } else if left > budget * 2 {
+            calls.push((budget, std::mem::take(&mut group)));
+            budget = left;
+        }
+        group.push(i);
+    }
+    if !group.is_empty() {
+        calls.push((budget, group));
+    }
+    Plan { calls, too_late }
+}
 
 /// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency
 /// and the time it takes to signal many leases that share a deadline: half its drift
@@ -80,6 +156,9 @@ pub(crate) struct LeaseState {
     pub ttl: Duration,
     pub renew_every: Option<Duration>,
     pub token: u64,
+    /// When the request that granted the lease was sent: renewals are due at
+    /// `granted_at + k × renew_every`.
+    granted_at: Instant,
     valid_until: Mutex<Instant>,
     cancel: CancellationToken,
     reason: OnceLock<LostReason>,
@@ -107,6 +186,7 @@ impl LeaseState {
             ttl,
             renew_every,
             token,
+            granted_at: sent_at,
             valid_until: Mutex::new(valid_until(sent_at, ttl)),
             cancel: CancellationToken::new(),
             reason: OnceLock::new(),
@@ -192,12 +272,24 @@ pub struct RenewalStats {
     pub call_micros: u64,
 }
 
-enum Cmd {
-    Watch(Arc<LeaseState>),
-    RenewAt(Instant, Arc<LeaseState>),
+/// One renewal of one lease: the lease and the time the renewal is due. The next renewal
+/// is due one interval after this one (not after the moment it was sent), so a lease keeps
+/// its schedule `granted_at + k × interval` whatever else the scheduler holds.
+pub(crate) struct Renewal {
+    pub lease: Arc<LeaseState>,
+    pub due: Instant,
 }
 
-struct Entry(Instant, u64, Arc<LeaseState>);
+enum Cmd {
+    /// Start watching a lease; its first renewal (if it auto-renews) is due at `.1`.
+    Watch(Arc<LeaseState>, Option<Instant>),
+    /// Send a renewal at `.0` (its due time, or a retry before it).
+    RenewAt(Instant, Renewal),
+}
+
+/// A queue entry: when it is due, a sequence number (FIFO among equal times), the lease and
+/// the renewal's own due time (for deadlines: the same as the first field).
+struct Entry(Instant, u64, Arc<LeaseState>, Instant);
 
 impl PartialEq for Entry {
     fn eq(&self, o: &Self) -> bool {
@@ -283,11 +375,9 @@ impl Renewer {
     /// Start watching a lease: its deadline, and its renewals if it auto-renews.
     pub(crate) fn watch(self: &Arc<Self>, inner: &Arc<Inner>, lease: Arc<LeaseState>) {
         lease.registered.store(true, Ordering::Release);
-        let due = match lease.renew_every {
-            Some(every) => (Instant::now() + every).min(lease.fire_at()),
-            None => lease.fire_at(),
-        };
-        self.push(inner, Cmd::Watch(lease), due);
+        let first = lease.renew_every.map(|every| lease.granted_at + every);
+        let wake = first.map_or(lease.fire_at(), |at| at.min(lease.fire_at()));
+        self.push(inner, Cmd::Watch(lease, first), wake);
     }
 
     /// A watched lease ended; lets the scheduler compact its queues in time.
@@ -314,13 +404,14 @@ struct Queues {
 impl Queues {
     fn push_deadline(&mut self, lease: Arc<LeaseState>) {
         self.seq += 1;
-        self.deadlines
-            .push(Reverse(Entry(lease.fire_at(), self.seq, lease)));
+        let at = lease.fire_at();
+        self.deadlines.push(Reverse(Entry(at, self.seq, lease, at)));
     }
 
-    fn push_renewal(&mut self, at: Instant, lease: Arc<LeaseState>) {
+    fn push_renewal(&mut self, at: Instant, r: Renewal) {
         self.seq += 1;
-        self.renewals.push(Reverse(Entry(at, self.seq, lease)));
+        self.renewals
+            .push(Reverse(Entry(at, self.seq, r.lease, r.due)));
     }
 
     fn compact(&mut self) {
@@ -347,7 +438,7 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
             if e.0 > now {
                 break;
             }
-            let Some(Reverse(Entry(_, _, lease))) = q.deadlines.pop() else {
+            let Some(Reverse(Entry(_, _, lease, _))) = q.deadlines.pop() else {
                 break;
             };
             if lease.is_ended() || lease.lost_reason().is_some() {
@@ -369,13 +460,17 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
         let cmds = std::mem::take(&mut *r.pending.lock().unwrap_or_else(|e| e.into_inner()));
         for cmd in cmds {
             match cmd {
-                Cmd::Watch(lease) => {
-                    if let Some(every) = lease.renew_every {
-                        q.push_renewal(Instant::now() + every, lease.clone());
+                Cmd::Watch(lease, first) => {
+                    if let Some(due) = first {
+                        let r = Renewal {
+                            lease: lease.clone(),
+                            due,
+                        };
+                        q.push_renewal(due, r);
                     }
                     q.push_deadline(lease);
                 }
-                Cmd::RenewAt(at, lease) => q.push_renewal(at, lease),
+                Cmd::RenewAt(at, r) => q.push_renewal(at, r),
             }
         }
         if r.ended_since_compaction.load(Ordering::Relaxed) >= 4_096 {
@@ -385,20 +480,21 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
         r.watched.store(q.deadlines.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
 
-        // Renewals: everything due within the window goes out now, in batches.
+        // Renewals: once the earliest is due, everything due within the window goes out
+        // with it, in batches (a wake-up for a deadline sends nothing early).
         let mut batch = Vec::new();
+        let head_due = q.renewals.peek().is_some_and(|Reverse(e)| e.0 <= now);
         while let Some(Reverse(e)) = q.renewals.peek() {
-            let window = e.2.renew_every.unwrap_or(Duration::ZERO) / 8;
-            if e.0 > now + window {
+            if !head_due || e.0 > now + batch_window(e.2.renew_every) {
                 break;
             }
-            let Some(Reverse(Entry(_, _, lease))) = q.renewals.pop() else {
+            let Some(Reverse(Entry(_, _, lease, due))) = q.renewals.pop() else {
                 break;
             };
             if lease.is_ended() || lease.lost_reason().is_some() {
                 continue;
             }
-            batch.push(lease);
+            batch.push(Renewal { lease, due });
             if batch.len() == BATCH {
                 spawn_batch(&client, std::mem::take(&mut batch));
             }
@@ -446,14 +542,18 @@ impl Renewer {
         self.call_micros.fetch_add(took, Ordering::Relaxed);
     }
 
-    /// `lease` was renewed by a request sent at `sent`: confirm it, schedule the next.
-    pub(crate) fn renewed_one(&self, inner: &Arc<Inner>, lease: Arc<LeaseState>, sent: Instant) {
+    /// `r.lease` was renewed by a request sent at `sent`: confirm it, schedule the next
+    /// renewal one interval after this one's due time.
+    pub(crate) fn renewed_one(&self, inner: &Arc<Inner>, r: Renewal, sent: Instant) {
+        let Renewal { lease, due } = r;
         lease.confirm(sent, lease.ttl);
         self.renewed.fetch_add(1, Ordering::Relaxed);
         crate::metrics::renewed(&lease.name);
         let every = lease.renew_every.unwrap_or(lease.ttl / 3);
-        let at = sent + every;
-        inner.renewer.push(inner, Cmd::RenewAt(at, lease), at);
+        let at = next_due(due, every, sent);
+        inner
+            .renewer
+            .push(inner, Cmd::RenewAt(at, Renewal { lease, due: at }), at);
     }
 
     /// The server refused to renew `lease`: it is lost.
@@ -462,29 +562,38 @@ impl Renewer {
         lease.lose(reason);
     }
 
-    /// Renewing `lease` failed (no answer): try again soon, before its deadline.
-    pub(crate) fn retry_soon(&self, inner: &Arc<Inner>, lease: Arc<LeaseState>) {
-        let every = lease.renew_every.unwrap_or(lease.ttl / 3);
-        let at =
-            Instant::now() + (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        inner.renewer.push(inner, Cmd::RenewAt(at, lease), at);
+    /// Renewing `r.lease` failed (no answer) or could not be sent: try again soon, before
+    /// its deadline, keeping its schedule.
+    pub(crate) fn retry_soon(&self, inner: &Arc<Inner>, r: Renewal) {
+        let every = r.lease.renew_every.unwrap_or(r.lease.ttl / 3);
+        let now = Instant::now();
+        let soon = now + (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // Leave the last attempt enough time for its reply.
+        let last_chance = r
+            .lease
+            .fire_at()
+            .checked_sub(inner.conn.response_timeout() / 2 + MIN_BUDGET)
+            .unwrap_or(now)
+            .max(now + MIN_BUDGET);
+        let at = soon.min(last_chance);
+        inner.renewer.push(inner, Cmd::RenewAt(at, r), at);
     }
 }
 
-fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
     if !client.nodes.is_empty() {
         crate::redlock::spawn_renewal(client, batch);
         return;
     }
     if client.cluster {
         // One script call may only touch one slot: one batch per slot.
-        let mut by_slot: std::collections::HashMap<u16, Vec<Arc<LeaseState>>> =
+        let mut by_slot: std::collections::HashMap<u16, Vec<Renewal>> =
             std::collections::HashMap::new();
-        for lease in batch {
+        for r in batch {
             by_slot
-                .entry(crate::keys::slot(&lease.keys.lock))
+                .entry(crate::keys::slot(&r.lease.keys.lock))
                 .or_default()
-                .push(lease);
+                .push(r);
         }
         for (_, group) in by_slot {
             spawn_node_batch(client, group);
@@ -494,22 +603,36 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
     spawn_node_batch(client, batch);
 }
 
-/// Renew `batch` (all on one node, and in one slot on a cluster): one script call for the
-/// lock hashes among them and one for the lease-set members (permits, readers).
-fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>) {
+/// Renew `batch` (all on one node, and in one slot on a cluster): script calls for the
+/// lock hashes among them and for the lease-set members (permits, readers), split by
+/// [`plan`].
+fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
     let (members, hashes): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .partition(|l| matches!(l.keys.kind, crate::keys::Kind::Member { .. }));
-    if !hashes.is_empty() {
-        spawn_script_batch(client, hashes, false);
-    }
-    if !members.is_empty() {
-        spawn_script_batch(client, members, true);
+        .partition(|r| matches!(r.lease.keys.kind, crate::keys::Kind::Member { .. }));
+    for (group, members) in [(hashes, false), (members, true)] {
+        if group.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        let deadlines: Vec<Instant> = group.iter().map(|r| r.lease.fire_at()).collect();
+        let p = plan(&deadlines, now, client.conn.response_timeout());
+        let mut slots: Vec<Option<Renewal>> = group.into_iter().map(Some).collect();
+        for i in p.too_late {
+            if let Some(r) = slots[i].take() {
+                client.renewer.retry_soon(client, r);
+            }
+        }
+        for (budget, idx) in p.calls {
+            let calls: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
+            spawn_script_batch(client, calls, members, now + budget);
+        }
     }
 }
 
-/// Renew `batch` (leases of one kind, on one node and slot) with one script call.
-fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members: bool) {
+/// Renew `batch` (leases of one kind, on one node and slot) with one script call whose
+/// reply is awaited until `reply_by` at the latest.
+fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, reply_by: Instant) {
     let inner = client.clone();
     client.handle.spawn(async move {
         let mut inv = if members {
@@ -517,7 +640,7 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members:
         } else {
             inner.scripts.renew.prepare_invoke()
         };
-        for lease in &batch {
+        for Renewal { lease, .. } in &batch {
             if members {
                 inv.key(&lease.keys.lock)
                     .key(&lease.keys.queue)
@@ -533,13 +656,13 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members:
         let sent = Instant::now();
         // Never wait past the earliest deadline in the batch: after it, a late success
         // would refresh a lease its holder was already told is lost.
-        let earliest = batch.iter().map(|l| l.fire_at()).min().unwrap_or(sent);
-        let budget = inner
-            .conn
-            .response_timeout()
-            .min(earliest.saturating_duration_since(sent));
+        let budget = reply_by.saturating_duration_since(sent);
         if budget < MIN_BUDGET {
-            return; // too late to renew: the deadline fires
+            // The task started too late (a busy runtime): try again, the deadline decides.
+            for r in batch {
+                inner.renewer.retry_soon(&inner, r);
+            }
+            return;
         }
         let result = inner.conn.eval_tagged(&mut inv, budget).await;
         inner.renewer.note_call(sent.elapsed());
@@ -549,11 +672,11 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members:
                 if refused > 0 {
                     tracing::warn!(leases = refused, "renewal refused: leases lost");
                 }
-                for (lease, code) in batch.into_iter().zip(codes) {
+                for (r, code) in batch.into_iter().zip(codes) {
                     match code {
-                        1 => inner.renewer.renewed_one(&inner, lease, sent),
-                        -1 => inner.renewer.refused_one(lease, LostReason::HeldByOther),
-                        _ => inner.renewer.refused_one(lease, LostReason::Expired),
+                        1 => inner.renewer.renewed_one(&inner, r, sent),
+                        -1 => inner.renewer.refused_one(r.lease, LostReason::HeldByOther),
+                        _ => inner.renewer.refused_one(r.lease, LostReason::Expired),
                     }
                 }
             }
@@ -564,8 +687,8 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members:
                     Err(f) => describe(&f),
                 };
                 tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
-                for lease in batch {
-                    inner.renewer.retry_soon(&inner, lease);
+                for r in batch {
+                    inner.renewer.retry_soon(&inner, r);
                 }
             }
         }
@@ -574,4 +697,88 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Arc<LeaseState>>, members:
 
 fn describe(f: &Failure) -> String {
     f.describe()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_lease_too_close_to_its_deadline_does_not_take_the_rest_of_the_batch_with_it() {
+        let now = Instant::now();
+        let timeout = 250 * MS;
+        // Lease 0 cannot be sent in time; 1 and 2 have whole intervals left.
+        let p = plan(
+            &[now + 2 * MS, now + 2_000 * MS, now + 900 * MS],
+            now,
+            timeout,
+        );
+        assert_eq!(p.too_late, vec![0]);
+        assert_eq!(p.calls, vec![(timeout, vec![1, 2])]);
+    }
+
+    #[test]
+    fn urgent_leases_get_calls_of_their_own_with_their_own_budget() {
+        let now = Instant::now();
+        let timeout = 250 * MS;
+        let p = plan(
+            &[
+                now + 20 * MS,
+                now + 5_000 * MS,
+                now + 30 * MS,
+                now + 200 * MS,
+            ],
+            now,
+            timeout,
+        );
+        assert!(p.too_late.is_empty());
+        assert_eq!(
+            p.calls,
+            vec![
+                (timeout, vec![1]),
+                (20 * MS, vec![0, 2]),
+                (200 * MS, vec![3])
+            ]
+        );
+    }
+
+    #[test]
+    fn every_lease_of_a_batch_is_either_sent_or_retried() {
+        let now = Instant::now();
+        let deadlines: Vec<Instant> = (0..200u32).map(|i| now + i * 7 * MS).collect();
+        let p = plan(&deadlines, now, 250 * MS);
+        let mut seen: Vec<usize> = p.calls.iter().flat_map(|(_, g)| g.clone()).collect();
+        seen.extend(&p.too_late);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        for (budget, group) in &p.calls {
+            for i in group {
+                assert!(
+                    deadlines[*i] >= now + *budget,
+                    "lease {i} would be waited for past its deadline"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_next_renewal_keeps_the_schedule_of_the_grant() {
+        let t0 = Instant::now();
+        let every = 1_000 * MS;
+        // Sent early (batched) or a little late: the next one is one interval after the due time.
+        assert_eq!(next_due(t0 + every, every, t0 + 900 * MS), t0 + 2 * every);
+        assert_eq!(next_due(t0 + every, every, t0 + 1_100 * MS), t0 + 2 * every);
+        // Retried for longer than an interval: the missed times are skipped.
+        assert_eq!(next_due(t0 + every, every, t0 + 3_500 * MS), t0 + 4 * every);
+        assert_eq!(next_due(t0 + every, every, t0 + 2 * every), t0 + 3 * every);
+    }
+
+    #[test]
+    fn renewals_are_sent_at_most_an_eighth_of_the_interval_and_250_ms_early() {
+        assert_eq!(batch_window(Some(800 * MS)), 100 * MS);
+        assert_eq!(batch_window(Some(10_000 * MS)), 250 * MS);
+        assert_eq!(batch_window(None), Duration::ZERO);
+    }
 }
