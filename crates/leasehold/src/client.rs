@@ -340,6 +340,7 @@ impl ClientBuilder {
                 default_ttl: self.default_ttl,
                 default_wait: self.default_wait,
                 renewer: Arc::new(crate::renew::Renewer::new()),
+                cleanup: crate::cleanup::Cleanup::default(),
             }),
         })
     }
@@ -465,6 +466,8 @@ pub(crate) struct Inner {
     pub default_ttl: Duration,
     pub default_wait: Duration,
     pub renewer: Arc<crate::renew::Renewer>,
+    /// RedLock node: requests waiting to be released once this node answers again.
+    pub cleanup: crate::cleanup::Cleanup,
 }
 
 impl Drop for Inner {

@@ -507,21 +507,6 @@ pub(crate) async fn release_in_background(
     give_up: Instant,
     recheck: bool,
 ) {
-    release_retrying(inner, keys, owner_id, req, give_up, recheck, false).await
-}
-
-/// [`release_in_background`], optionally giving up as soon as the server cannot be
-/// reached (`stop_if_unreachable`: a RedLock node that is down; whatever it holds expires
-/// with its TTL, and the other nodes decide).
-pub(crate) async fn release_retrying(
-    inner: Arc<Inner>,
-    keys: Arc<LockKeys>,
-    owner_id: String,
-    req: String,
-    give_up: Instant,
-    recheck: bool,
-    stop_if_unreachable: bool,
-) {
     let started = Instant::now();
     let give_up = give_up.min(started + Duration::from_secs(300));
     let mut rechecks = if recheck {
@@ -551,10 +536,6 @@ pub(crate) async fn release_retrying(
                 return;
             }
             Err(f) => {
-                if stop_if_unreachable && matches!(f, Failure::NotSent(_)) {
-                    tracing::debug!(lock = %keys.lock, cause = %f.describe(), "node unreachable; its hold expires by its TTL");
-                    return;
-                }
                 if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
                     tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
                     return;

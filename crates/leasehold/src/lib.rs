@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod blocking;
+mod cleanup;
 mod client;
 mod conn;
 mod election;

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::client::Inner;
 use crate::conn::Failure;
 use crate::error::{Error, ErrorKind, NodeFailure, Result};
-use crate::guard::{release_call, release_retrying, LockGuard, ReleaseOutcome};
+use crate::guard::{release_call, LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
 use crate::lease::{millis, valid_until};
 use crate::lock::Lock;
@@ -50,9 +50,36 @@ pub(crate) fn quorum(n: usize) -> usize {
 
 /// What one node answered to one request.
 enum NodeReply {
-    Granted { token: u64, count: u32 },
-    Contended { pttl: i64 },
-    Failed(String),
+    Granted {
+        token: u64,
+        count: u32,
+    },
+    Contended {
+        pttl: i64,
+    },
+    /// No answer; `maybe_applied`: the request may have run there (sent, outcome unknown).
+    Failed {
+        reason: String,
+        maybe_applied: bool,
+    },
+}
+
+/// What is known of one node's part in one acquire round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Sent, no answer yet (or no longer listened to): it may run there.
+    InFlight,
+    Granted,
+    /// Refused, or never sent: nothing to take back.
+    Nothing,
+    /// Failed with an unknown outcome.
+    MaybeApplied,
+}
+
+impl Part {
+    fn may_hold(self) -> bool {
+        self != Part::Nothing
+    }
 }
 
 fn node_name(node: &Inner) -> String {
@@ -88,33 +115,53 @@ async fn node_acquire(
                 count: u32::try_from(*count).unwrap_or(u32::MAX),
             },
             [0, pttl, ..] => NodeReply::Contended { pttl: *pttl },
-            other => NodeReply::Failed(format!("unexpected acquire reply {other:?}")),
+            other => NodeReply::Failed {
+                reason: format!("unexpected acquire reply {other:?}"),
+                maybe_applied: true,
+            },
         },
-        Err(f) => NodeReply::Failed(f.describe()),
+        Err(f) => NodeReply::Failed {
+            reason: f.describe(),
+            maybe_applied: !matches!(f, Failure::NotSent(_)),
+        },
     }
 }
 
 /// A request that may have been granted on some nodes and has no guard yet: dropped while
-/// armed (the acquire was cancelled), it is released on every node in the background.
+/// armed (the acquire was cancelled), it is released in the background on every node where
+/// it may have run ([`crate::cleanup`]).
 struct Pending {
     inner: Arc<Inner>,
     keys: Arc<LockKeys>,
     owner_id: String,
     req: String,
     ttl: Duration,
+    parts: Vec<Part>,
     armed: bool,
+}
+
+impl Pending {
+    /// Hand every node where the request may hold to the background clean-up.
+    fn release_later(&mut self, only: impl Fn(usize) -> bool) {
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            if part.may_hold() && only(i) {
+                crate::cleanup::release_later(
+                    &self.inner.nodes[i],
+                    &self.keys,
+                    &self.owner_id,
+                    &self.req,
+                    self.ttl,
+                );
+                *part = Part::Nothing;
+            }
+        }
+    }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         if self.armed {
-            release_everywhere_in_background(
-                &self.inner,
-                &self.keys,
-                &self.owner_id,
-                &self.req,
-                Instant::now() + self.ttl,
-            );
+            self.release_later(|_| true);
         }
     }
 }
@@ -143,10 +190,18 @@ pub(crate) async fn acquire(
             owner_id: hold.owner_id.clone(),
             req: req.clone(),
             ttl: lock.ttl,
+            parts: vec![Part::InFlight; n],
             armed: true,
         };
         let start = Instant::now();
         let validity_end = valid_until(start, lock.ttl);
+        // The first round always gets the whole node timeout (one complete attempt, as
+        // `try_acquire` promises); later rounds stop listening at the caller's deadline.
+        let round_end = if attempts == 1 {
+            start + budget
+        } else {
+            (start + budget).min(deadline.max(start + crate::renew::MIN_BUDGET))
+        };
         let mut round: FuturesUnordered<_> = inner
             .nodes
             .iter()
@@ -158,7 +213,7 @@ pub(crate) async fn acquire(
                     (hold.owner_id.clone(), req.clone(), hold.reentrant),
                     ttl_ms,
                     lock.metadata.clone(),
-                    budget,
+                    round_end.saturating_duration_since(start),
                 );
                 async move { (i, fut.await) }
             })
@@ -166,20 +221,46 @@ pub(crate) async fn acquire(
         let mut granted: Vec<(usize, u64, u32)> = Vec::new();
         let mut contended: Vec<i64> = Vec::new();
         let mut failures: Vec<NodeFailure> = Vec::new();
-        while let Some((i, reply)) = round.next().await {
-            match reply {
-                NodeReply::Granted { token, count } => granted.push((i, token, count)),
-                NodeReply::Contended { pttl } => contended.push(pttl),
-                NodeReply::Failed(reason) => failures.push(NodeFailure {
-                    node: node_name(&inner.nodes[i]),
+        while let Ok(Some((i, reply))) = timeout_at(round_end, round.next()).await {
+            pending.parts[i] = match reply {
+                NodeReply::Granted { token, count } => {
+                    granted.push((i, token, count));
+                    Part::Granted
+                }
+                NodeReply::Contended { pttl } => {
+                    contended.push(pttl);
+                    Part::Nothing
+                }
+                NodeReply::Failed {
                     reason,
-                }),
-            }
+                    maybe_applied,
+                } => {
+                    failures.push(NodeFailure {
+                        node: node_name(&inner.nodes[i]),
+                        reason,
+                    });
+                    if maybe_applied {
+                        Part::MaybeApplied
+                    } else {
+                        Part::Nothing
+                    }
+                }
+            };
             if granted.len() >= needed {
                 break; // the stragglers' answers cannot change the outcome
             }
         }
         drop(round);
+        if granted.len() < needed {
+            for (i, part) in pending.parts.iter().enumerate() {
+                if *part == Part::InFlight {
+                    failures.push(NodeFailure {
+                        node: node_name(&inner.nodes[i]),
+                        reason: "no reply in time".into(),
+                    });
+                }
+            }
+        }
         let mut outcome_failures = failures.clone();
         if granted.len() >= needed && Instant::now() + crate::renew::MIN_BUDGET < validity_end {
             let token = granted.iter().map(|g| g.1).max().unwrap_or_default();
@@ -226,8 +307,39 @@ pub(crate) async fn acquire(
                 ));
             }
         }
-        // No quorum within validity: take back whatever was granted, everywhere.
-        release_everywhere(inner, &lock.keys, &hold.owner_id, &req, lock.ttl).await;
+        // No quorum within validity: take back whatever may have been granted. Nodes that
+        // granted just answered: release there now, within the caller's wait (so the next
+        // round does not meet this one's grant). Nodes whose outcome is unknown, and
+        // releases that fail, go to the background clean-up, which releases as soon as the
+        // node answers again.
+        let parts = pending.parts.clone();
+        pending.release_later(|i| parts[i] != Part::Granted);
+        let now = Instant::now();
+        let release_budget = if waiting {
+            budget.min(deadline.saturating_duration_since(now))
+        } else {
+            budget
+        };
+        let grants: Vec<usize> = (0..n)
+            .filter(|i| pending.parts[*i] == Part::Granted)
+            .collect();
+        if release_budget >= crate::renew::MIN_BUDGET && !grants.is_empty() {
+            let results = release_on(
+                inner,
+                &grants,
+                &lock.keys,
+                &hold.owner_id,
+                &req,
+                release_budget,
+            )
+            .await;
+            for (i, r) in grants.iter().zip(results) {
+                if r.is_ok() {
+                    pending.parts[*i] = Part::Nothing;
+                }
+            }
+        }
+        pending.release_later(|_| true);
         pending.armed = false;
         let answered = granted.len() + contended.len();
         let now = Instant::now();
@@ -240,7 +352,7 @@ pub(crate) async fn acquire(
                 return Err(Error::new(
                     ErrorKind::NoQuorum { answered, needed },
                     format!(
-                        "lock {:?}: only {answered} of {n} RedLock nodes answered, {needed} needed ({list}); released on every node",
+                        "lock {:?}: only {answered} of {n} RedLock nodes answered, {needed} needed ({list}); released where granted, and on the other nodes as soon as they answer",
                         lock.name
                     ),
                 )
@@ -324,74 +436,22 @@ async fn raise_fences(
     (raised, failures)
 }
 
-/// Release `req` on every node, each bounded by the node timeout; nodes that could not be
-/// reached keep being asked in the background until the lease would have expired.
-async fn release_everywhere(
+/// Run the release script once on each of the nodes `which`, at once.
+async fn release_on(
     inner: &Inner,
-    keys: &Arc<LockKeys>,
-    owner_id: &str,
-    req: &str,
-    ttl: Duration,
-) {
-    let give_up = Instant::now() + ttl;
-    let results = release_on_all(inner, keys, owner_id, req, inner.node_timeout).await;
-    for (node, r) in results {
-        if r.is_err() {
-            release_on_node_in_background(&node, keys, owner_id, req, give_up);
-        }
-    }
-}
-
-fn release_everywhere_in_background(
-    inner: &Arc<Inner>,
-    keys: &Arc<LockKeys>,
-    owner_id: &str,
-    req: &str,
-    give_up: Instant,
-) {
-    for node in &inner.nodes {
-        release_on_node_in_background(node, keys, owner_id, req, give_up);
-    }
-}
-
-/// Keep releasing on `node` in the background until `give_up`, or until the node turns
-/// out to be unreachable (what it holds then expires by its TTL).
-fn release_on_node_in_background(
-    node: &Arc<Inner>,
-    keys: &Arc<LockKeys>,
-    owner_id: &str,
-    req: &str,
-    give_up: Instant,
-) {
-    let fut = release_retrying(
-        node.clone(),
-        keys.clone(),
-        owner_id.to_string(),
-        req.to_string(),
-        give_up,
-        false,
-        true,
-    );
-    node.spawn_background(fut);
-}
-
-/// Run the release script once on every node at once (failed nodes are retried in the
-/// background by the callers).
-async fn release_on_all(
-    inner: &Inner,
+    which: &[usize],
     keys: &LockKeys,
     owner_id: &str,
     req: &str,
     budget: Duration,
-) -> Vec<(Arc<Inner>, std::result::Result<i64, Failure>)> {
-    let calls = inner.nodes.iter().map(|node| async move {
+) -> Vec<std::result::Result<i64, Failure>> {
+    let calls = which.iter().map(|i| async move {
+        let node = &inner.nodes[*i];
         let mut inv = release_call(node, keys, owner_id, req);
-        let r = node
-            .conn
+        node.conn
             .eval_tagged(&mut inv, budget)
             .await
-            .map(|reply| reply.first().copied().unwrap_or(0));
-        (node.clone(), r)
+            .map(|reply| reply.first().copied().unwrap_or(0))
     });
     futures_util::future::join_all(calls).await
 }
@@ -409,10 +469,11 @@ pub(crate) async fn release(
         .conn
         .response_timeout()
         .min(inner.node_timeout.max(Duration::from_millis(50)));
-    let results = release_on_all(inner, &st.keys, &st.owner_id, &st.req, budget).await;
+    let all: Vec<usize> = (0..n).collect();
+    let results = release_on(inner, &all, &st.keys, &st.owner_id, &st.req, budget).await;
     let (mut released, mut other, mut answered) = (0, 0, 0);
     let mut failures = Vec::new();
-    for (node, r) in results {
+    for (node, r) in inner.nodes.iter().zip(results) {
         match r {
             Ok(code) => {
                 answered += 1;
@@ -424,11 +485,12 @@ pub(crate) async fn release(
             }
             Err(f) => {
                 failures.push(NodeFailure {
-                    node: node_name(&node),
+                    node: node_name(node),
                     reason: f.describe(),
                 });
-                let give_up = st.valid_until() + crate::lease::drift(st.ttl);
-                release_on_node_in_background(&node, &st.keys, &st.owner_id, &st.req, give_up);
+                // The node may still hold the grant (or run a renewal it holds on to when
+                // it answers again): release there once it does.
+                crate::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
             }
         }
     }
@@ -557,15 +619,12 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
     }
 }
 
-/// Release a dropped quorum hold on every node in the background.
+/// Release a dropped quorum hold on every node in the background (each node as soon as it
+/// answers).
 pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
-    release_everywhere_in_background(
-        inner,
-        &st.keys,
-        &st.owner_id,
-        &st.req,
-        st.valid_until() + crate::lease::drift(st.ttl) + Duration::from_millis(100),
-    );
+    for node in &inner.nodes {
+        crate::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
+    }
 }
 
 /// Renew a batch of quorum leases: the batch goes to every node at once (one script call
