@@ -11,7 +11,10 @@
 //! this client and dropped with the last of them. If the pub/sub connection breaks, every
 //! channel is bumped (waiters retry at once instead of trusting a dead subscription), the
 //! connection is re-established with backoff and every live channel re-subscribed; while it
-//! is down, waiters fall back to short jittered timers. Releases made by this client bump
+//! is down, waiters fall back to short jittered timers. On Cluster, a node that loses a
+//! channel's slot (failover, slot migration) ends its sharded subscriptions with a
+//! server-sent `SUNSUBSCRIBE`: the channel's waiters retry at once and the channel is
+//! subscribed again on the slot's new owner. Releases made by this client bump
 //! the channel locally too, so a waiter in the same process does not wait for the
 //! round trip through Redis.
 
@@ -169,6 +172,20 @@ impl Waker {
             // Wake anyone waiting for the confirmation itself (they retry: a release may
             // have happened before the subscription).
             chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
+        }
+    }
+
+    /// A live channel lost its subscription: mark it unconfirmed and wake its waiters.
+    /// Returns false for a channel nobody waits on any more.
+    fn unconfirm(&self, channel: &str) -> bool {
+        let mut st = self.lock();
+        match st.channels.get_mut(channel) {
+            Some(chan) => {
+                chan.confirmed = false;
+                chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
+                true
+            }
+            None => false,
         }
     }
 
@@ -347,7 +364,25 @@ async fn run_sharded(
                 push = pushes.recv() => {
                     let Some(push) = push else { break };
                     let Some(w) = waker.upgrade() else { return };
-                    on_sharded_push(&w, push);
+                    let Some(ch) = on_sharded_push(&w, push) else { continue };
+                    drop(w);
+                    // The server ended a subscription we still need (its slot moved away
+                    // from that node). First a read routed by the channel's slot: the node
+                    // that lost it answers MOVED, which makes the cluster client refresh its
+                    // slot map and move its tracked subscriptions to the new owners (a
+                    // demoted primary would otherwise take the subscription as a replica,
+                    // where releases are not announced). Then subscribe again; the
+                    // confirmation makes the channel's waiters retry.
+                    let _ = timeout(rt, redis::cmd("EXISTS").arg(&ch).query_async::<i64>(&mut con)).await;
+                    let ok = matches!(timeout(rt, con.ssubscribe(&ch)).await, Ok(Ok(())));
+                    match waker.upgrade() {
+                        Some(w) if ok => w.set_confirmed(&ch),
+                        Some(_) => {
+                            tracing::debug!(channel = %ch, "leasehold sharded re-subscription failed; reconnecting");
+                            break;
+                        }
+                        None => return,
+                    }
                 }
             }
         }
@@ -360,7 +395,8 @@ async fn run_sharded(
     }
 }
 
-fn on_sharded_push(w: &Waker, push: redis::PushInfo) {
+/// Apply one push of the sharded connection; returns a channel to subscribe again.
+fn on_sharded_push(w: &Waker, push: redis::PushInfo) -> Option<String> {
     let text = |v: Option<&redis::Value>| -> String {
         v.and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
             .unwrap_or_default()
@@ -372,10 +408,23 @@ fn on_sharded_push(w: &Waker, push: redis::PushInfo) {
         // A (re)subscription after a reconnect or a slot move: releases may have been
         // missed meanwhile, so its waiters retry.
         redis::PushKind::SSubscribe => w.set_confirmed(&text(push.data.first())),
+        // The end of a subscription. Ours (the last waiter left) is already forgotten;
+        // one the server ended — the node no longer owns the channel's slot after a
+        // failover or a slot migration — leaves waiters without wake-ups: they retry now
+        // (a release may have gone to the new owner already) and the channel is
+        // subscribed again.
+        redis::PushKind::SUnsubscribe => {
+            let ch = text(push.data.first());
+            if w.unconfirm(&ch) {
+                tracing::debug!(channel = %ch, "the server ended a sharded subscription; subscribing again");
+                return Some(ch);
+            }
+        }
         // A node connection broke; until it is re-subscribed, its waiters poll.
         redis::PushKind::Disconnection => w.bump_all(false),
         _ => {}
     }
+    None
 }
 
 async fn run_single(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {

@@ -4,8 +4,10 @@
 //! Invariants: [`RedisCluster::start`] returns only once every node reports
 //! `cluster_state:ok` with all slots assigned, knows every other node, and
 //! answers `CLUSTER SLOTS` exactly like the others; the slot map it then
-//! records is what [`RedisCluster::node_for_slot`] answers from (nodes have no
-//! replicas, so slots only move if a test moves them). Each node's cluster
+//! records is what [`RedisCluster::node_for_slot`] answers from. Nodes start
+//! without replicas, so slots only move if a test moves them: with
+//! [`RedisCluster::add_replica`] and [`RedisCluster::failover`], or
+//! [`RedisCluster::move_slot`] (see `moves.rs`), which record the new map. Each node's cluster
 //! bus listens on a port picked like the client port (explicit
 //! `cluster-port`), because the default, port + 10000, does not exist for
 //! ports above 55535, which are common ephemeral ports.
@@ -29,6 +31,8 @@ use std::{
 };
 
 use crate::FaultProxy;
+
+mod moves;
 
 use super::{
     executable_of, info_field, is_executable, key_slot, search_path, start_parallel, Probe,
@@ -66,8 +70,8 @@ struct SlotRange {
     port: u16,
 }
 
-/// A Redis Cluster of masters without replicas; dropping the value kills and
-/// reaps every node.
+/// A Redis Cluster of masters (and the replicas a test adds); dropping the
+/// value kills and reaps every node.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     /// `owner[slot]` is the index of the node serving `slot`.
@@ -273,6 +277,8 @@ fn start_node() -> io::Result<RedisServer> {
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--cluster-port", &bus_port.to_string()])
             .args(["--cluster-announce-ip", "127.0.0.1"])
+            // A replica added by a test syncs at once, not after the diskless delay.
+            .args(["--repl-diskless-sync-delay", "0"])
             .try_start();
         match result {
             Err(error)
@@ -366,12 +372,23 @@ fn create(cli: &Path, nodes: &[RedisServer]) -> io::Result<()> {
 /// Polls until every node reports a healthy cluster that knows all nodes and
 /// all nodes answer the same `CLUSTER SLOTS`; returns that slot map.
 fn wait_until_agreed(nodes: &[RedisServer]) -> io::Result<Vec<SlotRange>> {
+    agreed_map(nodes, AGREE_TIMEOUT, |_| true)
+}
+
+/// Polls for up to `limit` until every node reports a healthy cluster that
+/// knows all nodes, all answer the same `CLUSTER SLOTS`, and `wanted` accepts
+/// it; returns that slot map.
+fn agreed_map(
+    nodes: &[RedisServer],
+    limit: Duration,
+    wanted: impl Fn(&[SlotRange]) -> bool,
+) -> io::Result<Vec<SlotRange>> {
     let mut probes: Vec<Probe> = nodes.iter().map(|node| Probe::new(node.url())).collect();
     let known = nodes.len().to_string();
     let slot_count = SLOT_COUNT.to_string();
     let mut last = String::from("not asked yet");
     let mut agreed = None;
-    let ok = poll_until(AGREE_TIMEOUT, || {
+    let ok = poll_until(limit, || {
         let mut maps = Vec::with_capacity(probes.len());
         for (i, probe) in probes.iter_mut().enumerate() {
             match node_view(probe, &known, &slot_count) {
@@ -382,20 +399,24 @@ fn wait_until_agreed(nodes: &[RedisServer]) -> io::Result<Vec<SlotRange>> {
                 }
             }
         }
-        if maps.windows(2).all(|pair| pair[0] == pair[1]) {
-            agreed = maps.pop();
-            true
-        } else {
+        if !maps.windows(2).all(|pair| pair[0] == pair[1]) {
             last = format!("nodes disagree on CLUSTER SLOTS: {maps:?}");
-            false
+            return false;
         }
+        let map = maps.pop().unwrap_or_default();
+        if !wanted(&map) {
+            last = format!("not the slot map wanted yet: {map:?}");
+            return false;
+        }
+        agreed = Some(map);
+        true
     });
     match agreed {
         Some(map) if ok => Ok(map),
         _ => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "the cluster did not become healthy and consistent within {AGREE_TIMEOUT:?}; \
+                "the cluster did not become healthy and consistent within {limit:?}; \
                  last: {last}{}",
                 node_logs(nodes)
             ),
