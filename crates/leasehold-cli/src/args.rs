@@ -16,7 +16,6 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub struct Cli {
     /// Redis URL, like redis://user:password@host:6379/0 (rediss:// for TLS).
     /// The password may also come from REDIS_PASSWORD. Default: redis://127.0.0.1:6379/
-    /// (`demo` starts a private server instead).
     #[arg(
         long = "redis",
         env = "REDIS_URL",
@@ -68,31 +67,6 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Measure leasehold against raw Redis round trips and the rslock crate.
-    Bench(BenchArgs),
-    /// A short, visible tour: contention, faults, and a naive lock failing beside leasehold.
-    Demo(DemoArgs),
-    /// Fault scenarios against leasehold and naive locks, judged by a history checker.
-    Torture(TortureArgs),
-}
-
-/// `leasehold torture`.
-#[derive(Debug, Args)]
-pub struct TortureArgs {
-    /// Seconds per scenario and lock.
-    #[arg(long, default_value_t = 3)]
-    pub secs: u64,
-    /// Scenarios to run (default: all): baseline, dropped-replies, late-replies,
-    /// connection-resets, paused-holder, redis-paused, cancelled-acquires.
-    #[arg(long = "scenario")]
-    pub scenarios: Vec<String>,
-    /// Locks to run (default: all): leasehold, setnx-expire, getset, no-renewal,
-    /// retry-on-timeout.
-    #[arg(long = "lock")]
-    pub locks: Vec<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// What to do with the command when the lease is lost.
@@ -162,29 +136,4 @@ pub struct ElectArgs {
     /// The command and its arguments (after --).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-/// `leasehold bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 1)]
-    pub secs: u64,
-    /// Rounds per measurement (medians are reported).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Leases held for the renewal measurement.
-    #[arg(long, default_value_t = 100_000)]
-    pub leases: usize,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `leasehold demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Workers contending for the demo lock.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
 }

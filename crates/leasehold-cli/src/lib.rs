@@ -5,14 +5,11 @@
 #![warn(missing_docs)]
 
 pub mod args;
-pub mod bench;
 mod child;
-pub mod demo;
 pub mod exit;
 pub mod logging;
 mod run;
 mod status;
-pub mod torture;
 
 use anyhow::Context;
 
@@ -25,26 +22,16 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
-    match cli.command {
-        Command::Demo(demo) => demo::run(cli.redis.as_deref(), &demo).await,
-        Command::Bench(bench) => bench::run(cli.redis.as_deref(), &bench).await,
-        Command::Torture(t) => torture::command(&t).await,
-        command => {
-            let client = connect(cli.redis.as_deref()).await?;
-            let code = match command {
-                Command::Run(a) => run::run(&client, &a).await,
-                Command::Elect(a) => run::elect(&client, &a).await,
-                Command::Status { name, json } => status::status(&client, &name, json).await,
-                Command::List { pattern, json } => status::list(&client, &pattern, json).await,
-                Command::Release { name, force } => status::release(&client, &name, force).await,
-                Command::Bench(_) | Command::Demo(_) | Command::Torture(_) => {
-                    unreachable!("handled above")
-                }
-            };
-            client.shutdown().await;
-            code
-        }
-    }
+    let client = connect(cli.redis.as_deref()).await?;
+    let code = match cli.command {
+        Command::Run(a) => run::run(&client, &a).await,
+        Command::Elect(a) => run::elect(&client, &a).await,
+        Command::Status { name, json } => status::status(&client, &name, json).await,
+        Command::List { pattern, json } => status::list(&client, &pattern, json).await,
+        Command::Release { name, force } => status::release(&client, &name, force).await,
+    };
+    client.shutdown().await;
+    code
 }
 
 /// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_PASSWORD` applied when the

@@ -23,8 +23,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(leasehold_cli::exit::USAGE);
         }
     };
-    let quiet = matches!(cli.command, leasehold_cli::args::Command::Demo(_));
-    leasehold_cli::logging::init(cli.verbose, quiet);
+    leasehold_cli::logging::init(cli.verbose, false);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

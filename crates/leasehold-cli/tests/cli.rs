@@ -405,6 +405,20 @@ fn unreachable_redis_exits_5_with_one_line() {
 }
 
 #[test]
+fn the_product_command_has_no_lab_commands() {
+    // demo, bench and torture start servers of their own: they live in leasehold-lab.
+    for lab in ["demo", "bench", "torture"] {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_leasehold")).arg(lab));
+        assert_eq!(code(&out), 2, "{lab}: {}", text(&out));
+    }
+    let out = run(Command::new(env!("CARGO_BIN_EXE_leasehold")).arg("--help"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["run", "elect", "status", "list", "release"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let out = run(Command::new(env!("CARGO_BIN_EXE_leasehold")).args(["run", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout);

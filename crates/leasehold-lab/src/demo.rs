@@ -1,4 +1,4 @@
-//! `leasehold demo`: a short, visible tour of what leasehold guarantees, beside a naive
+//! `leasehold-lab demo`: a short, visible tour of what leasehold guarantees, beside a naive
 //! lock (SETNX + EXPIRE, DEL to unlock, no token) that fails under the same faults.
 //!
 //! Scenarios (each bounded in time, loopback only): contention with handoffs between
@@ -103,7 +103,7 @@ pub async fn run(redis_url: Option<&str>, args: &DemoArgs) -> anyhow::Result<u8>
             server.url()
         }
     };
-    let client = crate::connect(Some(&url)).await?;
+    let client = leasehold_cli::connect(Some(&url)).await?;
     let local = loopback_addr(&url);
     let total = 4;
     let mut rows = Vec::new();
@@ -154,9 +154,9 @@ pub async fn run(redis_url: Option<&str>, args: &DemoArgs) -> anyhow::Result<u8>
     }
     println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
     Ok(if rows.iter().all(|r| r.ok) {
-        crate::exit::OK
+        leasehold_cli::exit::OK
     } else {
-        crate::exit::FAILURE
+        leasehold_cli::exit::FAILURE
     })
 }
 

@@ -1,4 +1,4 @@
-//! `leasehold torture`: named fault scenarios run against leasehold and the naive locks of
+//! `leasehold-lab torture`: named fault scenarios run against leasehold and the naive locks of
 //! the incident reports, each on its own private redis-server, with the history checker
 //! and a server audit deciding what went wrong.
 //!
@@ -276,7 +276,7 @@ fn inject<'a>(
     })
 }
 
-/// `leasehold torture`: run the chosen cells with a progress bar and print the table.
+/// `leasehold-lab torture`: run the chosen cells with a progress bar and print the table.
 /// Exits 1 if leasehold showed any violation (the naive locks are expected to).
 ///
 /// # Cancel safety
@@ -294,7 +294,7 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
     };
     for s in &scenarios {
         if !SCENARIOS.contains(&s.as_str()) {
-            return Err(crate::exit::UsageError(format!(
+            return Err(leasehold_cli::exit::UsageError(format!(
                 "unknown scenario {s:?}; one of {}",
                 SCENARIOS.join(", ")
             ))
@@ -303,7 +303,7 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
     }
     for l in &locks {
         if !LOCKS.contains(&l.as_str()) {
-            return Err(crate::exit::UsageError(format!(
+            return Err(leasehold_cli::exit::UsageError(format!(
                 "unknown lock {l:?}; one of {}",
                 LOCKS.join(", ")
             ))
@@ -334,9 +334,9 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
         .filter(|o| o.lock == "leasehold")
         .all(|o| o.violations() == 0);
     Ok(if leasehold_clean {
-        crate::exit::OK
+        leasehold_cli::exit::OK
     } else {
-        crate::exit::FAILURE
+        leasehold_cli::exit::FAILURE
     })
 }
 

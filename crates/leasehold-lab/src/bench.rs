@@ -1,4 +1,4 @@
-//! The benchmark behind `leasehold bench`: ratios against baselines measured in the same
+//! The benchmark behind `leasehold-lab bench`: ratios against baselines measured in the same
 //! run, on a private redis-server on a free loopback port.
 //!
 //! (a) uncontended acquire+release cycles/s vs raw redis-rs running the same two scripts;
@@ -608,7 +608,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
     }
     drop(server);
     print_rows(&rows, args.json)?;
-    Ok(crate::exit::OK)
+    Ok(leasehold_cli::exit::OK)
 }
 
 fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {

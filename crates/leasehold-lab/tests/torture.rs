@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leasehold_cli::torture::{run_cell, Outcome, SCENARIOS};
+use leasehold_lab::torture::{run_cell, Outcome, SCENARIOS};
 
 const CELL: Duration = Duration::from_secs(2);
 
@@ -69,4 +69,22 @@ async fn seed_004_a_retry_after_a_lost_reply_misreports_a_granted_lock() {
     })
     .await;
     assert!(o.violations() > 0);
+}
+
+#[test]
+fn the_lab_binary_offers_the_demo_the_benchmark_and_the_torture_suite() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold-lab"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["demo", "bench", "torture"] {
+        assert!(help.contains(command), "{help}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold-lab"))
+        .args(["torture", "--scenario", "no-such-scenario"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

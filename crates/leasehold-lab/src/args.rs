@@ -1,0 +1,82 @@
+//! The lab's command line: `demo`, `bench` and `torture`, with the product CLI's global
+//! `--redis` and `-v` options.
+
+use clap::{Args, Parser, Subcommand};
+
+/// leasehold's lab: the demo, the benchmark and the torture suite.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold-lab", version, after_help = leasehold_cli::exit::TABLE)]
+pub struct LabCli {
+    /// Redis URL, like redis://user:password@host:6379/0. The password may also come from
+    /// REDIS_PASSWORD. Default: a private redis-server started for the run.
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// More output on stderr (-v, -vv, -vvv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// The lab's commands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Measure leasehold against raw Redis round trips and the rslock crate.
+    Bench(BenchArgs),
+    /// A short, visible tour: contention, faults, and a naive lock failing beside leasehold.
+    Demo(DemoArgs),
+    /// Fault scenarios against leasehold and naive locks, judged by a history checker.
+    Torture(TortureArgs),
+}
+
+/// `leasehold-lab torture`.
+#[derive(Debug, Args)]
+pub struct TortureArgs {
+    /// Seconds per scenario and lock.
+    #[arg(long, default_value_t = 3)]
+    pub secs: u64,
+    /// Scenarios to run (default: all): baseline, dropped-replies, late-replies,
+    /// connection-resets, paused-holder, redis-paused, cancelled-acquires.
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Locks to run (default: all): leasehold, setnx-expire, getset, no-renewal,
+    /// retry-on-timeout.
+    #[arg(long = "lock")]
+    pub locks: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `leasehold-lab bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 1)]
+    pub secs: u64,
+    /// Rounds per measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Leases held for the renewal measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `leasehold-lab demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Workers contending for the demo lock.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+}
