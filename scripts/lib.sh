@@ -57,3 +57,13 @@ ensure_cargo() {
     fi
   fi
 }
+
+# python3 runs the rust-version check (and the Python interop client, in its own venv).
+ensure_python() {
+  if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    return
+  fi
+  echo "== python3 (with venv) not found: installing it with apt-get"
+  apt_install python3 python3-venv
+  command -v python3 >/dev/null 2>&1 || { echo "python3 still not found after install" >&2; exit 1; }
+}

@@ -42,7 +42,7 @@ pub(crate) fn validate_ttl(ttl: Duration) -> crate::Result<()> {
 /// Milliseconds for Redis, rounded up so a lease is never shorter than asked.
 pub(crate) fn millis(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let ms = if d.as_nanos() % 1_000_000 != 0 {
+    let ms = if !d.as_nanos().is_multiple_of(1_000_000) {
         ms + 1
     } else {
         ms

@@ -92,7 +92,7 @@ fn plain_threads_taking_a_blocking_lock_never_overlap_or_lose_an_update() {
                     thread::yield_now();
                     counter.store(seen + 1, Ordering::SeqCst);
                     inside.fetch_sub(1, Ordering::SeqCst);
-                    if (round + t as u64) % 2 == 0 {
+                    if (round + t as u64).is_multiple_of(2) {
                         assert_eq!(guard.release().expect("release"), ReleaseOutcome::Released);
                     } else {
                         drop(guard); // released in the background

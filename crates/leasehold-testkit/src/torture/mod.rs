@@ -130,7 +130,7 @@ pub async fn run_workers(
                         holds += 1;
                         let pause = plan
                             .pause_every
-                            .filter(|(n, _)| *n > 0 && holds % n == 0)
+                            .filter(|(n, _)| *n > 0 && holds.is_multiple_of(*n))
                             .map(|(_, d)| d);
                         work(w, holds, hold, &plan, &resource, pause).await;
                     }
