@@ -43,14 +43,12 @@ pub struct TortureArgs {
     /// Seconds per scenario and lock.
     #[arg(long, default_value_t = 3)]
     pub secs: u64,
-    /// Scenarios to run (default: all): baseline, dropped-replies, late-replies,
-    /// connection-resets, paused-holder, redis-paused, cancelled-acquires.
-    #[arg(long = "scenario")]
-    pub scenarios: Vec<String>,
-    /// Locks to run (default: all): leasehold, setnx-expire, getset, no-renewal,
-    /// retry-on-timeout.
-    #[arg(long = "lock")]
-    pub locks: Vec<String>,
+    /// Scenarios to run (default: all; repeat the flag for several).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<crate::torture::Scenario>,
+    /// Locks to run (default: all; repeat the flag for several).
+    #[arg(long = "lock", value_enum)]
+    pub locks: Vec<crate::torture::LockKind>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

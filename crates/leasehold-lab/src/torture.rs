@@ -19,26 +19,9 @@ use leasehold_testkit::torture::{
 use leasehold_testkit::{FaultProxy, FencedResource, History, Match, RedisServer, Rule};
 use serde::Serialize;
 
-/// The named scenarios.
-pub const SCENARIOS: [&str; 8] = [
-    "baseline",
-    "dropped-replies",
-    "late-replies",
-    "connection-resets",
-    "paused-holder",
-    "redis-paused",
-    "redis-restart",
-    "cancelled-acquires",
-];
+mod scenario;
 
-/// The locks under test.
-pub const LOCKS: [&str; 5] = [
-    "leasehold",
-    "setnx-expire",
-    "getset",
-    "no-renewal",
-    "retry-on-timeout",
-];
+pub use scenario::{Fault, LockKind, Scenario};
 
 const TTL: Duration = Duration::from_millis(400);
 const WORKERS: usize = 4;
@@ -47,9 +30,9 @@ const WORKERS: usize = 4;
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// The scenario.
-    pub scenario: String,
+    pub scenario: Scenario,
     /// The lock.
-    pub lock: String,
+    pub lock: LockKind,
     /// Acquisitions recorded.
     pub acquisitions: usize,
     /// Overlapping holds in which neither holder had been told its lease was lost.
@@ -144,21 +127,20 @@ impl LockUnderTest for LeaseholdUnderTest {
     }
 }
 
-fn lock_for(kind: &str, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
+fn lock_for(kind: LockKind, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
     Ok(match kind {
-        "leasehold" => Arc::new(LeaseholdUnderTest {
+        LockKind::Leasehold => Arc::new(LeaseholdUnderTest {
             client: Client::builder(url)
                 .response_timeout(Duration::from_millis(150))
                 .build()?,
         }),
-        "setnx-expire" => Arc::new(SetnxExpireLock { url: url.into() }),
-        "getset" => Arc::new(GetsetTimestampLock { url: url.into() }),
-        "no-renewal" => Arc::new(NoRenewalLock { url: url.into() }),
-        "retry-on-timeout" => Arc::new(RetryOnTimeoutLock {
+        LockKind::SetnxExpire => Arc::new(SetnxExpireLock { url: url.into() }),
+        LockKind::Getset => Arc::new(GetsetTimestampLock { url: url.into() }),
+        LockKind::NoRenewal => Arc::new(NoRenewalLock { url: url.into() }),
+        LockKind::RetryOnTimeout => Arc::new(RetryOnTimeoutLock {
             url: url.into(),
             timeout: Duration::from_millis(150),
         }),
-        other => anyhow::bail!("unknown lock {other:?} (one of {LOCKS:?})"),
     })
 }
 
@@ -167,14 +149,10 @@ fn lock_for(kind: &str, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
 /// # Cancel safety
 /// Cancel-safe: each cell has its own private redis-server, stopped when the future is dropped; its workers are detached tasks that end at the cell's deadline.
 pub async fn run_cell(
-    scenario: &str,
-    lock_kind: &str,
+    scenario: Scenario,
+    lock_kind: LockKind,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    anyhow::ensure!(
-        SCENARIOS.contains(&scenario),
-        "unknown scenario {scenario:?} (one of {SCENARIOS:?})"
-    );
     let mut server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start()).await??;
     let proxy = FaultProxy::start(server.addr()).await?;
     let lock = lock_for(lock_kind, &proxy.url())?;
@@ -186,9 +164,8 @@ pub async fn run_cell(
         wait: Duration::from_millis(300),
         writes: 3,
         work: Duration::from_millis(10),
-        pause_every: (scenario == "paused-holder").then_some((3, TTL * 2)),
-        cancel_acquires_within: (scenario == "cancelled-acquires")
-            .then_some(Duration::from_millis(3)),
+        pause_every: scenario.holder_pauses(),
+        cancel_acquires_within: scenario.acquire_cancellation(),
     };
     let until = Instant::now() + duration;
     let faults = inject(scenario, &mut server, &proxy, until);
@@ -203,8 +180,8 @@ pub async fn run_cell(
     }
     let report = history.check();
     Ok(Outcome {
-        scenario: scenario.into(),
-        lock: lock_kind.into(),
+        scenario,
+        lock: lock_kind,
         acquisitions: report.acquisitions,
         overlaps: report.overlaps.len(),
         stale_writes_accepted: report.stale_writes_accepted.len(),
@@ -216,64 +193,79 @@ pub async fn run_cell(
     })
 }
 
-/// The fault loop of a scenario, until `until`.
+/// The fault loop of a scenario: its proxy and server faults, in turn, until `until`
+/// (holder pauses and cancelled acquires are the workers' plan).
 fn inject<'a>(
-    scenario: &str,
+    scenario: Scenario,
     server: &'a mut RedisServer,
     proxy: &'a FaultProxy,
     until: Instant,
 ) -> BoxFuture<'a, ()> {
-    let scenario = scenario.to_string();
     Box::pin(async move {
+        let faults: Vec<Fault> = scenario
+            .faults()
+            .iter()
+            .copied()
+            .filter(|f| !matches!(f, Fault::PauseHolders { .. } | Fault::CancelAcquires { .. }))
+            .collect();
+        if faults.is_empty() {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
         while Instant::now() < until {
-            match scenario.as_str() {
-                "dropped-replies" | "late-replies" => {
-                    let writes = Match::custom(Arc::new(|args: &[Vec<u8>]| {
-                        args.first().is_some_and(|c| {
-                            c.eq_ignore_ascii_case(b"SET")
-                                || c.eq_ignore_ascii_case(b"EVALSHA")
-                                || c.eq_ignore_ascii_case(b"SETNX")
-                        })
-                    }));
-                    let rule = Rule::reply_to(writes);
-                    // Replies later than the clients' 150 ms timeout, or never.
-                    let _rule = if scenario == "late-replies" {
-                        proxy.add_rule(rule.first(8).delay(Duration::from_millis(250)))
-                    } else {
-                        proxy.add_rule(rule.first(1).drop())
-                    };
-                    tokio::time::sleep(Duration::from_millis(if scenario == "late-replies" {
-                        400
-                    } else {
-                        50
-                    }))
-                    .await;
+            for fault in &faults {
+                if !inject_once(*fault, server, proxy).await {
+                    return;
                 }
-                "connection-resets" => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    proxy.reset_all();
-                }
-                "redis-paused" => {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    let pause = server.pause();
-                    tokio::time::sleep(TTL * 2).await; // the scenario: Redis stopped past the lease
-                    pause.resume();
-                }
-                "redis-restart" => {
-                    tokio::time::sleep(Duration::from_millis(700)).await;
-                    // Without persistence, Redis must stay down for at least the longest
-                    // lease before it comes back (a delayed restart, as Redis's own
-                    // distributed-lock notes require): every lease has ended by then.
-                    tokio::task::block_in_place(|| server.stop());
-                    tokio::time::sleep(TTL + Duration::from_millis(100)).await; // the scenario
-                    if tokio::task::block_in_place(|| server.try_restart()).is_err() {
-                        return;
-                    }
-                }
-                _ => tokio::time::sleep_until(until.into()).await,
             }
         }
     })
+}
+
+/// Inject `fault` once (each takes a bounded time); false if the server cannot go on.
+async fn inject_once(fault: Fault, server: &mut RedisServer, proxy: &FaultProxy) -> bool {
+    let writes = || {
+        Rule::reply_to(Match::custom(Arc::new(|args: &[Vec<u8>]| {
+            args.first().is_some_and(|c| {
+                c.eq_ignore_ascii_case(b"SET")
+                    || c.eq_ignore_ascii_case(b"EVALSHA")
+                    || c.eq_ignore_ascii_case(b"SETNX")
+            })
+        })))
+    };
+    match fault {
+        Fault::DropWriteReplies { first, period } => {
+            let _rule = proxy.add_rule(writes().first(first).drop());
+            tokio::time::sleep(period).await; // the scenario's fault period
+        }
+        Fault::DelayWriteReplies { first, by, period } => {
+            let _rule = proxy.add_rule(writes().first(first).delay(by));
+            tokio::time::sleep(period).await; // the scenario's fault period
+        }
+        Fault::ResetConnections { period } => {
+            tokio::time::sleep(period).await; // the scenario's fault period
+            proxy.reset_all();
+        }
+        Fault::PauseRedis { after, pause } => {
+            tokio::time::sleep(after).await;
+            let paused = server.pause();
+            tokio::time::sleep(pause).await; // the scenario: Redis stopped past the lease
+            paused.resume();
+        }
+        Fault::RestartRedis { after, down } => {
+            tokio::time::sleep(after).await;
+            // Without persistence, Redis must stay down for at least the longest lease
+            // before it comes back (a delayed restart, as Redis's own distributed-lock
+            // notes require): every lease has ended by then.
+            tokio::task::block_in_place(|| server.stop());
+            tokio::time::sleep(down).await; // the scenario
+            if tokio::task::block_in_place(|| server.try_restart()).is_err() {
+                return false;
+            }
+        }
+        Fault::PauseHolders { .. } | Fault::CancelAcquires { .. } => {}
+    }
+    true
 }
 
 /// `leasehold-lab torture`: run the chosen cells with a progress bar and print the table.
@@ -282,34 +274,16 @@ fn inject<'a>(
 /// # Cancel safety
 /// As for [`run_cell`].
 pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
-    let scenarios: Vec<String> = if args.scenarios.is_empty() {
-        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
     } else {
         args.scenarios.clone()
     };
-    let locks: Vec<String> = if args.locks.is_empty() {
-        LOCKS.iter().map(|s| s.to_string()).collect()
+    let locks: Vec<LockKind> = if args.locks.is_empty() {
+        LockKind::ALL.to_vec()
     } else {
         args.locks.clone()
     };
-    for s in &scenarios {
-        if !SCENARIOS.contains(&s.as_str()) {
-            return Err(leasehold_cli::exit::UsageError(format!(
-                "unknown scenario {s:?}; one of {}",
-                SCENARIOS.join(", ")
-            ))
-            .into());
-        }
-    }
-    for l in &locks {
-        if !LOCKS.contains(&l.as_str()) {
-            return Err(leasehold_cli::exit::UsageError(format!(
-                "unknown lock {l:?}; one of {}",
-                LOCKS.join(", ")
-            ))
-            .into());
-        }
-    }
     let secs = args.secs.clamp(1, 600);
     let pb = indicatif::ProgressBar::new((scenarios.len() * locks.len()) as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
@@ -319,7 +293,7 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
     for s in &scenarios {
         for l in &locks {
             pb.set_message(format!("{s} × {l}"));
-            outcomes.push(run_cell(s, l, Duration::from_secs(secs)).await?);
+            outcomes.push(run_cell(*s, *l, Duration::from_secs(secs)).await?);
             pb.inc(1);
         }
     }
@@ -331,7 +305,7 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
     }
     let leasehold_clean = outcomes
         .iter()
-        .filter(|o| o.lock == "leasehold")
+        .filter(|o| o.lock == LockKind::Leasehold)
         .all(|o| o.violations() == 0);
     Ok(if leasehold_clean {
         leasehold_cli::exit::OK

@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use leasehold_lab::torture::{run_cell, Outcome, SCENARIOS};
+use leasehold_lab::torture::{run_cell, LockKind, Outcome, Scenario};
 
 const CELL: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leasehold_shows_no_violation_in_any_scenario() {
-    for scenario in SCENARIOS {
-        let o = run_cell(scenario, "leasehold", CELL).await.unwrap();
+    for scenario in Scenario::ALL {
+        let o = run_cell(scenario, LockKind::Leasehold, CELL).await.unwrap();
         assert_eq!(o.violations(), 0, "{o:?}");
         assert!(o.acquisitions > 0, "no work was done: {o:?}");
-        if scenario == "paused-holder" {
+        if scenario == Scenario::PausedHolder {
             // Holders paused past their lease were told, and stopped: the checks above
             // were not vacuous.
             assert!(o.lost_notices > 0, "{o:?}");
@@ -23,7 +23,7 @@ async fn leasehold_shows_no_violation_in_any_scenario() {
 
 /// Run `lock` in `scenario` until `found` says the violation showed (at most 3 runs: the
 /// faults are timed, not scripted).
-async fn caught(scenario: &str, lock: &str, found: impl Fn(&Outcome) -> bool) -> Outcome {
+async fn caught(scenario: Scenario, lock: LockKind, found: impl Fn(&Outcome) -> bool) -> Outcome {
     let mut last = None;
     for _ in 0..3 {
         let o = run_cell(scenario, lock, CELL).await.unwrap();
@@ -37,7 +37,7 @@ async fn caught(scenario: &str, lock: &str, found: impl Fn(&Outcome) -> bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_setnx_then_expire_leaves_a_key_without_ttl_when_cancelled() {
-    let o = caught("cancelled-acquires", "setnx-expire", |o| {
+    let o = caught(Scenario::CancelledAcquires, LockKind::SetnxExpire, |o| {
         o.keys_without_ttl > 0
     })
     .await;
@@ -46,7 +46,7 @@ async fn seed_000_setnx_then_expire_leaves_a_key_without_ttl_when_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_getset_timestamps_with_del_unlock_overlap_when_a_holder_pauses() {
-    let o = caught("paused-holder", "getset", |o| {
+    let o = caught(Scenario::PausedHolder, LockKind::Getset, |o| {
         o.overlaps > 0 && o.stale_writes_accepted > 0
     })
     .await;
@@ -55,7 +55,7 @@ async fn seed_002_getset_timestamps_with_del_unlock_overlap_when_a_holder_pauses
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_003_a_lock_without_renewal_or_fencing_lets_a_paused_holder_write_stale() {
-    let o = caught("paused-holder", "no-renewal", |o| {
+    let o = caught(Scenario::PausedHolder, LockKind::NoRenewal, |o| {
         o.overlaps > 0 && o.stale_writes_accepted > 0
     })
     .await;
@@ -64,7 +64,7 @@ async fn seed_003_a_lock_without_renewal_or_fencing_lets_a_paused_holder_write_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_004_a_retry_after_a_lost_reply_misreports_a_granted_lock() {
-    let o = caught("dropped-replies", "retry-on-timeout", |o| {
+    let o = caught(Scenario::DroppedReplies, LockKind::RetryOnTimeout, |o| {
         o.misreported_refusals > 0
     })
     .await;

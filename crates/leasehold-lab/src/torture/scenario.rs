@@ -1,0 +1,270 @@
+//! The torture suite's cells as data: each [`Scenario`] names the faults it injects
+//! ([`Fault`]), and each [`LockKind`] one lock under test. Nothing here runs anything; the
+//! cell runner in `torture.rs` reads these lists.
+//!
+//! Invariants: every duration is bounded and relative to the cells' 400 ms lease; the
+//! names are the command line's and the JSON output's (kebab-case), and never change.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A named fault scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// No faults: contention only.
+    Baseline,
+    /// Replies to writes lost (seed 004).
+    DroppedReplies,
+    /// Replies to writes later than the clients' timeout.
+    LateReplies,
+    /// Every connection reset now and then.
+    ConnectionResets,
+    /// Holders paused past their lease (seeds 002 and 003).
+    PausedHolder,
+    /// Redis paused (SIGSTOP) past the lease.
+    RedisPaused,
+    /// Redis restarted without persistence, after the longest lease.
+    RedisRestart,
+    /// Acquires cancelled mid-call (seed 000).
+    CancelledAcquires,
+}
+
+/// One fault of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every `period`, drop the replies to the next `first` write commands (SET, SETNX,
+    /// EVALSHA).
+    DropWriteReplies {
+        /// How many replies each time.
+        first: usize,
+        /// How often.
+        period: Duration,
+    },
+    /// Every `period`, delay the replies to the next `first` write commands by `by`.
+    DelayWriteReplies {
+        /// How many replies each time.
+        first: usize,
+        /// The delay (longer than the clients' 150 ms timeout).
+        by: Duration,
+        /// How often.
+        period: Duration,
+    },
+    /// Reset every connection through the proxy after each `period`.
+    ResetConnections {
+        /// How often.
+        period: Duration,
+    },
+    /// After `after`, pause Redis for `pause`, again and again.
+    PauseRedis {
+        /// Running time before each pause.
+        after: Duration,
+        /// How long Redis stays stopped.
+        pause: Duration,
+    },
+    /// After `after`, stop Redis and start it again, without its data, `down` later.
+    RestartRedis {
+        /// Running time before each restart.
+        after: Duration,
+        /// How long Redis stays down (longer than every lease: a delayed restart).
+        down: Duration,
+    },
+    /// Every `every`-th hold, the holder pauses for `pause` while holding.
+    PauseHolders {
+        /// Which holds pause.
+        every: usize,
+        /// For how long (past the lease).
+        pause: Duration,
+    },
+    /// Acquires are cancelled within `within` of their start.
+    CancelAcquires {
+        /// The longest an acquire runs before it is cancelled.
+        within: Duration,
+    },
+}
+
+impl Scenario {
+    /// Every scenario, in the table's order.
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Baseline,
+        Scenario::DroppedReplies,
+        Scenario::LateReplies,
+        Scenario::ConnectionResets,
+        Scenario::PausedHolder,
+        Scenario::RedisPaused,
+        Scenario::RedisRestart,
+        Scenario::CancelledAcquires,
+    ];
+
+    /// The scenario's name (the command line's and the table's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Baseline => "baseline",
+            Scenario::DroppedReplies => "dropped-replies",
+            Scenario::LateReplies => "late-replies",
+            Scenario::ConnectionResets => "connection-resets",
+            Scenario::PausedHolder => "paused-holder",
+            Scenario::RedisPaused => "redis-paused",
+            Scenario::RedisRestart => "redis-restart",
+            Scenario::CancelledAcquires => "cancelled-acquires",
+        }
+    }
+
+    /// The faults the scenario injects (the cells' lease is 400 ms).
+    pub fn faults(self) -> &'static [Fault] {
+        match self {
+            Scenario::Baseline => &[],
+            Scenario::DroppedReplies => {
+                const F: &[Fault] = &[Fault::DropWriteReplies {
+                    first: 1,
+                    period: Duration::from_millis(50),
+                }];
+                F
+            }
+            Scenario::LateReplies => {
+                const F: &[Fault] = &[Fault::DelayWriteReplies {
+                    first: 8,
+                    by: Duration::from_millis(250),
+                    period: Duration::from_millis(400),
+                }];
+                F
+            }
+            Scenario::ConnectionResets => {
+                const F: &[Fault] = &[Fault::ResetConnections {
+                    period: Duration::from_millis(200),
+                }];
+                F
+            }
+            Scenario::PausedHolder => {
+                const F: &[Fault] = &[Fault::PauseHolders {
+                    every: 3,
+                    pause: Duration::from_millis(800),
+                }];
+                F
+            }
+            Scenario::RedisPaused => {
+                const F: &[Fault] = &[Fault::PauseRedis {
+                    after: Duration::from_millis(300),
+                    pause: Duration::from_millis(800),
+                }];
+                F
+            }
+            Scenario::RedisRestart => {
+                const F: &[Fault] = &[Fault::RestartRedis {
+                    after: Duration::from_millis(700),
+                    down: Duration::from_millis(500),
+                }];
+                F
+            }
+            Scenario::CancelledAcquires => {
+                const F: &[Fault] = &[Fault::CancelAcquires {
+                    within: Duration::from_millis(3),
+                }];
+                F
+            }
+        }
+    }
+
+    /// The holder pauses of the scenario, if any: `(every n-th hold, for how long)`.
+    pub fn holder_pauses(self) -> Option<(usize, Duration)> {
+        self.faults().iter().find_map(|f| match f {
+            Fault::PauseHolders { every, pause } => Some((*every, *pause)),
+            _ => None,
+        })
+    }
+
+    /// How soon the scenario cancels acquires, if it does.
+    pub fn acquire_cancellation(self) -> Option<Duration> {
+        self.faults().iter().find_map(|f| match f {
+            Fault::CancelAcquires { within } => Some(*within),
+            _ => None,
+        })
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A lock under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// leasehold itself.
+    Leasehold,
+    /// `SETNX` then `EXPIRE`, `DEL` to unlock (seed 000).
+    SetnxExpire,
+    /// `GETSET` timestamps with a `DEL` unlock (seed 002).
+    Getset,
+    /// `SET NX PX` without renewal or fencing (seed 003).
+    NoRenewal,
+    /// `SET NX PX` retried after a timeout (seed 004).
+    RetryOnTimeout,
+}
+
+impl LockKind {
+    /// Every lock, in the table's order.
+    pub const ALL: [LockKind; 5] = [
+        LockKind::Leasehold,
+        LockKind::SetnxExpire,
+        LockKind::Getset,
+        LockKind::NoRenewal,
+        LockKind::RetryOnTimeout,
+    ];
+
+    /// The lock's name (the command line's and the table's).
+    pub fn name(self) -> &'static str {
+        match self {
+            LockKind::Leasehold => "leasehold",
+            LockKind::SetnxExpire => "setnx-expire",
+            LockKind::Getset => "getset",
+            LockKind::NoRenewal => "no-renewal",
+            LockKind::RetryOnTimeout => "retry-on-timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for LockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn every_scenario_and_lock_name_is_its_command_line_value() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_str(s.name(), false), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+        for l in LockKind::ALL {
+            assert_eq!(LockKind::from_str(l.name(), false), Ok(l));
+            assert_eq!(serde_json::to_value(l).unwrap(), l.name());
+        }
+        assert_eq!(Scenario::value_variants().len(), Scenario::ALL.len());
+        assert_eq!(LockKind::value_variants().len(), LockKind::ALL.len());
+    }
+
+    #[test]
+    fn only_the_pause_and_cancel_scenarios_change_the_workers_plan() {
+        for s in Scenario::ALL {
+            assert_eq!(
+                s.holder_pauses().is_some(),
+                s == Scenario::PausedHolder,
+                "{s}"
+            );
+            assert_eq!(
+                s.acquire_cancellation().is_some(),
+                s == Scenario::CancelledAcquires,
+                "{s}"
+            );
+        }
+    }
+}
