@@ -335,7 +335,7 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
     tracing::info!(renewals = s1.renewed - s0.renewed, periods, "watchdog");
 
     // Naive: one extend script per lease, 64 in flight, on a plain multiplexed connection.
-    let extend = Arc::new(Script::new(leasehold::scripts::EXTEND_LUA));
+    let extend = Arc::new(Script::new(leasehold::scripts::EXTEND.plain));
     let u2 = redis_usec(con).await;
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();

@@ -1,5 +1,10 @@
 //! The Lua scripts, one per operation, each hashed once and sent with `EVALSHA`.
 //!
+//! Each script is assembled at build time from a first line naming the publish command
+//! (`PUBLISH`, or `SPUBLISH` for Redis Cluster), the shared prelude (`scripts/prelude.lua`:
+//! reply tag, server time, fencing tokens, waiter queues, handoff, lease sets) and the
+//! script's own file; nothing rewrites script text at run time.
+//!
 //! Every mutation leasehold makes is one of these scripts (invariant 2): it runs
 //! atomically on the server, checks ownership itself, and is sent as `EVALSHA` with a
 //! single `SCRIPT LOAD` fallback on `NOSCRIPT`, so a `SCRIPT FLUSH` is transparent. The
@@ -9,77 +14,160 @@
 
 use std::io;
 
-use std::borrow::Cow;
-
 use crate::conn::Con;
 use redis::{FromRedisValue, RedisError, RedisResult, ToRedisArgs};
 
-/// Source of the acquire script.
-pub const ACQUIRE_LUA: &str = include_str!("scripts/acquire.lua");
-/// Source of the release script (with the shared handoff function).
-pub const RELEASE_LUA: &str = concat!(
-    include_str!("scripts/handoff.lua"),
-    include_str!("scripts/release.lua")
-);
-/// Source of the leave script (with the shared handoff function).
-pub const LEAVE_LUA: &str = concat!(
-    include_str!("scripts/handoff.lua"),
-    include_str!("scripts/leave.lua")
-);
-
-/// How long a released lock stays reserved for the waiter it was handed to (ms). If that
-/// waiter does not claim it in time (it crashed, or gave up), anyone may take it.
-pub const RESERVATION_MS: u64 = 100;
-/// Source of the batch renewal script.
-pub const RENEW_LUA: &str = include_str!("scripts/renew.lua");
-/// Source of the operator's force-release script (with the shared handoff function).
-pub const FORCE_RELEASE_LUA: &str = concat!(
-    include_str!("scripts/handoff.lua"),
-    include_str!("scripts/force_release.lua")
-);
-/// Source of the (read-only) inspect script.
-pub const INSPECT_LUA: &str = include_str!("scripts/inspect.lua");
-/// Source of the extend script.
-pub const EXTEND_LUA: &str = include_str!("scripts/extend.lua");
-/// Source of the RedLock fence-raising script.
-pub const RAISE_FENCE_LUA: &str = include_str!("scripts/raise_fence.lua");
-
-macro_rules! with_members {
-    ($file:literal) => {
+/// A script as sent: line 1 names the publish command (`PUBLISH`, or `SPUBLISH` on Redis
+/// Cluster, so a release's announcement stays on the node that owns the lock's slot), then
+/// the shared prelude (`scripts/prelude.lua`), then the script's own file. Assembled at
+/// build time; `PROTOCOL.md` documents the same assembly for other clients.
+macro_rules! assembled {
+    ($publish:literal, $file:literal) => {
         concat!(
-            include_str!("scripts/members.lua"),
+            "local PUBLISH = '",
+            $publish,
+            "'\n",
+            include_str!("scripts/prelude.lua"),
             include_str!(concat!("scripts/", $file))
         )
     };
 }
-/// Source of the semaphore acquire script (with the shared lease-set functions).
-pub const SEM_ACQUIRE_LUA: &str = with_members!("sem_acquire.lua");
-/// Source of the (read-only) semaphore count script.
-pub const SEM_COUNT_LUA: &str = include_str!("scripts/sem_count.lua");
-/// Source of the lease-set member release script (a permit or a reader).
-pub const MEMBER_RELEASE_LUA: &str = with_members!("member_release.lua");
-/// Source of the lease-set member renew/extend script (a permit or a reader).
-pub const MEMBER_RENEW_LUA: &str = with_members!("member_renew.lua");
-/// Source of the read-write lock's read acquire script.
-pub const RW_READ_LUA: &str = with_members!("rw_read.lua");
-/// Source of the read-write lock's write acquire script.
-pub const RW_WRITE_LUA: &str = with_members!("rw_write.lua");
-/// Source of the read-write lock's write release script.
-pub const RW_RELEASE_LUA: &str = with_members!("rw_release.lua");
-/// Source of the read-write lock's leave script (a waiting writer gives up).
-pub const RW_LEAVE_LUA: &str = with_members!("rw_leave.lua");
+
+/// The two assemblies of one script file: for one server (and Sentinel, RedLock) and for
+/// Redis Cluster.
+macro_rules! source {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        pub const $name: Source = Source {
+            plain: assembled!("PUBLISH", $file),
+            sharded: assembled!("SPUBLISH", $file),
+        };
+    };
+}
+
+/// A script's source, assembled for one server or for Redis Cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// Announces with `PUBLISH` (one server, Sentinel, RedLock).
+    pub plain: &'static str,
+    /// Announces with `SPUBLISH` (Redis Cluster).
+    pub sharded: &'static str,
+}
+
+impl Source {
+    /// The assembly for a cluster (`sharded`) or not.
+    pub fn for_cluster(&self, sharded: bool) -> &'static str {
+        if sharded {
+            self.sharded
+        } else {
+            self.plain
+        }
+    }
+}
+
+/// The shared prelude, as assembled in front of every script.
+pub const PRELUDE_LUA: &str = include_str!("scripts/prelude.lua");
+
+source!(
+    /// The acquire script.
+    ACQUIRE,
+    "acquire.lua"
+);
+source!(
+    /// The release script.
+    RELEASE,
+    "release.lua"
+);
+source!(
+    /// The leave script (a waiter gives up its place).
+    LEAVE,
+    "leave.lua"
+);
+source!(
+    /// The batch renewal script.
+    RENEW,
+    "renew.lua"
+);
+source!(
+    /// The operator's force-release script.
+    FORCE_RELEASE,
+    "force_release.lua"
+);
+source!(
+    /// The (read-only) inspect script.
+    INSPECT,
+    "inspect.lua"
+);
+source!(
+    /// The extend script.
+    EXTEND,
+    "extend.lua"
+);
+source!(
+    /// The RedLock fence-raising script.
+    RAISE_FENCE,
+    "raise_fence.lua"
+);
+source!(
+    /// The semaphore acquire script.
+    SEM_ACQUIRE,
+    "sem_acquire.lua"
+);
+source!(
+    /// The (read-only) semaphore count script.
+    SEM_COUNT,
+    "sem_count.lua"
+);
+source!(
+    /// The lease-set member release script (a permit or a reader).
+    MEMBER_RELEASE,
+    "member_release.lua"
+);
+source!(
+    /// The lease-set member renew/extend script (a permit or a reader).
+    MEMBER_RENEW,
+    "member_renew.lua"
+);
+source!(
+    /// The read-write lock's read acquire script.
+    RW_READ,
+    "rw_read.lua"
+);
+source!(
+    /// The read-write lock's write acquire script.
+    RW_WRITE,
+    "rw_write.lua"
+);
+source!(
+    /// The read-write lock's write release script.
+    RW_RELEASE,
+    "rw_release.lua"
+);
+source!(
+    /// The read-write lock's leave script (a waiting writer gives up).
+    RW_LEAVE,
+    "rw_leave.lua"
+);
+
+/// Source of the acquire script, as sent to one server.
+pub const ACQUIRE_LUA: &str = ACQUIRE.plain;
+/// Source of the release script, as sent to one server.
+pub const RELEASE_LUA: &str = RELEASE.plain;
+
+/// How long a released lock stays reserved for the waiter it was handed to (ms). If that
+/// waiter does not claim it in time (it crashed, or gave up), anyone may take it.
+pub const RESERVATION_MS: u64 = 100;
 
 /// One script: its source and SHA1 (computed once).
 pub(crate) struct Script {
-    code: Cow<'static, str>,
+    code: &'static str,
     hash: String,
 }
 
 impl Script {
-    fn new(code: impl Into<Cow<'static, str>>) -> Self {
-        let code = code.into();
+    fn new(code: &'static str) -> Self {
         Script {
-            hash: redis::Script::new(&code).get_hash().to_string(),
+            hash: redis::Script::new(code).get_hash().to_string(),
             code,
         }
     }
@@ -156,7 +244,7 @@ impl Call<'_> {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let hash: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(&*self.script.code)
+                    .arg(self.script.code)
                     .query_async(con)
                     .await?;
                 if hash != self.script.hash {
@@ -195,30 +283,80 @@ impl Scripts {
     /// The scripts; `sharded` (Redis Cluster): releases announce themselves with
     /// `SPUBLISH`, so that only the node owning the lock's slot carries the message.
     pub(crate) fn new(sharded: bool) -> Self {
-        let publish = |code: &'static str| -> Cow<'static, str> {
-            if sharded {
-                Cow::Owned(code.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"))
-            } else {
-                Cow::Borrowed(code)
-            }
-        };
+        let script = |source: Source| Script::new(source.for_cluster(sharded));
         Scripts {
-            acquire: Script::new(ACQUIRE_LUA),
-            release: Script::new(publish(RELEASE_LUA)),
-            extend: Script::new(EXTEND_LUA),
-            leave: Script::new(publish(LEAVE_LUA)),
-            renew: Script::new(RENEW_LUA),
-            inspect: Script::new(INSPECT_LUA),
-            force_release: Script::new(publish(FORCE_RELEASE_LUA)),
-            raise_fence: Script::new(RAISE_FENCE_LUA),
-            sem_acquire: Script::new(SEM_ACQUIRE_LUA),
-            sem_count: Script::new(SEM_COUNT_LUA),
-            member_release: Script::new(publish(MEMBER_RELEASE_LUA)),
-            member_renew: Script::new(MEMBER_RENEW_LUA),
-            rw_read: Script::new(RW_READ_LUA),
-            rw_write: Script::new(RW_WRITE_LUA),
-            rw_release: Script::new(publish(RW_RELEASE_LUA)),
-            rw_leave: Script::new(publish(RW_LEAVE_LUA)),
+            acquire: script(ACQUIRE),
+            release: script(RELEASE),
+            extend: script(EXTEND),
+            leave: script(LEAVE),
+            renew: script(RENEW),
+            inspect: script(INSPECT),
+            force_release: script(FORCE_RELEASE),
+            raise_fence: script(RAISE_FENCE),
+            sem_acquire: script(SEM_ACQUIRE),
+            sem_count: script(SEM_COUNT),
+            member_release: script(MEMBER_RELEASE),
+            member_renew: script(MEMBER_RENEW),
+            rw_read: script(RW_READ),
+            rw_write: script(RW_WRITE),
+            rw_release: script(RW_RELEASE),
+            rw_leave: script(RW_LEAVE),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Source; 16] = [
+        ACQUIRE,
+        RELEASE,
+        LEAVE,
+        RENEW,
+        FORCE_RELEASE,
+        INSPECT,
+        EXTEND,
+        RAISE_FENCE,
+        SEM_ACQUIRE,
+        SEM_COUNT,
+        MEMBER_RELEASE,
+        MEMBER_RENEW,
+        RW_READ,
+        RW_WRITE,
+        RW_RELEASE,
+        RW_LEAVE,
+    ];
+
+    #[test]
+    fn every_script_is_the_publish_line_the_prelude_and_its_own_file() {
+        for source in ALL {
+            for (code, publish) in [(source.plain, "PUBLISH"), (source.sharded, "SPUBLISH")] {
+                let header = format!("local PUBLISH = '{publish}'\n");
+                assert!(code.starts_with(&header), "{code}");
+                let body = &code[header.len()..];
+                assert!(body.starts_with(PRELUDE_LUA));
+                let own = &body[PRELUDE_LUA.len()..];
+                // The prelude's functions are defined once, in the prelude.
+                for shared in [
+                    "local function reply",
+                    "local function handoff",
+                    "local function next_token",
+                ] {
+                    assert!(!own.contains(shared), "{shared} redefined in {own}");
+                }
+                assert!(!own.contains("redis.call('PUBLISH'"), "{own}");
+                assert!(!own.contains("redis.call('TIME')"), "{own}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_first_line_differs_between_the_one_server_and_the_cluster_assembly() {
+        for source in ALL {
+            let rest = |code: &'static str| code.split_once('\n').map(|(_, r)| r);
+            assert_eq!(rest(source.plain), rest(source.sharded));
+            assert_ne!(source.plain, source.sharded);
         }
     }
 }

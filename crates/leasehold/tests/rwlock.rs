@@ -540,7 +540,7 @@ async fn every_rwlock_key_has_a_ttl_except_the_fencing_counter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_to_a_read_or_write_acquire_still_grants_exactly_one_hold() {
-    use leasehold::scripts::{RW_READ_LUA, RW_WRITE_LUA};
+    use leasehold::scripts::{RW_READ, RW_WRITE};
     use leasehold_testkit::{Match, Rule};
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
@@ -555,14 +555,14 @@ async fn a_lost_reply_to_a_read_or_write_acquire_still_grants_exactly_one_hold()
     lock.try_write().await.unwrap().release().await.unwrap();
     // The read acquire runs at the server, but its reply is lost: the retry of the same
     // request must report that grant, not add a second reader.
-    let dropped = proxy.add_rule(Rule::reply_to(script(RW_READ_LUA)).first(1).drop());
+    let dropped = proxy.add_rule(Rule::reply_to(script(RW_READ.plain)).first(1).drop());
     let reader = lock.read().await.unwrap();
     assert_eq!(dropped.hits(), 1, "the first reply was dropped");
     assert_eq!(zcard(&mut con, &readers_key("seed004")).await, 1);
     assert_eq!(reader.release().await.unwrap(), ReleaseOutcome::Released);
     assert_eq!(zcard(&mut con, &readers_key("seed004")).await, 0);
 
-    let dropped = proxy.add_rule(Rule::reply_to(script(RW_WRITE_LUA)).first(1).drop());
+    let dropped = proxy.add_rule(Rule::reply_to(script(RW_WRITE.plain)).first(1).drop());
     let writer = lock.write().await.unwrap();
     assert_eq!(dropped.hits(), 1, "the first reply was dropped");
     assert_eq!(writer.hold_count(), 1);

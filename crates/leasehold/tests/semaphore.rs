@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{client, poll_until, pttl, sha, steady};
-use leasehold::scripts::SEM_ACQUIRE_LUA;
+use leasehold::scripts::SEM_ACQUIRE;
 use leasehold::{Client, ErrorKind, LostReason, Permit, ReleaseOutcome, Semaphore};
 use leasehold_testkit::{FaultProxy, Match, RedisServer, Rule};
 
@@ -167,7 +167,7 @@ async fn dropped_and_late_acquire_replies_never_cost_or_duplicate_a_permit() {
         sem.try_acquire().await.unwrap().release().await.unwrap();
     }
     let fence_before = fence(&mut con, NAME).await;
-    let acquire = || Match::command("EVALSHA").and(Match::arg_contains(sha(SEM_ACQUIRE_LUA)));
+    let acquire = || Match::command("EVALSHA").and(Match::arg_contains(sha(SEM_ACQUIRE.plain)));
     // The commands reach Redis, which grants; their replies are lost (6) or come after the
     // client's 250 ms response timeout (4). Each client retries with the same request id.
     let dropped = proxy.add_rule(Rule::reply_to(acquire()).first(6).drop());

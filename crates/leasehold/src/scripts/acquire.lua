@@ -11,39 +11,11 @@
 -- Returns {1, token, hold_count, pttl} when the caller holds the lock,
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
--- The last argument of every call is a reply tag (an integer below 2^48) that the reply
--- echoes as its last element, so a client can tell a reply that is not its own.
-local function reply(t)
-  t[#t + 1] = tonumber(ARGV[#ARGV])
-  return t
-end
+-- ARGV[#ARGV] reply tag (see the prelude).
 local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local waitms, queued, fair = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[8] == '1'
 local reqfield = 'r:' .. req
-
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-
--- Join the waiter queue (first come keeps its place) until now + waitms; every key keeps a TTL.
--- Places are ordered by server time (µs), made strictly increasing so no two tie.
-local function enqueue()
-  if waitms <= 0 then return end
-  local now = now_us()
-  if not redis.call('ZSCORE', queue, req) then
-    local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
-    local place = now
-    if last and tonumber(last) >= place then place = tonumber(last) + 1 end
-    -- Each write is followed at once by its TTL, so an error half-way (e.g. WRONGTYPE on
-    -- the second key) never leaves a key without one.
-    redis.call('ZADD', queue, 'NX', string.format('%.0f', place), req)
-  end
-  if redis.call('PTTL', queue) < waitms then redis.call('PEXPIRE', queue, waitms) end
-  redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
-  if redis.call('PTTL', expiries) < waitms then redis.call('PEXPIRE', expiries, waitms) end
-end
 
 local function dequeue()
   if queued and redis.call('ZREM', queue, req) == 1 then redis.call('ZREM', expiries, req) end
@@ -54,18 +26,13 @@ if not holder then
   local reserved = redis.call('GET', nextkey)
   if reserved and reserved ~= req then
     -- Released to a waiter that has not claimed it yet: no barging past it.
-    enqueue()
+    enqueue(queue, expiries, req, waitms)
     return reply({0, redis.call('PTTL', nextkey), 1})
   end
   if fair and not reserved then
     -- Strict FIFO: skip waiters whose place lapsed (they stopped refreshing it), then
     -- only the oldest live waiter may take the lock.
-    local now_ms = math.floor(now_us() / 1000)
-    local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now_ms, 'LIMIT', 0, 64)
-    for _, id in ipairs(dead) do
-      redis.call('ZREM', queue, id)
-      redis.call('ZREM', expiries, id)
-    end
+    prune_lapsed(queue, expiries, now_ms())
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
     for _ = 1, 64 do
       if not head or head == req or redis.call('ZSCORE', expiries, head) then break end
@@ -73,18 +40,13 @@ if not holder then
       head = redis.call('ZRANGE', queue, 0, 0)[1]
     end
     if head and head ~= req then
-      enqueue()
+      enqueue(queue, expiries, req, waitms)
       return reply({0, -2, 1})
     end
   end
   if reserved then redis.call('DEL', nextkey) end
-  -- Free: a fencing token above every earlier one. The counter is floored with the server
-  -- clock (µs) when it starts afresh, so losing it never makes a token go backwards.
-  local token = redis.call('INCR', fence)
-  if token == 1 then
-    token = now_us()
-    redis.call('SET', fence, string.format('%.0f', token))
-  end
+  -- Free: a fencing token above every earlier one.
+  local token = next_token(fence)
   redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1, 'meta', ARGV[7])
   redis.call('PEXPIRE', lock, ttl)
   dequeue()
@@ -113,5 +75,5 @@ if holder == owner then
   end
 end
 
-enqueue()
+enqueue(queue, expiries, req, waitms)
 return reply({0, redis.call('PTTL', lock), 0})

@@ -2,12 +2,7 @@
 -- KEYS[1] lock hash
 -- ARGV[1] owner id    ARGV[2] request id of the hold    ARGV[3] ttl (ms)
 -- Returns {1, pttl} extended (pttl >= ttl), {0, 0} not held: expired, {-1, 0} held by another owner.
--- The last argument of every call is a reply tag (an integer below 2^48) that the reply
--- echoes as its last element, so a client can tell a reply that is not its own.
-local function reply(t)
-  t[#t + 1] = tonumber(ARGV[#ARGV])
-  return t
-end
+-- ARGV[#ARGV] reply tag (see the prelude).
 local lock = KEYS[1]
 local owner, reqfield, ttl = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 

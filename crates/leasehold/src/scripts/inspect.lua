@@ -2,11 +2,10 @@
 -- KEYS[1] lock hash   KEYS[2] fencing counter   KEYS[3] waiter expiries
 -- Returns {owner, token, count, meta, pttl, live waiters, last token}; '' for what is absent.
 local h = redis.call('HMGET', KEYS[1], 'owner', 'token', 'count', 'meta')
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 return {
   h[1] or '', h[2] or '', h[3] or '', h[4] or '',
   redis.call('PTTL', KEYS[1]),
-  redis.call('ZCOUNT', KEYS[3], now_ms, '+inf'),
+  redis.call('ZCOUNT', KEYS[3], now, '+inf'),
   redis.call('GET', KEYS[2]) or ''
 }

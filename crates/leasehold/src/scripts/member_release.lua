@@ -11,6 +11,6 @@ redis.call('ZREM', set, req)
 redis.call('HDEL', tokens, req)
 if tonumber(exp) <= now then return reply({0}) end
 if ARGV[3] == '1' or redis.call('ZCOUNT', set, '(' .. now, '+inf') == 0 then
-  redis.call('PUBLISH', ARGV[2], '')
+  redis.call(PUBLISH, ARGV[2], '')
 end
 return reply({1})

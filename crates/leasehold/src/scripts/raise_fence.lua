@@ -4,12 +4,7 @@
 -- ARGV[1] owner id    ARGV[2] request id of the hold   ARGV[3] token (decimal integer)
 -- Returns {1} when raised (or already high enough) and the hold's token set to ARGV[3],
 --         {0} when this node no longer holds the grant (nothing is written).
--- The last argument of every call is a reply tag (an integer below 2^48) that the reply
--- echoes as its last element, so a client can tell a reply that is not its own.
-local function reply(t)
-  t[#t + 1] = tonumber(ARGV[#ARGV])
-  return t
-end
+-- ARGV[#ARGV] reply tag (see the prelude).
 local lock, fence = KEYS[1], KEYS[2]
 local owner, reqfield, token = ARGV[1], 'r:' .. ARGV[2], ARGV[3]
 

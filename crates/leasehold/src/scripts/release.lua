@@ -5,12 +5,7 @@
 --         {2, n} released this hold, the owner still holds n,
 --         {0, 0} not held: expired (or this hold already ended),
 --         {-1, 0} held by another owner.
--- The last argument of every call is a reply tag (an integer below 2^48) that the reply
--- echoes as its last element, so a client can tell a reply that is not its own.
-local function reply(t)
-  t[#t + 1] = tonumber(ARGV[#ARGV])
-  return t
-end
+-- ARGV[#ARGV] reply tag (see the prelude).
 local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, reqfield, reservems = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 

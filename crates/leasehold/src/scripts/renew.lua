@@ -19,5 +19,4 @@ for i, lock in ipairs(KEYS) do
     out[i] = 1
   end
 end
-out[#KEYS + 1] = tonumber(ARGV[#ARGV])
-return out
+return reply(out)

@@ -6,6 +6,6 @@
 local writers = KEYS[1]
 local removed = redis.call('ZREM', writers, ARGV[1])
 if removed == 1 and redis.call('ZCOUNT', writers, '(' .. now_ms(), '+inf') == 0 then
-  redis.call('PUBLISH', ARGV[2], '')
+  redis.call(PUBLISH, ARGV[2], '')
 end
 return removed

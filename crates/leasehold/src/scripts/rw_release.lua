@@ -9,5 +9,5 @@ if not h[1] then return reply({0}) end
 if h[1] ~= ARGV[1] then return reply({-1}) end
 if not h[2] then return reply({0}) end
 redis.call('DEL', writer)
-redis.call('PUBLISH', ARGV[3], '')
+redis.call(PUBLISH, ARGV[3], '')
 return reply({1})

@@ -1,0 +1,119 @@
+-- leasehold prelude: the functions every script shares. Every script leasehold sends is
+-- assembled the same way, at build time:
+--   line 1:  local PUBLISH = 'PUBLISH'   (or 'SPUBLISH' on Redis Cluster)
+--   then:    this file
+--   then:    the script's own file
+-- The last argument of every call is a reply tag (an integer below 2^48); scripts that
+-- answer with a list echo it as the list's last element (reply), so a client can tell a
+-- reply that is not its own.
+
+local function reply(t)
+  t[#t + 1] = tonumber(ARGV[#ARGV])
+  return t
+end
+
+-- Server time (never the client's clock), in µs and in ms.
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function now_ms()
+  return math.floor(now_us() / 1000)
+end
+
+-- The next fencing token of a lock: above every earlier one. The counter is floored with
+-- the server clock (µs) when it starts afresh, so losing it never makes a token go
+-- backwards.
+local function next_token(fence)
+  local token = redis.call('INCR', fence)
+  if token == 1 then
+    token = now_us()
+    redis.call('SET', fence, string.format('%.0f', token))
+  end
+  return token
+end
+
+-- Waiter queues: `queue` (zset: request id -> place, server µs, strictly increasing) and
+-- `expiries` (zset: request id -> expiry of the place, ms). A place lives `waitms` from the
+-- waiter's last call and is skipped once it lapsed.
+
+-- Drop places that lapsed by `now` (ms), at most 64 per call.
+local function prune_lapsed(queue, expiries, now)
+  local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 64)
+  for _, id in ipairs(dead) do
+    redis.call('ZREM', queue, id)
+    redis.call('ZREM', expiries, id)
+  end
+end
+
+-- Join the queue (first come keeps its place) or refresh the place, until now + waitms;
+-- both keys keep a TTL. Nothing when waitms <= 0.
+local function enqueue(queue, expiries, req, waitms)
+  if waitms <= 0 then return end
+  local now = now_us()
+  if not redis.call('ZSCORE', queue, req) then
+    local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
+    local place = now
+    if last and tonumber(last) >= place then place = tonumber(last) + 1 end
+    -- Each write is followed at once by its TTL, so an error half-way (e.g. WRONGTYPE on
+    -- the second key) never leaves a key without one.
+    redis.call('ZADD', queue, 'NX', string.format('%.0f', place), req)
+  end
+  if redis.call('PTTL', queue) < waitms then redis.call('PEXPIRE', queue, waitms) end
+  redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
+  if redis.call('PTTL', expiries) < waitms then redis.call('PEXPIRE', expiries, waitms) end
+end
+
+-- Hand a free lock to the oldest live waiter: reserve it for reservems and tell it by name
+-- on `lock .. ':released'`.
+local function handoff(lock, queue, expiries, nextkey, reservems)
+  if redis.call('ZCARD', queue) == 0 then return end
+  prune_lapsed(queue, expiries, now_ms())
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if head then
+    redis.call('SET', nextkey, head, 'PX', reservems)
+    redis.call(PUBLISH, lock .. ':released', head)
+  else
+    redis.call('DEL', nextkey)
+  end
+end
+
+-- Lease sets (semaphore permits, readers): a sorted set (request id -> expiry, ms, server
+-- clock) and a hash (request id -> fencing token). Both keys always live at least as long
+-- as their longest lease.
+
+-- Drop expired members (at most 256 per call) and their tokens.
+local function prune(set, tokens, now)
+  local dead = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(dead) do
+    redis.call('ZREM', set, id)
+    redis.call('HDEL', tokens, id)
+  end
+end
+
+-- Make both keys live at least ms more.
+local function keep(set, tokens, ms)
+  if redis.call('PTTL', set) < ms then redis.call('PEXPIRE', set, ms) end
+  if redis.call('PTTL', tokens) < ms then redis.call('PEXPIRE', tokens, ms) end
+end
+
+-- A retry of a request that was already granted: the same grant, or nil.
+local function granted(set, tokens, req, now)
+  local exp = redis.call('ZSCORE', set, req)
+  if exp and tonumber(exp) > now then
+    return {1, tonumber(redis.call('HGET', tokens, req)), 1, tonumber(exp) - now}
+  end
+  return nil
+end
+
+-- Add a member with a lease of ttl ms and a fresh token.
+local function grant(set, tokens, fence, req, ttl, now)
+  local token = next_token(fence)
+  redis.call('ZADD', set, now + ttl, req)
+  redis.call('HSET', tokens, req, token)
+  keep(set, tokens, ttl)
+  return {1, token, 1, ttl}
+end
+
+-- (end of the prelude)
