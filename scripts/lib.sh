@@ -67,3 +67,14 @@ ensure_python() {
   apt_install python3 python3-venv
   command -v python3 >/dev/null 2>&1 || { echo "python3 still not found after install" >&2; exit 1; }
 }
+
+# The Python interop client's virtual environment (redis-py from PyPI), in target/.
+ensure_interop_venv() {
+  local venv=target/interop-venv
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import redis' >/dev/null 2>&1; then
+    echo "== creating $venv for the Python interop client"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r interop/python/requirements.txt
+  fi
+  export LEASEHOLD_INTEROP_PYTHON="$PWD/$venv/bin/python"
+}
