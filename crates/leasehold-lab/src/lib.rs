@@ -23,6 +23,6 @@ pub async fn execute(cli: args::LabCli) -> anyhow::Result<u8> {
     match cli.command {
         LabCommand::Demo(demo) => demo::run(cli.redis.as_deref(), &demo).await,
         LabCommand::Bench(bench) => bench::run(cli.redis.as_deref(), &bench).await,
-        LabCommand::Torture(t) => torture::command(&t).await,
+        LabCommand::Torture(t) => torture::command(&t.scenarios, &t.locks, t.secs, t.json).await,
     }
 }

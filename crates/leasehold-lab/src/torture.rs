@@ -268,23 +268,29 @@ async fn inject_once(fault: Fault, server: &mut RedisServer, proxy: &FaultProxy)
     true
 }
 
-/// `leasehold-lab torture`: run the chosen cells with a progress bar and print the table.
+/// `leasehold-lab torture`: run the chosen cells (all when none is named) for `secs` each,
+/// with a progress bar, and print the table (or JSON).
 /// Exits 1 if leasehold showed any violation (the naive locks are expected to).
 ///
 /// # Cancel safety
 /// As for [`run_cell`].
-pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
-    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
+pub async fn command(
+    scenarios: &[Scenario],
+    locks: &[LockKind],
+    secs: u64,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let scenarios: Vec<Scenario> = if scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        args.scenarios.clone()
+        scenarios.to_vec()
     };
-    let locks: Vec<LockKind> = if args.locks.is_empty() {
+    let locks: Vec<LockKind> = if locks.is_empty() {
         LockKind::ALL.to_vec()
     } else {
-        args.locks.clone()
+        locks.to_vec()
     };
-    let secs = args.secs.clamp(1, 600);
+    let secs = secs.clamp(1, 600);
     let pb = indicatif::ProgressBar::new((scenarios.len() * locks.len()) as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -298,7 +304,7 @@ pub async fn command(args: &crate::args::TortureArgs) -> anyhow::Result<u8> {
         }
     }
     pb.finish_and_clear();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
     } else {
         print_table(&outcomes);

@@ -31,40 +31,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::endpoint::Endpoint;
 use crate::error::is_server_reply;
-
-/// Why a command did not produce a reply.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The command was never sent, or the server refused it before running it.
-    NotSent(Option<RedisError>),
-    /// The command may have been applied: it timed out or the connection broke.
-    Unknown(Option<RedisError>),
-    /// Redis answered with an error reply; a script that errors has no effect beyond the
-    /// writes it made before the error.
-    Server(RedisError),
-}
-
-impl Failure {
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Failure::NotSent(Some(e)) if is_server_reply(e) => {
-                format!("Redis could not run the command now: {e}")
-            }
-            Failure::NotSent(Some(e)) => format!("could not connect to Redis: {e}"),
-            Failure::NotSent(None) => "could not connect to Redis in time".to_string(),
-            Failure::Unknown(Some(e)) => format!("connection broke before the reply: {e}"),
-            Failure::Unknown(None) => "no reply within the response timeout".to_string(),
-            Failure::Server(e) => format!("Redis answered with an error: {e}"),
-        }
-    }
-
-    pub(crate) fn into_redis(self) -> Option<RedisError> {
-        match self {
-            Failure::NotSent(e) | Failure::Unknown(e) => e,
-            Failure::Server(e) => Some(e),
-        }
-    }
-}
+pub(crate) use crate::failure::Failure;
 
 /// A command connection: to one server, or to a Redis Cluster (which routes each command
 /// to the node that owns its first key's slot, follows `MOVED`/`ASK`, and reconnects and
@@ -478,7 +445,7 @@ impl Connector {
     ) -> Result<T, Failure> {
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
         let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, inv.invoke::<T>(&mut con)).await {
+        match timeout(left, invoke::<T>(inv, &mut con)).await {
             Ok(Ok(v)) => Ok(v),
             other => Err(self
                 .classify(generation, other)
@@ -543,7 +510,7 @@ impl Connector {
         inv.arg(tag);
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
         let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, inv.invoke::<Vec<i64>>(&mut con)).await {
+        match timeout(left, invoke::<Vec<i64>>(inv, &mut con)).await {
             Ok(Ok(mut reply)) if reply.last() == Some(&tag) => {
                 reply.pop();
                 Ok((reply, generation, con))
@@ -581,4 +548,26 @@ fn speaks_no_resp3(e: &RedisError) -> bool {
     let text = e.to_string();
     is_server_reply(e)
         && (text.contains("HELLO") || text.contains("unknown command") || text.contains("NOPROTO"))
+}
+
+/// Run a script call: `EVALSHA`, and on `NOSCRIPT` one `SCRIPT LOAD` (whose answer must be
+/// the script's hash, or the connection is out of step) and the `EVALSHA` again. On a
+/// cluster, where `SCRIPT LOAD` would go to a random node, the fallback is one `EVAL`
+/// instead (routed by key like the `EVALSHA`, and caching the script on that node).
+async fn invoke<T: FromRedisValue>(call: &Call<'_>, con: &mut Con) -> redis::RedisResult<T> {
+    let no_script =
+        |e: &RedisError| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+    match call.evalsha().query_async(con).await {
+        Err(e) if no_script(&e) && con.is_cluster() => call.eval().query_async(con).await,
+        Err(e) if no_script(&e) => {
+            let hash: String = call.load().query_async(con).await?;
+            if hash != call.hash() {
+                return Err(RedisError::from(std::io::Error::other(
+                    "SCRIPT LOAD answered with another hash: the connection is out of step",
+                )));
+            }
+            call.evalsha().query_async(con).await
+        }
+        other => other,
+    }
 }

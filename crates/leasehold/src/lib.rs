@@ -57,6 +57,7 @@ mod conn;
 mod election;
 mod endpoint;
 mod error;
+mod failure;
 mod guard;
 mod inspect;
 mod keys;

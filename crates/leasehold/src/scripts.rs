@@ -12,10 +12,7 @@
 //! can be checked. The
 //! contracts are written down in `PROTOCOL.md`.
 
-use std::io;
-
-use crate::conn::Con;
-use redis::{FromRedisValue, RedisError, RedisResult, ToRedisArgs};
+use redis::ToRedisArgs;
 
 /// A script as sent: line 1 names the publish command (`PUBLISH`, or `SPUBLISH` on Redis
 /// Cluster, so a release's announcement stays on the node that owns the lock's slot), then
@@ -209,12 +206,26 @@ impl Call<'_> {
         self
     }
 
-    fn evalsha(&self) -> redis::Cmd {
+    /// `EVALSHA` of this call.
+    pub(crate) fn evalsha(&self) -> redis::Cmd {
         self.command("EVALSHA", self.script.hash.as_bytes())
     }
 
-    fn eval(&self) -> redis::Cmd {
+    /// `EVAL` of this call (the whole source).
+    pub(crate) fn eval(&self) -> redis::Cmd {
         self.command("EVAL", self.script.code.as_bytes())
+    }
+
+    /// `SCRIPT LOAD` of this call's script.
+    pub(crate) fn load(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.script.code);
+        cmd
+    }
+
+    /// The SHA1 of this call's script.
+    pub(crate) fn hash(&self) -> &str {
+        &self.script.hash
     }
 
     fn command(&self, name: &str, script: &[u8]) -> redis::Cmd {
@@ -227,35 +238,6 @@ impl Call<'_> {
             cmd.arg(a.as_slice());
         }
         cmd
-    }
-
-    /// `EVALSHA`, and on `NOSCRIPT` one `SCRIPT LOAD` (whose answer must be this script's
-    /// hash, or the connection is out of step) and the `EVALSHA` again. On a cluster,
-    /// where `SCRIPT LOAD` would go to a random node, the fallback is one `EVAL` instead
-    /// (routed by key like the `EVALSHA`, and caching the script on that node).
-    pub(crate) async fn invoke<T: FromRedisValue>(&self, con: &mut Con) -> RedisResult<T> {
-        match self.evalsha().query_async(con).await {
-            Err(e)
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-                    && con.is_cluster() =>
-            {
-                self.eval().query_async(con).await
-            }
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let hash: String = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(self.script.code)
-                    .query_async(con)
-                    .await?;
-                if hash != self.script.hash {
-                    return Err(RedisError::from(io::Error::other(
-                        "SCRIPT LOAD answered with another hash: the connection is out of step",
-                    )));
-                }
-                self.evalsha().query_async(con).await
-            }
-            other => other,
-        }
     }
 }
 

@@ -1,0 +1,42 @@
+//! Why a command did not produce a reply: the classification every caller of the command
+//! connection retries (or does not) by. `NotSent` never ran; `Unknown` may have run (a
+//! timeout, or a connection that broke after sending); `Server` is Redis's own error reply.
+//! It is the only retry classifier of the library.
+
+use redis::RedisError;
+
+use crate::error::is_server_reply;
+
+/// Why a command did not produce a reply.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command was never sent, or the server refused it before running it.
+    NotSent(Option<RedisError>),
+    /// The command may have been applied: it timed out or the connection broke.
+    Unknown(Option<RedisError>),
+    /// Redis answered with an error reply; a script that errors has no effect beyond the
+    /// writes it made before the error.
+    Server(RedisError),
+}
+
+impl Failure {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Failure::NotSent(Some(e)) if is_server_reply(e) => {
+                format!("Redis could not run the command now: {e}")
+            }
+            Failure::NotSent(Some(e)) => format!("could not connect to Redis: {e}"),
+            Failure::NotSent(None) => "could not connect to Redis in time".to_string(),
+            Failure::Unknown(Some(e)) => format!("connection broke before the reply: {e}"),
+            Failure::Unknown(None) => "no reply within the response timeout".to_string(),
+            Failure::Server(e) => format!("Redis answered with an error: {e}"),
+        }
+    }
+
+    pub(crate) fn into_redis(self) -> Option<RedisError> {
+        match self {
+            Failure::NotSent(e) | Failure::Unknown(e) => e,
+            Failure::Server(e) => Some(e),
+        }
+    }
+}
