@@ -4,7 +4,8 @@
 //! (replaced when a command's outcome becomes unknown), one lazily started pub/sub
 //! connection shared by all waiters, the per-name local wait queues, and a task tracker for
 //! background releases so that [`Client::shutdown`] can drain them. Building a client does
-//! no I/O; invalid settings are rejected by [`ClientBuilder::build`].
+//! no network I/O (it reads this machine's host name once, for the holder metadata that
+//! every grant stores); invalid settings are rejected by [`ClientBuilder::build`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -314,6 +315,7 @@ impl ClientBuilder {
                 .min(self.response_timeout)
                 .max(Duration::from_millis(5))
         });
+        let holder = crate::HolderMetadata::this_process(None);
         let waker = Waker::new(
             endpoint,
             self.connect_timeout,
@@ -341,6 +343,8 @@ impl ClientBuilder {
                 default_wait: self.default_wait,
                 renewer: Arc::new(crate::renew::Renewer::new()),
                 cleanup: crate::cleanup::Cleanup::default(),
+                holder_json: Arc::from(holder.to_json()),
+                holder,
             }),
         })
     }
@@ -468,6 +472,10 @@ pub(crate) struct Inner {
     pub renewer: Arc<crate::renew::Renewer>,
     /// RedLock node: requests waiting to be released once this node answers again.
     pub cleanup: crate::cleanup::Cleanup,
+    /// This process as a holder (host name, pid), read once when the client is built.
+    pub holder: crate::HolderMetadata,
+    /// `holder` as the JSON stored with a grant that has no label.
+    pub holder_json: Arc<str>,
 }
 
 impl Drop for Inner {

@@ -133,7 +133,7 @@ impl Lock {
             fixed: false,
             auto_renew: None,
             on_lost: OnLost::Cancel,
-            metadata: Arc::from(crate::HolderMetadata::this_process(None).to_json()),
+            metadata: inner.holder_json.clone(),
             wait: inner.default_wait,
             inner,
             name: Arc::from(name),
@@ -242,7 +242,9 @@ impl Lock {
                 "holder label must be at most 256 bytes of printable text",
             ));
         }
-        self.metadata = Arc::from(crate::HolderMetadata::this_process(Some(label)).to_json());
+        let mut holder = self.inner.holder.clone();
+        holder.label = Some(label.to_string());
+        self.metadata = Arc::from(holder.to_json());
         Ok(self)
     }
 
