@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use crate::client::Inner;
 use crate::conn::Failure;
-use crate::guard::release_call;
 use crate::keys::LockKeys;
+use crate::protocol::{Release, Released};
 
 /// How long a request is kept for release while its node does not answer, unless its lease
 /// is longer.
@@ -149,18 +149,27 @@ async fn drain(node: Arc<Inner>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let mut inv = release_call(&node, &entry.keys, &entry.owner_id, &entry.req);
+        let mut inv = Release {
+            keys: &entry.keys,
+            owner_id: &entry.owner_id,
+            req: &entry.req,
+        }
+        .call(&node.scripts);
         let result = node
             .conn
             .eval_tagged(&mut inv, node.conn.response_timeout())
             .await
-            .map(|reply| reply.first().copied().unwrap_or(0));
+            .map(|reply| Released::decode(&reply));
         match result {
-            Ok(code) => {
+            Ok(released) => {
                 pause = Duration::from_millis(20);
-                tracing::debug!(node = %node.display_url, lock = %entry.keys.lock, code, "released on a RedLock node that answered again");
+                tracing::debug!(node = %node.display_url, lock = %entry.keys.lock, outcome = ?released, "released on a RedLock node that answered again");
                 let fenced = node.conn.can_fence();
-                if code == 0 && !fenced && !closing && entry.rechecks < RECHECKS_MS.len() {
+                if released == Released::NotHeld
+                    && !fenced
+                    && !closing
+                    && entry.rechecks < RECHECKS_MS.len()
+                {
                     let at = entry.added + Duration::from_millis(RECHECKS_MS[entry.rechecks]);
                     entry.rechecks += 1;
                     entry.not_before = at.max(Instant::now());

@@ -480,7 +480,7 @@ impl Connector {
         wait: Duration,
     ) -> Result<(Vec<i64>, Option<u32>), Failure> {
         let (reply, generation, mut con) = self.eval_tagged_on(inv, budget).await?;
-        if reply.first() != Some(&1) {
+        if !crate::protocol::is_grant(&reply) {
             return Ok((reply, None));
         }
         let mut cmd = redis::cmd("WAIT");

@@ -15,8 +15,9 @@ use crate::client::{failure_error, Inner};
 use crate::conn::Failure;
 use crate::error::{Error, NotHeldReason, Result};
 use crate::keys::{Kind, LockKeys};
-use crate::lease::{millis, validate_ttl};
+use crate::lease::validate_ttl;
 use crate::owner::Owner;
+use crate::protocol::{Extend, Kept, Release, Released};
 use crate::renew::{LeaseState, LostReason};
 use tokio_util::sync::CancellationToken;
 
@@ -213,20 +214,17 @@ impl LockGuard {
         while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
             let sent = Instant::now();
             first_send.get_or_insert(sent);
-            let mut inv = if matches!(st.keys.kind, Kind::Member { .. }) {
-                // The member renew script for one lease: {1} renewed, {0} gone.
-                let mut inv = inner.scripts.member_renew.key(&st.keys.lock);
-                inv.key(&st.keys.queue).arg(&st.req).arg(millis(ttl));
-                inv
-            } else {
-                let mut inv = inner.scripts.extend.key(&st.keys.lock);
-                inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
-                inv
-            };
+            let mut inv = Extend {
+                keys: &st.keys,
+                owner_id: &st.owner_id,
+                req: &st.req,
+                ttl,
+            }
+            .call(&inner.scripts);
             match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
                 Ok(reply) => {
-                    let outcome = match reply.first() {
-                        Some(1) => match st.lost_reason() {
+                    let outcome = match Kept::decode_extend(&reply) {
+                        Kept::Confirmed => match st.lost_reason() {
                             // Declared lost meanwhile (its deadline passed): the holder
                             // was told, so the extension does not count.
                             Some(reason) => Err(lost(reason)),
@@ -235,11 +233,11 @@ impl LockGuard {
                                 Ok(())
                             }
                         },
-                        Some(-1) => {
+                        Kept::HeldByOther => {
                             st.lose(LostReason::HeldByOther);
                             Err(Error::not_held(&st.name, NotHeldReason::HeldByOther))
                         }
-                        _ => {
+                        Kept::NotHeld => {
                             st.lose(LostReason::Expired);
                             Err(Error::not_held(&st.name, NotHeldReason::Expired))
                         }
@@ -285,18 +283,18 @@ impl LockGuard {
         }
         let result = release_once(&inner, &st.keys, &st.owner_id, &st.req, resolve_by).await;
         match result {
-            Ok((code, saw_unknown)) => {
+            Ok((released, saw_unknown)) => {
                 self.finish();
-                let outcome = match code {
-                    1 | 2 => ReleaseOutcome::Released,
+                let outcome = match released {
+                    Released::Freed | Released::StillHeld => ReleaseOutcome::Released,
                     // After a reply was lost, "not ours" most likely means our own release
                     // was applied (and perhaps someone took the lock since); if the lease
                     // was still valid when we sent it, say so.
                     _ if saw_unknown && lease_ok_at_send => ReleaseOutcome::Released,
-                    -1 => ReleaseOutcome::HeldByOther,
-                    _ => ReleaseOutcome::Expired,
+                    Released::HeldByOther => ReleaseOutcome::HeldByOther,
+                    Released::NotHeld => ReleaseOutcome::Expired,
                 };
-                if code == 1 {
+                if released == Released::Freed {
                     notify_local(&inner, &st.keys);
                 }
                 tracing::debug!(lock = %st.name, outcome = ?outcome, "release");
@@ -429,56 +427,27 @@ fn notify_local(inner: &Inner, keys: &LockKeys) {
     }
 }
 
-/// A call of the release script for one hold.
-pub(crate) fn release_call<'a>(
-    inner: &'a Inner,
-    keys: &LockKeys,
-    owner_id: &str,
-    req: &str,
-) -> crate::scripts::Call<'a> {
-    match keys.kind {
-        Kind::Lock | Kind::FairLock => {
-            let mut inv = inner.scripts.release.key(&keys.lock);
-            inv.key(&keys.queue)
-                .key(&keys.expiries)
-                .key(&keys.next)
-                .arg(owner_id)
-                .arg(req)
-                .arg(crate::scripts::RESERVATION_MS);
-            inv
-        }
-        Kind::Writer => {
-            let mut inv = inner.scripts.rw_release.key(&keys.lock);
-            inv.arg(owner_id).arg(req).arg(&keys.channel);
-            inv
-        }
-        Kind::Member { announce_all } => {
-            let mut inv = inner.scripts.member_release.key(&keys.lock);
-            inv.key(&keys.queue)
-                .arg(req)
-                .arg(&keys.channel)
-                .arg(if announce_all { "1" } else { "0" });
-            inv
-        }
-    }
-}
-
-/// Run the release script until its outcome is known or `resolve_by` passes. Returns the
-/// script's code and whether an earlier try's outcome was unknown.
+/// Run the release script until its outcome is known or `resolve_by` passes. Returns what
+/// it answered and whether an earlier try's outcome was unknown.
 pub(crate) async fn release_once(
     inner: &Inner,
     keys: &LockKeys,
     owner_id: &str,
     req: &str,
     resolve_by: Instant,
-) -> std::result::Result<(i64, bool), Failure> {
+) -> std::result::Result<(Released, bool), Failure> {
     let mut saw_unknown = false;
     let mut last = None;
+    let release = Release {
+        keys,
+        owner_id,
+        req,
+    };
     while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
-        let mut inv = release_call(inner, keys, owner_id, req);
+        let mut inv = release.call(&inner.scripts);
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {
-            Ok(reply) => return Ok((reply.first().copied().unwrap_or(0), saw_unknown)),
+            Ok(reply) => return Ok((Released::decode(&reply), saw_unknown)),
             Err(f @ Failure::Server(_)) => return Err(f),
             Err(f) => {
                 if matches!(f, Failure::Unknown(_)) {
@@ -518,12 +487,12 @@ pub(crate) async fn release_in_background(
     loop {
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
-            Ok((code, _)) => {
-                if code == 1 {
+            Ok((released, _)) => {
+                if released == Released::Freed {
                     notify_local(&inner, &keys);
                 }
-                tracing::debug!(lock = %keys.lock, code, "background release");
-                if code == 0 {
+                tracing::debug!(lock = %keys.lock, outcome = ?released, "background release");
+                if released == Released::NotHeld {
                     if let Some((first, rest)) = rechecks.split_first() {
                         let at = started + Duration::from_millis(*first);
                         if at < give_up {

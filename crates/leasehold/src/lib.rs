@@ -65,6 +65,7 @@ pub mod lease;
 mod lock;
 pub mod metrics;
 mod owner;
+mod protocol;
 mod redlock;
 mod renew;
 mod rwlock;

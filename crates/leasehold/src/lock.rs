@@ -27,8 +27,9 @@ use crate::conn::Failure;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::{release_in_background, LockGuard};
 use crate::keys::LockKeys;
-use crate::lease::{millis, validate_ttl, MAX_TTL};
+use crate::lease::{validate_ttl, MAX_TTL};
 use crate::owner::Owner;
+use crate::protocol::Acquired;
 use crate::renew::LeaseState;
 
 /// A handle on one named lock, with its lease and wait settings.
@@ -54,28 +55,7 @@ pub struct Lock {
     place_ttl: Duration,
 }
 
-/// What an acquire asks the server for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// The lock (waiters are served oldest first, but a free, unreserved lock goes to
-    /// whoever asks).
-    Exclusive,
-    /// The fair lock: strictly first come, first served across processes.
-    Fair,
-    /// One permit of a semaphore with this many permits.
-    Permit(u32),
-    /// A reader of a read-write lock.
-    Read,
-    /// The writer of a read-write lock.
-    Write,
-}
-
-impl Mode {
-    /// Waiters of this mode hold a place at the server, refreshed while they wait.
-    fn keeps_place(self) -> bool {
-        matches!(self, Mode::Fair | Mode::Write)
-    }
-}
+pub(crate) use crate::protocol::Mode;
 
 /// How long a fair-lock waiter's (or waiting writer's) place lives at the server without
 /// being refreshed; waiters refresh it every third of that. A waiter that crashes is skipped
@@ -704,63 +684,18 @@ impl Lock {
         wait_lease: Duration,
         queued: bool,
     ) -> crate::scripts::Call<'_> {
-        let k = &self.keys;
-        let s = &self.inner.scripts;
-        let ttl_ms = millis(self.ttl);
-        match self.mode {
-            Mode::Exclusive | Mode::Fair => {
-                let mut inv = s.acquire.key(&k.lock);
-                inv.key(&k.fence)
-                    .key(&k.queue)
-                    .key(&k.expiries)
-                    .key(&k.next)
-                    .arg(owner_id)
-                    .arg(req)
-                    .arg(ttl_ms)
-                    .arg(if reentrant { 1 } else { 0 })
-                    .arg(millis(wait_lease))
-                    .arg(if queued { 1 } else { 0 })
-                    .arg(&*self.metadata)
-                    .arg(if self.mode == Mode::Fair { 1 } else { 0 });
-                inv
-            }
-            Mode::Permit(capacity) => {
-                let mut inv = s.sem_acquire.key(&k.lock);
-                inv.key(&k.queue)
-                    .key(&k.fence)
-                    .arg(req)
-                    .arg(ttl_ms)
-                    .arg(capacity);
-                inv
-            }
-            // Reader keys: lock = readers, queue = their tokens, expiries = the writer,
-            // next = the waiting writers.
-            Mode::Read => {
-                let mut inv = s.rw_read.key(&k.expiries);
-                inv.key(&k.lock)
-                    .key(&k.queue)
-                    .key(&k.next)
-                    .key(&k.fence)
-                    .arg(req)
-                    .arg(ttl_ms);
-                inv
-            }
-            // Writer keys: lock = the writer, queue = the waiting writers, expiries =
-            // readers, next = their tokens.
-            Mode::Write => {
-                let mut inv = s.rw_write.key(&k.lock);
-                inv.key(&k.expiries)
-                    .key(&k.next)
-                    .key(&k.queue)
-                    .key(&k.fence)
-                    .arg(owner_id)
-                    .arg(req)
-                    .arg(ttl_ms)
-                    .arg(millis(wait_lease))
-                    .arg(&*self.metadata);
-                inv
-            }
+        crate::protocol::Acquire {
+            mode: self.mode,
+            keys: &self.keys,
+            owner_id,
+            req,
+            ttl: self.ttl,
+            reentrant,
+            wait_lease,
+            queued,
+            metadata: &self.metadata,
         }
+        .call(&self.inner.scripts)
     }
 
     /// Run the acquire script for `req` until its outcome is known or `resolve_by` passes.
@@ -835,23 +770,20 @@ impl Lock {
             };
             match result {
                 Ok((reply, acks)) => {
-                    return match reply.as_slice() {
-                        [1, token, count, ..] => Ok(Attempt::Granted {
-                            token: u64::try_from(*token).unwrap_or_default(),
-                            count: u32::try_from(*count).unwrap_or(u32::MAX),
+                    return match Acquired::decode(&reply) {
+                        Ok(Acquired::Granted { token, count, .. }) => Ok(Attempt::Granted {
+                            token,
+                            count,
                             sent_at: first_send.unwrap_or(sent_at),
                             acks,
                         }),
-                        [0, pttl, rest @ ..] => {
+                        Ok(Acquired::Refused { pttl, reserved }) => {
                             pending.armed = false;
-                            Ok(Attempt::Contended {
-                                pttl: *pttl,
-                                reserved: rest.first() == Some(&1),
-                            })
+                            Ok(Attempt::Contended { pttl, reserved })
                         }
-                        other => Err(Error::new(
+                        Err(unexpected) => Err(Error::new(
                             ErrorKind::Server,
-                            format!("lock {:?}: unexpected acquire reply {other:?}", self.name),
+                            format!("lock {:?}: {unexpected}", self.name),
                         )),
                     };
                 }
@@ -958,19 +890,11 @@ impl Drop for Registration {
         let keys = self.keys.clone();
         let req = std::mem::take(&mut self.req);
         self.inner.spawn_background(async move {
-            let inv = if keys.kind == crate::keys::Kind::Writer {
-                let mut inv = inner.scripts.rw_leave.key(&keys.queue);
-                inv.arg(&req).arg(&keys.channel);
-                inv
-            } else {
-                let mut inv = inner.scripts.leave.key(&keys.lock);
-                inv.key(&keys.queue)
-                    .key(&keys.expiries)
-                    .key(&keys.next)
-                    .arg(&req)
-                    .arg(crate::scripts::RESERVATION_MS);
-                inv
-            };
+            let inv = crate::protocol::Leave {
+                keys: &keys,
+                req: &req,
+            }
+            .call(&inner.scripts);
             let budget = 2 * inner.conn.response_timeout();
             if let Err(f) = inner.conn.eval::<i64>(&inv, budget).await {
                 // The place expires with its registration at the server anyway.

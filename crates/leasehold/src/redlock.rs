@@ -30,10 +30,13 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use crate::client::Inner;
 use crate::conn::Failure;
 use crate::error::{Error, ErrorKind, NodeFailure, Result};
-use crate::guard::{release_call, LockGuard, ReleaseOutcome};
+use crate::guard::{LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
-use crate::lease::{millis, valid_until};
+use crate::lease::valid_until;
 use crate::lock::Lock;
+use crate::protocol::{
+    Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released, RenewItem,
+};
 use crate::renew::{LeaseState, Renewal};
 
 /// Who acquires, as decided by [`Lock`] before the quorum rounds.
@@ -90,33 +93,30 @@ async fn node_acquire(
     node: Arc<Inner>,
     keys: Arc<LockKeys>,
     hold: (String, String, bool),
-    ttl_ms: u64,
+    ttl: Duration,
     metadata: Arc<str>,
     budget: Duration,
 ) -> NodeReply {
     let (owner_id, req, reentrant) = hold;
-    let mut inv = node.scripts.acquire.key(&keys.lock);
-    inv.key(&keys.fence)
-        .key(&keys.queue)
-        .key(&keys.expiries)
-        .key(&keys.next)
-        .arg(&owner_id)
-        .arg(&req)
-        .arg(ttl_ms)
-        .arg(if reentrant { 1 } else { 0 })
-        .arg(0)
-        .arg(0)
-        .arg(&*metadata)
-        .arg(0); // not fair
+    // Quorum rounds never queue at a node: waiting is the rounds' retries.
+    let mut inv = Acquire {
+        mode: Mode::Exclusive,
+        keys: &keys,
+        owner_id: &owner_id,
+        req: &req,
+        ttl,
+        reentrant,
+        wait_lease: Duration::ZERO,
+        queued: false,
+        metadata: &metadata,
+    }
+    .call(&node.scripts);
     match node.conn.eval_tagged(&mut inv, budget).await {
-        Ok(reply) => match reply.as_slice() {
-            [1, token, count, ..] => NodeReply::Granted {
-                token: u64::try_from(*token).unwrap_or_default(),
-                count: u32::try_from(*count).unwrap_or(u32::MAX),
-            },
-            [0, pttl, ..] => NodeReply::Contended { pttl: *pttl },
-            other => NodeReply::Failed {
-                reason: format!("unexpected acquire reply {other:?}"),
+        Ok(reply) => match Acquired::decode(&reply) {
+            Ok(Acquired::Granted { token, count, .. }) => NodeReply::Granted { token, count },
+            Ok(Acquired::Refused { pttl, .. }) => NodeReply::Contended { pttl },
+            Err(unexpected) => NodeReply::Failed {
+                reason: unexpected.to_string(),
                 maybe_applied: true,
             },
         },
@@ -177,7 +177,6 @@ pub(crate) async fn acquire(
     let inner = &lock.inner;
     let n = inner.nodes.len();
     let needed = quorum(n);
-    let ttl_ms = millis(lock.ttl);
     let budget = inner.node_timeout;
     let mut backoff = Duration::from_millis(10);
     let mut attempts = 0u32;
@@ -211,7 +210,7 @@ pub(crate) async fn acquire(
                     node.clone(),
                     lock.keys.clone(),
                     (hold.owner_id.clone(), req.clone(), hold.reentrant),
-                    ttl_ms,
+                    lock.ttl,
                     lock.metadata.clone(),
                     round_end.saturating_duration_since(start),
                 );
@@ -411,8 +410,13 @@ async fn raise_fences(
         let node = inner.nodes[*i].clone();
         let keys = keys.clone();
         async move {
-            let mut inv = node.scripts.raise_fence.key(&keys.lock);
-            inv.key(&keys.fence).arg(owner_id).arg(req).arg(token);
+            let mut inv = RaiseFence {
+                keys: &keys,
+                owner_id,
+                req,
+                token,
+            }
+            .call(&node.scripts);
             let r = node.conn.eval_tagged(&mut inv, inner.node_timeout).await;
             (node, r)
         }
@@ -422,7 +426,7 @@ async fn raise_fences(
     let mut failures = Vec::new();
     for (node, r) in results {
         match r {
-            Ok(reply) if reply.first() == Some(&1) => raised += 1,
+            Ok(reply) if RaiseFence::raised(&reply) => raised += 1,
             Ok(_) => failures.push(NodeFailure {
                 node: node_name(&node),
                 reason: "the grant ended there before its fencing token was settled".into(),
@@ -444,14 +448,19 @@ async fn release_on(
     owner_id: &str,
     req: &str,
     budget: Duration,
-) -> Vec<std::result::Result<i64, Failure>> {
+) -> Vec<std::result::Result<Released, Failure>> {
+    let release = Release {
+        keys,
+        owner_id,
+        req,
+    };
     let calls = which.iter().map(|i| async move {
         let node = &inner.nodes[*i];
-        let mut inv = release_call(node, keys, owner_id, req);
+        let mut inv = release.call(&node.scripts);
         node.conn
             .eval_tagged(&mut inv, budget)
             .await
-            .map(|reply| reply.first().copied().unwrap_or(0))
+            .map(|reply| Released::decode(&reply))
     });
     futures_util::future::join_all(calls).await
 }
@@ -475,12 +484,12 @@ pub(crate) async fn release(
     let mut failures = Vec::new();
     for (node, r) in inner.nodes.iter().zip(results) {
         match r {
-            Ok(code) => {
+            Ok(outcome) => {
                 answered += 1;
-                match code {
-                    1 | 2 => released += 1,
-                    -1 => other += 1,
-                    _ => {}
+                if outcome.released() {
+                    released += 1;
+                } else if outcome == Released::HeldByOther {
+                    other += 1;
                 }
             }
             Err(f) => {
@@ -525,11 +534,11 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add(&mut self, code: i64) {
-        match code {
-            1 => self.ok += 1,
-            -1 => self.other += 1,
-            _ => self.expired += 1,
+    pub(crate) fn add(&mut self, kept: Kept) {
+        match kept {
+            Kept::Confirmed => self.ok += 1,
+            Kept::HeldByOther => self.other += 1,
+            Kept::NotHeld => self.expired += 1,
         }
     }
 
@@ -560,8 +569,13 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
     let n = inner.nodes.len();
     let sent = Instant::now();
     let calls = inner.nodes.iter().map(|node| async move {
-        let mut inv = node.scripts.extend.key(&st.keys.lock);
-        inv.arg(&st.owner_id).arg(&st.req).arg(millis(ttl));
+        let mut inv = Extend {
+            keys: &st.keys,
+            owner_id: &st.owner_id,
+            req: &st.req,
+            ttl,
+        }
+        .call(&node.scripts);
         (
             node.clone(),
             node.conn.eval_tagged(&mut inv, inner.node_timeout).await,
@@ -571,7 +585,7 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
     let mut failures = Vec::new();
     for (node, r) in futures_util::future::join_all(calls).await {
         match r {
-            Ok(reply) => tally.add(reply.first().copied().unwrap_or(0)),
+            Ok(reply) => tally.add(Kept::decode_extend(&reply)),
             Err(f) => failures.push(NodeFailure {
                 node: node_name(&node),
                 reason: f.describe(),
@@ -659,23 +673,24 @@ fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Inst
         }
         let batch_ref = &batch;
         let calls = inner.nodes.iter().map(|node| async move {
-            let mut inv = node.scripts.renew.prepare_invoke();
-            for Renewal { lease, .. } in batch_ref {
-                inv.key(&lease.keys.lock)
-                    .arg(&lease.owner_id)
-                    .arg(&lease.req)
-                    .arg(millis(lease.ttl));
-            }
-            node.conn.eval_tagged(&mut inv, budget).await
+            let items = batch_ref.iter().map(|r| RenewItem {
+                keys: &r.lease.keys,
+                owner_id: &r.lease.owner_id,
+                req: &r.lease.req,
+                ttl: r.lease.ttl,
+            });
+            let mut inv = crate::protocol::renew(&node.scripts, false, items);
+            let reply = node.conn.eval_tagged(&mut inv, budget).await;
+            reply.map(|codes| crate::protocol::decode_renewals(&codes, batch_ref.len()))
         });
         let results = futures_util::future::join_all(calls).await;
         inner.renewer.note_call(sent.elapsed());
         let n = inner.nodes.len();
         for (i, r) in batch.into_iter().enumerate() {
             let mut tally = Tally::default();
-            for codes in results.iter().flatten() {
-                if let Some(code) = codes.get(i) {
-                    tally.add(*code);
+            for kept in results.iter().flatten().flatten() {
+                if let Some(k) = kept.get(i) {
+                    tally.add(*k);
                 }
             }
             match tally.verdict(n) {

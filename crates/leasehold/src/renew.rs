@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Inner;
 use crate::conn::Failure;
 use crate::keys::LockKeys;
-use crate::lease::{millis, valid_until};
+use crate::lease::valid_until;
+use crate::protocol::{Kept, RenewItem};
 
 /// A command is not sent with less time than this left for its reply.
 pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
@@ -635,24 +636,13 @@ fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
 fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, reply_by: Instant) {
     let inner = client.clone();
     client.handle.spawn(async move {
-        let mut inv = if members {
-            inner.scripts.member_renew.prepare_invoke()
-        } else {
-            inner.scripts.renew.prepare_invoke()
-        };
-        for Renewal { lease, .. } in &batch {
-            if members {
-                inv.key(&lease.keys.lock)
-                    .key(&lease.keys.queue)
-                    .arg(&lease.req)
-                    .arg(millis(lease.ttl));
-            } else {
-                inv.key(&lease.keys.lock)
-                    .arg(&lease.owner_id)
-                    .arg(&lease.req)
-                    .arg(millis(lease.ttl));
-            }
-        }
+        let items = batch.iter().map(|r| RenewItem {
+            keys: &r.lease.keys,
+            owner_id: &r.lease.owner_id,
+            req: &r.lease.req,
+            ttl: r.lease.ttl,
+        });
+        let mut inv = crate::protocol::renew(&inner.scripts, members, items);
         let sent = Instant::now();
         // Never wait past the earliest deadline in the batch: after it, a late success
         // would refresh a lease its holder was already told is lost.
@@ -666,26 +656,30 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, r
         }
         let result = inner.conn.eval_tagged(&mut inv, budget).await;
         inner.renewer.note_call(sent.elapsed());
-        match result {
-            Ok(codes) if codes.len() == batch.len() => {
-                let refused = codes.iter().filter(|c| **c != 1).count();
+        let decoded = match result {
+            Ok(codes) => {
+                crate::protocol::decode_renewals(&codes, batch.len()).map_err(|u| u.to_string())
+            }
+            Err(f) => Err(describe(&f)),
+        };
+        match decoded {
+            Ok(kept) => {
+                let refused = kept.iter().filter(|k| **k != Kept::Confirmed).count();
                 if refused > 0 {
                     tracing::warn!(leases = refused, "renewal refused: leases lost");
                 }
-                for (r, code) in batch.into_iter().zip(codes) {
-                    match code {
-                        1 => inner.renewer.renewed_one(&inner, r, sent),
-                        -1 => inner.renewer.refused_one(r.lease, LostReason::HeldByOther),
-                        _ => inner.renewer.refused_one(r.lease, LostReason::Expired),
+                for (r, k) in batch.into_iter().zip(kept) {
+                    match k {
+                        Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
+                        Kept::HeldByOther => {
+                            inner.renewer.refused_one(r.lease, LostReason::HeldByOther)
+                        }
+                        Kept::NotHeld => inner.renewer.refused_one(r.lease, LostReason::Expired),
                     }
                 }
             }
-            other => {
+            Err(cause) => {
                 inner.renewer.failed_calls.fetch_add(1, Ordering::Relaxed);
-                let cause = match other {
-                    Ok(codes) => format!("unexpected reply of {} codes", codes.len()),
-                    Err(f) => describe(&f),
-                };
                 tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
                 for r in batch {
                     inner.renewer.retry_soon(&inner, r);
