@@ -34,9 +34,7 @@ use crate::guard::{LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
 use crate::lease::valid_until;
 use crate::lock::Lock;
-use crate::protocol::{
-    Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released, RenewItem,
-};
+use crate::protocol::{Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released};
 use crate::renew::{LeaseState, Renewal};
 
 /// Who acquires, as decided by [`Lock`] before the quorum rounds.
@@ -673,12 +671,7 @@ fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Inst
         }
         let batch_ref = &batch;
         let calls = inner.nodes.iter().map(|node| async move {
-            let items = batch_ref.iter().map(|r| RenewItem {
-                keys: &r.lease.keys,
-                owner_id: &r.lease.owner_id,
-                req: &r.lease.req,
-                ttl: r.lease.ttl,
-            });
+            let items = batch_ref.iter().map(Renewal::item);
             let mut inv = crate::protocol::renew(&node.scripts, false, items);
             let reply = node.conn.eval_tagged(&mut inv, budget).await;
             reply.map(|codes| crate::protocol::decode_renewals(&codes, batch_ref.len()))

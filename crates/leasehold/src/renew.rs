@@ -281,6 +281,18 @@ pub(crate) struct Renewal {
     pub due: Instant,
 }
 
+impl Renewal {
+    /// This lease as an item of a renewal call.
+    pub(crate) fn item(&self) -> RenewItem<'_> {
+        RenewItem {
+            keys: &self.lease.keys,
+            owner_id: &self.lease.owner_id,
+            req: &self.lease.req,
+            ttl: self.lease.ttl,
+        }
+    }
+}
+
 enum Cmd {
     /// Start watching a lease; its first renewal (if it auto-renews) is due at `.1`.
     Watch(Arc<LeaseState>, Option<Instant>),
@@ -636,12 +648,7 @@ fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
 fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, reply_by: Instant) {
     let inner = client.clone();
     client.handle.spawn(async move {
-        let items = batch.iter().map(|r| RenewItem {
-            keys: &r.lease.keys,
-            owner_id: &r.lease.owner_id,
-            req: &r.lease.req,
-            ttl: r.lease.ttl,
-        });
+        let items = batch.iter().map(Renewal::item);
         let mut inv = crate::protocol::renew(&inner.scripts, members, items);
         let sent = Instant::now();
         // Never wait past the earliest deadline in the batch: after it, a late success
