@@ -33,6 +33,9 @@ use crate::endpoint::Endpoint;
 use crate::error::is_server_reply;
 pub(crate) use crate::failure::Failure;
 
+/// A command is not sent with less time than this left for its reply.
+pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
+
 /// A command connection: to one server, or to a Redis Cluster (which routes each command
 /// to the node that owns its first key's slot, follows `MOVED`/`ASK`, and reconnects and
 /// retries by itself — safe for leasehold's scripts because each is idempotent per

@@ -14,8 +14,8 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::guard::{Lease, LockGuard};
 use crate::inspect::HolderInfo;
+use crate::lease::LostReason;
 use crate::lock::Lock;
-use crate::renew::LostReason;
 use crate::ReleaseOutcome;
 
 /// An election: contenders campaign for one leadership, held as an auto-renewed lease.

@@ -16,9 +16,9 @@ use crate::conn::Failure;
 use crate::error::{Error, NotHeldReason, Result};
 use crate::keys::{Kind, LockKeys};
 use crate::lease::validate_ttl;
+use crate::lease::{LeaseState, LostReason};
 use crate::owner::Owner;
 use crate::protocol::{Extend, Kept, Release, Released};
-use crate::renew::{LeaseState, LostReason};
 use tokio_util::sync::CancellationToken;
 
 /// What an explicit [`LockGuard::release`] found at the server.
@@ -211,7 +211,7 @@ impl LockGuard {
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         let mut last: Option<Failure> = None;
         let mut first_send = None;
-        while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
+        while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
             let sent = Instant::now();
             first_send.get_or_insert(sent);
             let mut inv = Extend {
@@ -443,7 +443,7 @@ pub(crate) async fn release_once(
         owner_id,
         req,
     };
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::renew::MIN_BUDGET {
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
         let mut inv = release.call(&inner.scripts);
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {

@@ -82,9 +82,10 @@ pub use error::{Error, ErrorKind, NodeFailure, NotHeldReason, Result};
 pub use guard::{Lease, LockGuard, ReleaseOutcome};
 pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
+pub use lease::LostReason;
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
 pub use owner::Owner;
-pub use renew::{LostReason, RenewalStats, BATCH as RENEWAL_BATCH};
+pub use renew::{RenewalStats, BATCH as RENEWAL_BATCH};
 pub use rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{Permit, Semaphore, MAX_PERMITS};
 

@@ -27,10 +27,10 @@ use crate::conn::Failure;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::{release_in_background, LockGuard};
 use crate::keys::LockKeys;
+use crate::lease::LeaseState;
 use crate::lease::{validate_ttl, MAX_TTL};
 use crate::owner::Owner;
 use crate::protocol::Acquired;
-use crate::renew::LeaseState;
 
 /// A handle on one named lock, with its lease and wait settings.
 ///
@@ -718,8 +718,7 @@ impl Lock {
             let now = Instant::now();
             // Never send with next to no time left: the reply could not arrive, and the
             // connection would be discarded for nothing.
-            if resolve_by.saturating_duration_since(now) < crate::renew::MIN_BUDGET
-                && last.is_some()
+            if resolve_by.saturating_duration_since(now) < crate::conn::MIN_BUDGET && last.is_some()
             {
                 let failure = last.take().map(|f| f.describe()).unwrap_or_default();
                 if maybe_applied {

@@ -15,8 +15,6 @@
 
 use std::time::Duration;
 
-use crate::renew::LostReason;
-
 pub(crate) fn acquisition(lock: &str, outcome: &'static str) {
     metrics::counter!("leasehold_acquisitions_total", "lock" => lock.to_string(), "outcome" => outcome)
         .increment(1);
@@ -40,13 +38,8 @@ pub(crate) fn renewed(lock: &str) {
     metrics::counter!("leasehold_renewals_total", "lock" => lock.to_string()).increment(1);
 }
 
-pub(crate) fn lease_lost(lock: &str, reason: LostReason) {
-    let reason = match reason {
-        LostReason::Expired => "expired",
-        LostReason::HeldByOther => "held_by_other",
-        LostReason::DeadlinePassed => "deadline_passed",
-        LostReason::Released => "released",
-    };
+/// A lease was lost; `reason` is the label (see `LostReason::label`).
+pub(crate) fn lease_lost(lock: &str, reason: &'static str) {
     metrics::counter!("leasehold_leases_lost_total", "lock" => lock.to_string(), "reason" => reason)
         .increment(1);
 }

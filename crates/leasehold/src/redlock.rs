@@ -33,9 +33,10 @@ use crate::error::{Error, ErrorKind, NodeFailure, Result};
 use crate::guard::{LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
 use crate::lease::valid_until;
+use crate::lease::LeaseState;
 use crate::lock::Lock;
 use crate::protocol::{Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released};
-use crate::renew::{LeaseState, Renewal};
+use crate::renew::Renewal;
 
 /// Who acquires, as decided by [`Lock`] before the quorum rounds.
 pub(crate) struct Hold {
@@ -197,7 +198,7 @@ pub(crate) async fn acquire(
         let round_end = if attempts == 1 {
             start + budget
         } else {
-            (start + budget).min(deadline.max(start + crate::renew::MIN_BUDGET))
+            (start + budget).min(deadline.max(start + crate::conn::MIN_BUDGET))
         };
         let mut round: FuturesUnordered<_> = inner
             .nodes
@@ -259,7 +260,7 @@ pub(crate) async fn acquire(
             }
         }
         let mut outcome_failures = failures.clone();
-        if granted.len() >= needed && Instant::now() + crate::renew::MIN_BUDGET < validity_end {
+        if granted.len() >= needed && Instant::now() + crate::conn::MIN_BUDGET < validity_end {
             let token = granted.iter().map(|g| g.1).max().unwrap_or_default();
             let count = granted.iter().map(|g| g.2).max().unwrap_or(1);
             let agreed = granted.iter().all(|g| g.1 == token);
@@ -271,7 +272,7 @@ pub(crate) async fn acquire(
                 outcome_failures.extend(raise_failures);
                 raised >= needed
             };
-            if settled && Instant::now() + crate::renew::MIN_BUDGET < validity_end {
+            if settled && Instant::now() + crate::conn::MIN_BUDGET < validity_end {
                 pending.armed = false;
                 if let Some(o) = &lock.owner {
                     o.add_hold(&hold.hold_key);
@@ -320,7 +321,7 @@ pub(crate) async fn acquire(
         let grants: Vec<usize> = (0..n)
             .filter(|i| pending.parts[*i] == Part::Granted)
             .collect();
-        if release_budget >= crate::renew::MIN_BUDGET && !grants.is_empty() {
+        if release_budget >= crate::conn::MIN_BUDGET && !grants.is_empty() {
             let results = release_on(
                 inner,
                 &grants,
@@ -663,7 +664,7 @@ fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Inst
     client.handle.spawn(async move {
         let sent = Instant::now();
         let budget = reply_by.saturating_duration_since(sent);
-        if budget < crate::renew::MIN_BUDGET {
+        if budget < crate::conn::MIN_BUDGET {
             for r in batch {
                 inner.renewer.retry_soon(&inner, r);
             }

@@ -1,12 +1,8 @@
-//! Lease state, renewal (the watchdog) and loss detection: one scheduler per client.
+//! The renewal scheduler (the watchdog) and deadline watch: one per client.
 //!
-//! Every guard shares a [`LeaseState`] with its client's scheduler. The state holds the
-//! local deadline (`valid_until`, monotonic, with drift) and a cancellation token that is
-//! cancelled exactly once, with a reason, when the lease is lost: a renewal was refused
-//! (key gone, hold ended, or another owner), or the deadline passed without a confirmed
-//! renewal (Redis unreachable or paused). The scheduler fires the deadline a little
-//! *before* `valid_until`, so a holder is told before Redis could grant the lock to anyone
-//! else (invariant 7).
+//! Every guard shares a [`LeaseState`] (in `lease/state.rs`) with its client's scheduler.
+//! The scheduler fires a lease's deadline a little *before* `valid_until`, so a holder is
+//! told before Redis could grant the lock to anyone else (invariant 7).
 //!
 //! Auto-renewed leases are renewed on their own schedule: renewal k is due at
 //! `grant + k × interval` (the grant's send time), whatever else the scheduler holds, and is
@@ -23,21 +19,16 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::client::Inner;
-use crate::conn::Failure;
-use crate::keys::LockKeys;
-use crate::lease::valid_until;
+use crate::conn::{Failure, MIN_BUDGET};
+use crate::lease::{LeaseState, LostReason};
 use crate::protocol::{Kept, RenewItem};
-
-/// A command is not sent with less time than this left for its reply.
-pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
 
 /// The most leases renewed by one script call.
 pub const BATCH: usize = 1_000;
@@ -111,148 +102,6 @@ pub(crate) fn plan(deadlines: &[Instant], now: Instant, timeout: Duration) -> Pl
         calls.push((budget, group));
     }
     Plan { calls, too_late }
-}
-
-/// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency
-/// and the time it takes to signal many leases that share a deadline: half its drift
-/// allowance, at least 2 ms.
-fn deadline_margin(ttl: Duration) -> Duration {
-    (crate::lease::drift(ttl) / 2).max(Duration::from_millis(2))
-}
-
-/// Why a lease ended without an explicit release by its holder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LostReason {
-    /// A renewal found the lock gone, or this hold ended (the lease expired, an operator
-    /// deleted the key, or Redis restarted without persistence).
-    Expired,
-    /// A renewal found the lock held by another owner.
-    HeldByOther,
-    /// The local deadline passed without a confirmed renewal (Redis unreachable, paused or
-    /// too slow). The lock may still exist at the server, but it can no longer be relied on.
-    DeadlinePassed,
-    /// The holder released (or dropped) the guard. Only observable through a cancellation
-    /// token or lease handle that outlived the guard.
-    Released,
-}
-
-impl std::fmt::Display for LostReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LostReason::Expired => "the lease expired or the lock was removed",
-            LostReason::HeldByOther => "another owner holds the lock",
-            LostReason::DeadlinePassed => "the lease deadline passed without a confirmed renewal",
-            LostReason::Released => "the guard was released",
-        })
-    }
-}
-
-/// The shared state of one held lease.
-pub(crate) struct LeaseState {
-    pub name: Arc<str>,
-    pub keys: Arc<LockKeys>,
-    pub owner_id: String,
-    pub req: String,
-    pub ttl: Duration,
-    pub renew_every: Option<Duration>,
-    pub token: u64,
-    /// When the request that granted the lease was sent: renewals are due at
-    /// `granted_at + k × renew_every`.
-    granted_at: Instant,
-    valid_until: Mutex<Instant>,
-    cancel: CancellationToken,
-    reason: OnceLock<LostReason>,
-    ended: AtomicBool,
-    registered: AtomicBool,
-}
-
-impl LeaseState {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        name: Arc<str>,
-        keys: Arc<LockKeys>,
-        owner_id: String,
-        req: String,
-        ttl: Duration,
-        renew_every: Option<Duration>,
-        token: u64,
-        sent_at: Instant,
-    ) -> Self {
-        LeaseState {
-            name,
-            keys,
-            owner_id,
-            req,
-            ttl,
-            renew_every,
-            token,
-            granted_at: sent_at,
-            valid_until: Mutex::new(valid_until(sent_at, ttl)),
-            cancel: CancellationToken::new(),
-            reason: OnceLock::new(),
-            ended: AtomicBool::new(false),
-            registered: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn valid_until(&self) -> Instant {
-        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A request that made the lease last `ttl` was sent at `sent_at` and confirmed.
-    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
-        if self.reason.get().is_some() {
-            return; // once lost, always lost
-        }
-        let new = valid_until(sent_at, ttl);
-        let mut v = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
-        if new > *v {
-            *v = new;
-        }
-    }
-
-    /// Declare the lease lost (first reason wins).
-    pub(crate) fn lose(&self, reason: LostReason) {
-        if self.reason.set(reason).is_ok() {
-            // Cancel first: holders must learn it before anything else is done.
-            self.cancel.cancel();
-            if reason != LostReason::Released {
-                tracing::debug!(lock = %self.name, %reason, "lease lost");
-                crate::metrics::lease_lost(&self.name, reason);
-            }
-        }
-    }
-
-    /// The holder is done with the lease: renewal stops now.
-    pub(crate) fn end(&self) {
-        self.ended.store(true, Ordering::Release);
-        self.lose(LostReason::Released);
-    }
-
-    pub(crate) fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn lost_reason(&self) -> Option<LostReason> {
-        self.reason.get().copied()
-    }
-
-    pub(crate) fn cancellation_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    /// Wait until the lease is lost; returns why.
-    pub(crate) async fn lost(&self) -> LostReason {
-        self.cancel.cancelled().await;
-        self.lost_reason().unwrap_or(LostReason::Released)
-    }
-
-    pub(crate) fn fire_at(&self) -> Instant {
-        self.valid_until()
-            .checked_sub(deadline_margin(self.ttl))
-            .unwrap_or_else(|| self.valid_until())
-    }
 }
 
 /// Counters of the renewal scheduler, for monitoring and benchmarks.

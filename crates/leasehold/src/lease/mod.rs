@@ -1,4 +1,5 @@
-//! Lease arithmetic: how long a holder may believe it holds a lock.
+//! Lease arithmetic: how long a holder may believe it holds a lock; and (in `state.rs`) the
+//! shared state of one held lease with its loss signal.
 //!
 //! The server's TTL starts when the server runs the acquire (or extend) script, which is
 //! after the client sent it. So the holder measures from the *send* time on its own
@@ -7,6 +8,11 @@
 
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod state;
+
+pub(crate) use state::LeaseState;
+pub use state::LostReason;
 
 /// The smallest lease accepted.
 pub const MIN_TTL: Duration = Duration::from_millis(10);
