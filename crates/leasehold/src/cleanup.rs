@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::Inner;
+use crate::conn::Connector;
 use crate::conn::Failure;
 use crate::keys::LockKeys;
 use crate::protocol::{Release, Released};
+use crate::scripts::Scripts;
 
 /// How long a request is kept for release while its node does not answer, unless its lease
 /// is longer.
@@ -45,6 +46,22 @@ struct Entry {
     rechecks: usize,
 }
 
+/// What the clean-up needs of a node (a RedLock node's context implements it).
+pub(crate) trait Node: Send + Sync + 'static {
+    /// The node's cleanup list.
+    fn cleanup(&self) -> &Cleanup;
+    /// The node's command connection.
+    fn conn(&self) -> &Connector;
+    /// The node's scripts.
+    fn scripts(&self) -> &Scripts;
+    /// The node's address, for logs.
+    fn name(&self) -> &str;
+    /// The client is shutting down.
+    fn closing(&self) -> bool;
+    /// Run `fut` in the background, tracked by the client's shutdown.
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static);
+}
+
 /// The cleanup list of one node.
 #[derive(Default)]
 pub(crate) struct Cleanup {
@@ -61,7 +78,7 @@ impl Cleanup {
 
 /// Release `req` on `node` in the background, as soon as the node answers.
 pub(crate) fn release_later(
-    node: &Arc<Inner>,
+    node: &Arc<impl Node>,
     keys: &Arc<LockKeys>,
     owner_id: &str,
     req: &str,
@@ -71,14 +88,14 @@ pub(crate) fn release_later(
     let keep = ttl.max(KEEP).min(Duration::from_secs(300));
     {
         let mut entries = node
-            .cleanup
+            .cleanup()
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.remove(0);
             tracing::warn!(
-                node = %node.display_url,
+                node = %node.name(),
                 "more than {MAX_ENTRIES} requests wait for release on an unreachable node; dropping the oldest (it expires by its TTL)"
             );
         }
@@ -93,25 +110,25 @@ pub(crate) fn release_later(
         });
     }
     let mut running = node
-        .cleanup
+        .cleanup()
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     if !*running {
         *running = true;
-        node.spawn_background(drain(node.clone()));
+        node.spawn(drain(node.clone()));
     }
 }
 
 /// The task of one node: release its list, waiting for the node to answer.
-async fn drain(node: Arc<Inner>) {
+async fn drain(node: Arc<impl Node>) {
     let mut pause = Duration::from_millis(20);
     loop {
-        let closing = node.closed.load(std::sync::atomic::Ordering::Acquire);
+        let closing = node.closing();
         let now = Instant::now();
         let next = {
             let mut entries = node
-                .cleanup
+                .cleanup()
                 .entries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -119,7 +136,7 @@ async fn drain(node: Arc<Inner>) {
             entries.retain(|e| e.give_up > now);
             if entries.len() < before {
                 tracing::warn!(
-                    node = %node.display_url,
+                    node = %node.name(),
                     requests = before - entries.len(),
                     "a RedLock node did not answer in time to release what it may hold; it expires by its TTL"
                 );
@@ -130,12 +147,12 @@ async fn drain(node: Arc<Inner>) {
                 None if entries.is_empty() => {
                     // Nothing left: stop, unless an entry arrives while we decide.
                     let mut running = node
-                        .cleanup
+                        .cleanup()
                         .running
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
                     drop(entries);
-                    if node.cleanup.pending() == 0 {
+                    if node.cleanup().pending() == 0 {
                         *running = false;
                         return;
                     }
@@ -154,17 +171,17 @@ async fn drain(node: Arc<Inner>) {
             owner_id: &entry.owner_id,
             req: &entry.req,
         }
-        .call(&node.scripts);
+        .call(node.scripts());
         let result = node
-            .conn
-            .eval_tagged(&mut inv, node.conn.response_timeout())
+            .conn()
+            .eval_tagged(&mut inv, node.conn().response_timeout())
             .await
             .map(|reply| Released::decode(&reply));
         match result {
             Ok(released) => {
                 pause = Duration::from_millis(20);
-                tracing::debug!(node = %node.display_url, lock = %entry.keys.lock, outcome = ?released, "released on a RedLock node that answered again");
-                let fenced = node.conn.can_fence();
+                tracing::debug!(node = %node.name(), lock = %entry.keys.lock, outcome = ?released, "released on a RedLock node that answered again");
+                let fenced = node.conn().can_fence();
                 if released == Released::NotHeld
                     && !fenced
                     && !closing
@@ -173,25 +190,25 @@ async fn drain(node: Arc<Inner>) {
                     let at = entry.added + Duration::from_millis(RECHECKS_MS[entry.rechecks]);
                     entry.rechecks += 1;
                     entry.not_before = at.max(Instant::now());
-                    push_back(&node, entry);
+                    push_back(&*node, entry);
                 }
             }
             Err(f @ Failure::Server(_)) => {
-                tracing::warn!(node = %node.display_url, lock = %entry.keys.lock, cause = %f.describe(), "release on a RedLock node failed; what it holds expires by its TTL");
+                tracing::warn!(node = %node.name(), lock = %entry.keys.lock, cause = %f.describe(), "release on a RedLock node failed; what it holds expires by its TTL");
             }
             Err(f) => {
                 if closing {
                     let mut entries = node
-                        .cleanup
+                        .cleanup()
                         .entries
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
-                    tracing::warn!(node = %node.display_url, requests = entries.len() + 1, cause = %f.describe(), "client shut down before a RedLock node answered; what it holds expires by its TTL");
+                    tracing::warn!(node = %node.name(), requests = entries.len() + 1, cause = %f.describe(), "client shut down before a RedLock node answered; what it holds expires by its TTL");
                     entries.clear();
                     continue;
                 }
-                tracing::debug!(node = %node.display_url, cause = %f.describe(), "RedLock node still unreachable; release retried");
-                push_back(&node, entry);
+                tracing::debug!(node = %node.name(), cause = %f.describe(), "RedLock node still unreachable; release retried");
+                push_back(&*node, entry);
                 if matches!(f, Failure::NotSent(_)) {
                     // Not connected: try again after a pause (an unknown outcome has just
                     // replaced the connection, so the next try reconnects at once).
@@ -203,8 +220,8 @@ async fn drain(node: Arc<Inner>) {
     }
 }
 
-fn push_back(node: &Inner, entry: Entry) {
-    node.cleanup
+fn push_back(node: &impl Node, entry: Entry) {
+    node.cleanup()
         .entries
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -10,15 +10,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::{Connector, Failure};
+use crate::conn::Connector;
+use crate::context::Inner;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::failure_error;
 use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
 use crate::lease::validate_ttl;
 use crate::lock::Lock;
@@ -315,7 +316,7 @@ impl ClientBuilder {
                 .min(self.response_timeout)
                 .max(Duration::from_millis(5))
         });
-        let holder = crate::HolderMetadata::this_process(None);
+        let holder = crate::holder::HolderMetadata::this_process(None);
         let waker = Waker::new(
             endpoint,
             self.connect_timeout,
@@ -443,91 +444,6 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
-}
-
-pub(crate) struct Inner {
-    pub id: String,
-    pub display_url: String,
-    pub conn: Connector,
-    /// A second connection, only for acquires that wait for replica acknowledgements:
-    /// `WAIT` blocks the connection it runs on.
-    pub ack_conn: Connector,
-    /// RedLock: one single-server client per node (empty otherwise).
-    pub nodes: Vec<Arc<Inner>>,
-    /// RedLock: how long one node may take to answer one request.
-    pub node_timeout: Duration,
-    /// Default replica acknowledgements required per grant.
-    pub replica_acks: Option<(u32, Duration)>,
-    /// Talks to a Redis Cluster.
-    pub cluster: bool,
-    pub scripts: Scripts,
-    pub waker: Arc<Waker>,
-    pub queues: Mutex<HashMap<String, Weak<Semaphore>>>,
-    pub tasks: TaskTracker,
-    pub handle: tokio::runtime::Handle,
-    pub closed: AtomicBool,
-    pub prefix: String,
-    pub default_ttl: Duration,
-    pub default_wait: Duration,
-    pub renewer: Arc<crate::renew::Renewer>,
-    /// RedLock node: requests waiting to be released once this node answers again.
-    pub cleanup: crate::cleanup::Cleanup,
-    /// This process as a holder (host name, pid), read once when the client is built.
-    pub holder: crate::HolderMetadata,
-    /// `holder` as the JSON stored with a grant that has no label.
-    pub holder_json: Arc<str>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.renewer.client_dropped();
-    }
-}
-
-impl Inner {
-    /// The local FIFO queue of waiters for one lock key.
-    pub(crate) fn queue(&self, key: &str) -> Arc<Semaphore> {
-        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sem) = map.get(key).and_then(Weak::upgrade) {
-            return sem;
-        }
-        if map.len() >= 1024 {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        let sem = Arc::new(Semaphore::new(1));
-        map.insert(key.to_string(), Arc::downgrade(&sem));
-        sem
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::new(
-                ErrorKind::Shutdown,
-                "the leasehold client was shut down",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Operator calls (inspect, list, force release) read one keyspace; a RedLock client
-    /// has several, each of which may disagree, so they go through a client per node.
-    pub(crate) fn check_single_keyspace(&self) -> Result<()> {
-        if self.nodes.is_empty() {
-            return Ok(());
-        }
-        Err(Error::invalid(
-            "inspect, list and force release read one server: on a RedLock client, use a client for each node",
-        ))
-    }
-
-    /// Run `fut` in the background, tracked so that shutdown can wait for it.
-    pub(crate) fn spawn_background<F>(&self, fut: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.tasks.spawn_on(fut, &self.handle);
-    }
 }
 
 /// A connection to one Redis server (or a compatible one) for taking leases.
@@ -801,21 +717,6 @@ impl Client {
     /// The key prefix in use.
     pub fn key_prefix(&self) -> &str {
         &self.inner.prefix
-    }
-}
-
-/// Turn a failure of a command whose effect does not matter (or is known) into an error.
-pub(crate) fn failure_error(context: &str, f: Failure) -> Error {
-    match f {
-        Failure::Server(e) => Error::from_redis(context, e),
-        other => {
-            let msg = format!("{context}: {}", other.describe());
-            let err = Error::new(ErrorKind::Connection, msg);
-            match other.into_redis() {
-                Some(e) => err.with_source(e),
-                None => err,
-            }
-        }
     }
 }
 

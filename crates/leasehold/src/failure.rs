@@ -5,7 +5,7 @@
 
 use redis::RedisError;
 
-use crate::error::is_server_reply;
+use crate::error::{is_server_reply, Error, ErrorKind};
 
 /// Why a command did not produce a reply.
 #[derive(Debug)]
@@ -37,6 +37,21 @@ impl Failure {
         match self {
             Failure::NotSent(e) | Failure::Unknown(e) => e,
             Failure::Server(e) => Some(e),
+        }
+    }
+}
+
+/// Turn a failure of a command whose effect does not matter (or is known) into an error.
+pub(crate) fn failure_error(context: &str, f: Failure) -> Error {
+    match f {
+        Failure::Server(e) => Error::from_redis(context, e),
+        other => {
+            let msg = format!("{context}: {}", other.describe());
+            let err = Error::new(ErrorKind::Connection, msg);
+            match other.into_redis() {
+                Some(e) => err.with_source(e),
+                None => err,
+            }
         }
     }
 }

@@ -11,36 +11,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::{failure_error, Inner};
 use crate::conn::Failure;
+use crate::context::Inner;
 use crate::error::{Error, NotHeldReason, Result};
+use crate::failure::failure_error;
 use crate::keys::{Kind, LockKeys};
 use crate::lease::validate_ttl;
-use crate::lease::{LeaseState, LostReason};
+use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
 use crate::owner::Owner;
 use crate::protocol::{Extend, Kept, Release, Released};
 use tokio_util::sync::CancellationToken;
-
-/// What an explicit [`LockGuard::release`] found at the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ReleaseOutcome {
-    /// This hold was released. If the same [`Owner`] still has other holds, the lock stays
-    /// held by it; otherwise the lock is free and waiters were woken.
-    Released,
-    /// The lease had already expired (or this hold had already ended): nothing was
-    /// removed.
-    Expired,
-    /// Another owner holds the lock now: nothing was removed.
-    HeldByOther,
-}
-
-impl ReleaseOutcome {
-    /// Whether this hold was actually released by the call.
-    pub fn is_released(self) -> bool {
-        self == ReleaseOutcome::Released
-    }
-}
 
 /// Proof of holding a lock, until its lease runs out.
 ///

@@ -1,4 +1,4 @@
-//! Holder metadata and read-only inspection of a lock.
+//! Read-only inspection of a lock (the holder metadata itself is in `holder.rs`).
 //!
 //! A new grant stores who holds it — host name, process id and an optional label — as a
 //! small JSON object in the lock hash, under the same TTL as the lock. [`Client::inspect`]
@@ -7,50 +7,14 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::client::{failure_error, Client};
+use crate::client::Client;
 use crate::error::Result;
+use crate::failure::failure_error;
 use crate::keys::{validate_name, LockKeys};
 
-/// Who holds a lock, as the holder described itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct HolderMetadata {
-    /// Host name of the holder's machine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Process id of the holder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// A label given by the holder (e.g. a job name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-}
-
-impl HolderMetadata {
-    /// This process's metadata: host name and pid, with an optional label.
-    pub fn this_process(label: Option<&str>) -> Self {
-        HolderMetadata {
-            host: host_name(),
-            pid: Some(std::process::id()),
-            label: label.map(str::to_string),
-        }
-    }
-
-    pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-fn host_name() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-}
+pub use crate::holder::HolderMetadata;
 
 /// The current holder of a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

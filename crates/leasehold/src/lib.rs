@@ -50,15 +50,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 pub mod blocking;
 mod cleanup;
 mod client;
 mod conn;
+mod context;
 mod election;
 mod endpoint;
 mod error;
 mod failure;
 mod guard;
+mod holder;
 mod inspect;
 mod keys;
 pub mod lease;
@@ -79,10 +82,10 @@ pub use client::{
 };
 pub use election::{Election, Leadership};
 pub use error::{Error, ErrorKind, NodeFailure, NotHeldReason, Result};
-pub use guard::{Lease, LockGuard, ReleaseOutcome};
+pub use guard::{Lease, LockGuard};
 pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
-pub use lease::LostReason;
+pub use lease::{LostReason, ReleaseOutcome};
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
 pub use owner::Owner;
 pub use renew::{RenewalStats, BATCH as RENEWAL_BATCH};

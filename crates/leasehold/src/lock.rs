@@ -22,8 +22,8 @@ use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::Instrument;
 
-use crate::client::Inner;
 use crate::conn::Failure;
+use crate::context::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::{release_in_background, LockGuard};
 use crate::keys::LockKeys;
@@ -478,7 +478,35 @@ impl Lock {
                 reentrant,
                 hold_key,
             };
-            return crate::redlock::acquire(self, hold, started, deadline, waiting).await;
+            let quorum = crate::redlock::QuorumLock {
+                inner,
+                name: &self.name,
+                keys: &self.keys,
+                ttl: self.ttl,
+                metadata: &self.metadata,
+            };
+            let grant = crate::redlock::acquire(quorum, &hold, started, deadline, waiting).await?;
+            // No await from here on: the grant becomes a guard (which releases it) at once.
+            if let Some(o) = &self.owner {
+                o.add_hold(&hold.hold_key);
+            }
+            let state = Arc::new(LeaseState::new(
+                self.name.clone(),
+                self.keys.clone(),
+                hold.owner_id,
+                grant.req,
+                self.ttl,
+                self.effective_renewal(),
+                grant.token,
+                grant.start,
+            ));
+            return Ok(LockGuard::new(
+                inner.clone(),
+                state,
+                self.owner.clone(),
+                hold.hold_key,
+                grant.count,
+            ));
         }
         let req = crate::random_id();
         let mut pending = PendingGrant {

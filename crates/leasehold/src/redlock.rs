@@ -27,14 +27,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::client::Inner;
 use crate::conn::Failure;
+use crate::context::Inner;
 use crate::error::{Error, ErrorKind, NodeFailure, Result};
-use crate::guard::{LockGuard, ReleaseOutcome};
 use crate::keys::LockKeys;
 use crate::lease::valid_until;
 use crate::lease::LeaseState;
-use crate::lock::Lock;
+use crate::lease::ReleaseOutcome;
 use crate::protocol::{Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released};
 use crate::renew::Renewal;
 
@@ -165,15 +164,33 @@ impl Drop for Pending {
     }
 }
 
+/// The lock a quorum acquire is for.
+pub(crate) struct QuorumLock<'a> {
+    pub inner: &'a Arc<Inner>,
+    pub name: &'a Arc<str>,
+    pub keys: &'a Arc<LockKeys>,
+    pub ttl: Duration,
+    pub metadata: &'a Arc<str>,
+}
+
+/// A quorum grant, for the caller to turn into a lease and a guard: its lease runs from
+/// `start` (the round's start, so the round's duration is already subtracted).
+pub(crate) struct QuorumGrant {
+    pub req: String,
+    pub token: u64,
+    pub count: u32,
+    pub start: Instant,
+}
+
 /// Acquire `lock` on a majority of the client's nodes.
 pub(crate) async fn acquire(
-    lock: &Lock,
-    hold: Hold,
+    lock: QuorumLock<'_>,
+    hold: &Hold,
     started: Instant,
     deadline: Instant,
     waiting: bool,
-) -> Result<LockGuard> {
-    let inner = &lock.inner;
+) -> Result<QuorumGrant> {
+    let inner = lock.inner;
     let n = inner.nodes.len();
     let needed = quorum(n);
     let budget = inner.node_timeout;
@@ -268,15 +285,12 @@ pub(crate) async fn acquire(
                 true
             } else {
                 let (raised, raise_failures) =
-                    raise_fences(inner, &lock.keys, &hold.owner_id, &req, token, &granted).await;
+                    raise_fences(inner, lock.keys, &hold.owner_id, &req, token, &granted).await;
                 outcome_failures.extend(raise_failures);
                 raised >= needed
             };
             if settled && Instant::now() + crate::conn::MIN_BUDGET < validity_end {
                 pending.armed = false;
-                if let Some(o) = &lock.owner {
-                    o.add_hold(&hold.hold_key);
-                }
                 tracing::debug!(
                     outcome = "granted",
                     token,
@@ -284,25 +298,14 @@ pub(crate) async fn acquire(
                     attempts,
                     "RedLock quorum granted"
                 );
-                crate::metrics::acquisition(&lock.name, "granted");
-                crate::metrics::waited(&lock.name, started.elapsed());
-                let state = Arc::new(LeaseState::new(
-                    lock.name.clone(),
-                    lock.keys.clone(),
-                    hold.owner_id.clone(),
+                crate::metrics::acquisition(lock.name, "granted");
+                crate::metrics::waited(lock.name, started.elapsed());
+                return Ok(QuorumGrant {
                     req,
-                    lock.ttl,
-                    lock.effective_renewal(),
                     token,
-                    start,
-                ));
-                return Ok(LockGuard::new(
-                    inner.clone(),
-                    state,
-                    lock.owner.clone(),
-                    hold.hold_key,
                     count,
-                ));
+                    start,
+                });
             }
         }
         // No quorum within validity: take back whatever may have been granted. Nodes that
@@ -325,7 +328,7 @@ pub(crate) async fn acquire(
             let results = release_on(
                 inner,
                 &grants,
-                &lock.keys,
+                lock.keys,
                 &hold.owner_id,
                 &req,
                 release_budget,
@@ -345,7 +348,7 @@ pub(crate) async fn acquire(
         backoff = (backoff * 2).min(Duration::from_millis(200));
         if !waiting || retry_at >= deadline {
             if answered < needed {
-                crate::metrics::acquisition(&lock.name, "no_quorum");
+                crate::metrics::acquisition(lock.name, "no_quorum");
                 let list = crate::error::list_failures(&outcome_failures);
                 return Err(Error::new(
                     ErrorKind::NoQuorum { answered, needed },
@@ -357,7 +360,7 @@ pub(crate) async fn acquire(
                 .with_node_failures(outcome_failures));
             }
             if !waiting {
-                crate::metrics::acquisition(&lock.name, "contended");
+                crate::metrics::acquisition(lock.name, "contended");
                 return Err(Error::new(
                     ErrorKind::Contended,
                     format!(
@@ -369,11 +372,12 @@ pub(crate) async fn acquire(
                 )
                 .with_node_failures(outcome_failures));
             }
-            crate::metrics::acquisition(&lock.name, "timed_out");
-            return Err(Error::timed_out(&lock.name, started.elapsed())
-                .with_node_failures(outcome_failures));
+            crate::metrics::acquisition(lock.name, "timed_out");
+            return Err(
+                Error::timed_out(lock.name, started.elapsed()).with_node_failures(outcome_failures)
+            );
         }
-        crate::metrics::contended(&lock.name);
+        crate::metrics::contended(lock.name);
         // Wait no longer than the shortest lease still in the way, and never in step with
         // other contenders.
         let shortest = contended

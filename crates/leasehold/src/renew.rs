@@ -25,10 +25,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::client::Inner;
-use crate::conn::{Failure, MIN_BUDGET};
+use crate::conn::MIN_BUDGET;
 use crate::lease::{LeaseState, LostReason};
-use crate::protocol::{Kept, RenewItem};
+use crate::protocol::RenewItem;
 
 /// The most leases renewed by one script call.
 pub const BATCH: usize = 1_000;
@@ -170,6 +169,20 @@ impl Ord for Entry {
     }
 }
 
+/// What the scheduler renews through: the client's context, which knows its topology
+/// (implemented in `backend.rs`, the topology seam).
+pub(crate) trait Renewals: Send + Sync + Sized + 'static {
+    /// This client's scheduler.
+    fn renewer(&self) -> &Arc<Renewer>;
+    /// Where the scheduler's tasks run.
+    fn handle(&self) -> &tokio::runtime::Handle;
+    /// How long a renewal reply is awaited at most.
+    fn response_timeout(&self) -> Duration;
+    /// Send `batch` (due now); each lease's outcome is reported back to the scheduler with
+    /// [`Renewer::renewed_one`], [`Renewer::refused_one`] or [`Renewer::retry_soon`].
+    fn send(self: &Arc<Self>, batch: Vec<Renewal>);
+}
+
 /// The per-client renewal scheduler (its task starts on first use).
 pub(crate) struct Renewer {
     pending: Mutex<Vec<Cmd>>,
@@ -220,14 +233,16 @@ impl Renewer {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    fn push(self: &Arc<Self>, inner: &Arc<Inner>, cmd: Cmd, due: Instant) {
+    fn push<R: Renewals>(self: &Arc<Self>, inner: &Arc<R>, cmd: Cmd, due: Instant) {
         let len = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.push(cmd);
             p.len()
         };
         if !self.started.swap(true, Ordering::AcqRel) {
-            inner.handle.spawn(run(Arc::downgrade(inner), self.clone()));
+            inner
+                .handle()
+                .spawn(run(Arc::downgrade(inner), self.clone()));
         }
         if self.nanos(due) < self.next_wake.load(Ordering::Acquire) || len >= 4_096 {
             self.notify.notify_one();
@@ -235,7 +250,7 @@ impl Renewer {
     }
 
     /// Start watching a lease: its deadline, and its renewals if it auto-renews.
-    pub(crate) fn watch(self: &Arc<Self>, inner: &Arc<Inner>, lease: Arc<LeaseState>) {
+    pub(crate) fn watch<R: Renewals>(self: &Arc<Self>, inner: &Arc<R>, lease: Arc<LeaseState>) {
         lease.registered.store(true, Ordering::Release);
         let first = lease.renew_every.map(|every| lease.granted_at + every);
         let wake = first.map_or(lease.fire_at(), |at| at.min(lease.fire_at()));
@@ -282,7 +297,7 @@ impl Queues {
     }
 }
 
-async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
+async fn run<R: Renewals>(inner: Weak<R>, r: Arc<Renewer>) {
     let mut q = Queues {
         deadlines: BinaryHeap::new(),
         renewals: BinaryHeap::new(),
@@ -358,11 +373,11 @@ async fn run(inner: Weak<Inner>, r: Arc<Renewer>) {
             }
             batch.push(Renewal { lease, due });
             if batch.len() == BATCH {
-                spawn_batch(&client, std::mem::take(&mut batch));
+                client.send(std::mem::take(&mut batch));
             }
         }
         if !batch.is_empty() {
-            spawn_batch(&client, batch);
+            client.send(batch);
         }
 
         let next = [q.deadlines.peek(), q.renewals.peek()]
@@ -406,7 +421,7 @@ impl Renewer {
 
     /// `r.lease` was renewed by a request sent at `sent`: confirm it, schedule the next
     /// renewal one interval after this one's due time.
-    pub(crate) fn renewed_one(&self, inner: &Arc<Inner>, r: Renewal, sent: Instant) {
+    pub(crate) fn renewed_one<R: Renewals>(&self, inner: &Arc<R>, r: Renewal, sent: Instant) {
         let Renewal { lease, due } = r;
         lease.confirm(sent, lease.ttl);
         self.renewed.fetch_add(1, Ordering::Relaxed);
@@ -414,8 +429,13 @@ impl Renewer {
         let every = lease.renew_every.unwrap_or(lease.ttl / 3);
         let at = next_due(due, every, sent);
         inner
-            .renewer
+            .renewer()
             .push(inner, Cmd::RenewAt(at, Renewal { lease, due: at }), at);
+    }
+
+    /// A renewal call failed (connection, timeout, a reply of the wrong shape).
+    pub(crate) fn note_failed_call(&self) {
+        self.failed_calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The server refused to renew `lease`: it is lost.
@@ -426,7 +446,7 @@ impl Renewer {
 
     /// Renewing `r.lease` failed (no answer) or could not be sent: try again soon, before
     /// its deadline, keeping its schedule.
-    pub(crate) fn retry_soon(&self, inner: &Arc<Inner>, r: Renewal) {
+    pub(crate) fn retry_soon<R: Renewals>(&self, inner: &Arc<R>, r: Renewal) {
         let every = r.lease.renew_every.unwrap_or(r.lease.ttl / 3);
         let now = Instant::now();
         let soon = now + (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -434,119 +454,12 @@ impl Renewer {
         let last_chance = r
             .lease
             .fire_at()
-            .checked_sub(inner.conn.response_timeout() / 2 + MIN_BUDGET)
+            .checked_sub(inner.response_timeout() / 2 + MIN_BUDGET)
             .unwrap_or(now)
             .max(now + MIN_BUDGET);
         let at = soon.min(last_chance);
-        inner.renewer.push(inner, Cmd::RenewAt(at, r), at);
+        inner.renewer().push(inner, Cmd::RenewAt(at, r), at);
     }
-}
-
-fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
-    if !client.nodes.is_empty() {
-        crate::redlock::spawn_renewal(client, batch);
-        return;
-    }
-    if client.cluster {
-        // One script call may only touch one slot: one batch per slot.
-        let mut by_slot: std::collections::HashMap<u16, Vec<Renewal>> =
-            std::collections::HashMap::new();
-        for r in batch {
-            by_slot
-                .entry(crate::keys::slot(&r.lease.keys.lock))
-                .or_default()
-                .push(r);
-        }
-        for (_, group) in by_slot {
-            spawn_node_batch(client, group);
-        }
-        return;
-    }
-    spawn_node_batch(client, batch);
-}
-
-/// Renew `batch` (all on one node, and in one slot on a cluster): script calls for the
-/// lock hashes among them and for the lease-set members (permits, readers), split by
-/// [`plan`].
-fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
-    let (members, hashes): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|r| matches!(r.lease.keys.kind, crate::keys::Kind::Member { .. }));
-    for (group, members) in [(hashes, false), (members, true)] {
-        if group.is_empty() {
-            continue;
-        }
-        let now = Instant::now();
-        let deadlines: Vec<Instant> = group.iter().map(|r| r.lease.fire_at()).collect();
-        let p = plan(&deadlines, now, client.conn.response_timeout());
-        let mut slots: Vec<Option<Renewal>> = group.into_iter().map(Some).collect();
-        for i in p.too_late {
-            if let Some(r) = slots[i].take() {
-                client.renewer.retry_soon(client, r);
-            }
-        }
-        for (budget, idx) in p.calls {
-            let calls: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
-            spawn_script_batch(client, calls, members, now + budget);
-        }
-    }
-}
-
-/// Renew `batch` (leases of one kind, on one node and slot) with one script call whose
-/// reply is awaited until `reply_by` at the latest.
-fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, reply_by: Instant) {
-    let inner = client.clone();
-    client.handle.spawn(async move {
-        let items = batch.iter().map(Renewal::item);
-        let mut inv = crate::protocol::renew(&inner.scripts, members, items);
-        let sent = Instant::now();
-        // Never wait past the earliest deadline in the batch: after it, a late success
-        // would refresh a lease its holder was already told is lost.
-        let budget = reply_by.saturating_duration_since(sent);
-        if budget < MIN_BUDGET {
-            // The task started too late (a busy runtime): try again, the deadline decides.
-            for r in batch {
-                inner.renewer.retry_soon(&inner, r);
-            }
-            return;
-        }
-        let result = inner.conn.eval_tagged(&mut inv, budget).await;
-        inner.renewer.note_call(sent.elapsed());
-        let decoded = match result {
-            Ok(codes) => {
-                crate::protocol::decode_renewals(&codes, batch.len()).map_err(|u| u.to_string())
-            }
-            Err(f) => Err(describe(&f)),
-        };
-        match decoded {
-            Ok(kept) => {
-                let refused = kept.iter().filter(|k| **k != Kept::Confirmed).count();
-                if refused > 0 {
-                    tracing::warn!(leases = refused, "renewal refused: leases lost");
-                }
-                for (r, k) in batch.into_iter().zip(kept) {
-                    match k {
-                        Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
-                        Kept::HeldByOther => {
-                            inner.renewer.refused_one(r.lease, LostReason::HeldByOther)
-                        }
-                        Kept::NotHeld => inner.renewer.refused_one(r.lease, LostReason::Expired),
-                    }
-                }
-            }
-            Err(cause) => {
-                inner.renewer.failed_calls.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
-                for r in batch {
-                    inner.renewer.retry_soon(&inner, r);
-                }
-            }
-        }
-    });
-}
-
-fn describe(f: &Failure) -> String {
-    f.describe()
 }
 
 #[cfg(test)]

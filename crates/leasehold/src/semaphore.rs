@@ -146,7 +146,7 @@ impl Semaphore {
         let budget = inner.conn.connect_timeout() + inner.conn.response_timeout();
         let n: i64 =
             inner.conn.eval(&inv, budget).await.map_err(|f| {
-                crate::client::failure_error(&format!("count {:?}", self.name()), f)
+                crate::failure::failure_error(&format!("count {:?}", self.name()), f)
             })?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }

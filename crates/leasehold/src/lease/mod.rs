@@ -12,7 +12,7 @@ use tokio::time::Instant;
 mod state;
 
 pub(crate) use state::LeaseState;
-pub use state::LostReason;
+pub use state::{LostReason, ReleaseOutcome};
 
 /// The smallest lease accepted.
 pub const MIN_TTL: Duration = Duration::from_millis(10);

@@ -167,3 +167,24 @@ impl LeaseState {
             .unwrap_or_else(|| self.valid_until())
     }
 }
+
+/// What an explicit [`LockGuard::release`](crate::LockGuard::release) found at the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseOutcome {
+    /// This hold was released. If the same [`Owner`](crate::Owner) still has other holds, the lock stays
+    /// held by it; otherwise the lock is free and waiters were woken.
+    Released,
+    /// The lease had already expired (or this hold had already ended): nothing was
+    /// removed.
+    Expired,
+    /// Another owner holds the lock now: nothing was removed.
+    HeldByOther,
+}
+
+impl ReleaseOutcome {
+    /// Whether this hold was actually released by the call.
+    pub fn is_released(self) -> bool {
+        self == ReleaseOutcome::Released
+    }
+}

@@ -1,0 +1,127 @@
+//! The shared context of one client (`Inner`, behind every `Client` clone, lock, guard
+//! and background task): its connections, scripts and waker, the per-name local wait
+//! queues, the renewal scheduler, the task tracker that shutdown drains, and the settings.
+//! A RedLock client holds one such context per node.
+//!
+//! Invariants: nothing here talks to Redis by itself; `closed` only ever goes from false to
+//! true; every background task is spawned through [`Inner::spawn_background`] so shutdown
+//! can wait for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::conn::Connector;
+use crate::error::{Error, ErrorKind, Result};
+use crate::scripts::Scripts;
+use crate::wait::Waker;
+
+pub(crate) struct Inner {
+    pub id: String,
+    pub display_url: String,
+    pub conn: Connector,
+    /// A second connection, only for acquires that wait for replica acknowledgements:
+    /// `WAIT` blocks the connection it runs on.
+    pub ack_conn: Connector,
+    /// RedLock: one single-server client per node (empty otherwise).
+    pub nodes: Vec<Arc<Inner>>,
+    /// RedLock: how long one node may take to answer one request.
+    pub node_timeout: Duration,
+    /// Default replica acknowledgements required per grant.
+    pub replica_acks: Option<(u32, Duration)>,
+    /// Talks to a Redis Cluster.
+    pub cluster: bool,
+    pub scripts: Scripts,
+    pub waker: Arc<Waker>,
+    pub queues: Mutex<HashMap<String, Weak<Semaphore>>>,
+    pub tasks: TaskTracker,
+    pub handle: tokio::runtime::Handle,
+    pub closed: AtomicBool,
+    pub prefix: String,
+    pub default_ttl: Duration,
+    pub default_wait: Duration,
+    pub renewer: Arc<crate::renew::Renewer>,
+    /// RedLock node: requests waiting to be released once this node answers again.
+    pub cleanup: crate::cleanup::Cleanup,
+    /// This process as a holder (host name, pid), read once when the client is built.
+    pub holder: crate::holder::HolderMetadata,
+    /// `holder` as the JSON stored with a grant that has no label.
+    pub holder_json: Arc<str>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.renewer.client_dropped();
+    }
+}
+
+impl Inner {
+    /// The local FIFO queue of waiters for one lock key.
+    pub(crate) fn queue(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sem) = map.get(key).and_then(Weak::upgrade) {
+            return sem;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let sem = Arc::new(Semaphore::new(1));
+        map.insert(key.to_string(), Arc::downgrade(&sem));
+        sem
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::new(
+                ErrorKind::Shutdown,
+                "the leasehold client was shut down",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Operator calls (inspect, list, force release) read one keyspace; a RedLock client
+    /// has several, each of which may disagree, so they go through a client per node.
+    pub(crate) fn check_single_keyspace(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "inspect, list and force release read one server: on a RedLock client, use a client for each node",
+        ))
+    }
+
+    /// Run `fut` in the background, tracked so that shutdown can wait for it.
+    pub(crate) fn spawn_background<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn_on(fut, &self.handle);
+    }
+}
+
+impl crate::cleanup::Node for Inner {
+    fn cleanup(&self) -> &crate::cleanup::Cleanup {
+        &self.cleanup
+    }
+    fn conn(&self) -> &Connector {
+        &self.conn
+    }
+    fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+    fn name(&self) -> &str {
+        &self.display_url
+    }
+    fn closing(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn_background(fut);
+    }
+}
