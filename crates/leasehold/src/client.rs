@@ -21,9 +21,9 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure::failure_error;
 use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
-use crate::lease::validate_ttl;
 use crate::lock::Lock;
 use crate::scripts::Scripts;
+use crate::validate::validate_ttl;
 use crate::wait::Waker;
 
 /// The default lease length.

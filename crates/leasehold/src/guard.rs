@@ -16,10 +16,10 @@ use crate::context::Inner;
 use crate::error::{Error, NotHeldReason, Result};
 use crate::failure::failure_error;
 use crate::keys::{Kind, LockKeys};
-use crate::lease::validate_ttl;
 use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
 use crate::owner::Owner;
 use crate::protocol::{Extend, Kept, Release, Released};
+use crate::validate::validate_ttl;
 use tokio_util::sync::CancellationToken;
 
 /// Proof of holding a lock, until its lease runs out.

@@ -74,6 +74,7 @@ mod renew;
 mod rwlock;
 pub mod scripts;
 mod semaphore;
+mod validate;
 mod wait;
 
 pub use client::{

@@ -28,9 +28,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::guard::{release_in_background, LockGuard};
 use crate::keys::LockKeys;
 use crate::lease::LeaseState;
-use crate::lease::{validate_ttl, MAX_TTL};
+use crate::lease::MAX_TTL;
 use crate::owner::Owner;
 use crate::protocol::Acquired;
+use crate::validate::validate_ttl;
 
 /// A handle on one named lock, with its lease and wait settings.
 ///

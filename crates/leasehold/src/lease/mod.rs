@@ -30,21 +30,6 @@ pub fn valid_until(sent_at: Instant, ttl: Duration) -> Instant {
     sent_at + ttl.saturating_sub(drift(ttl))
 }
 
-/// Check a lease length; the error says what to fix.
-pub(crate) fn validate_ttl(ttl: Duration) -> crate::Result<()> {
-    if ttl < MIN_TTL {
-        return Err(crate::Error::invalid(format!(
-            "lease TTL {ttl:?} is too short: use at least {MIN_TTL:?}"
-        )));
-    }
-    if ttl > MAX_TTL {
-        return Err(crate::Error::invalid(format!(
-            "lease TTL {ttl:?} is too long: use at most {MAX_TTL:?} (renew long work with extend)"
-        )));
-    }
-    Ok(())
-}
-
 /// Milliseconds for Redis, rounded up so a lease is never shorter than asked.
 pub(crate) fn millis(d: Duration) -> u64 {
     let ms = d.as_millis();
@@ -73,14 +58,6 @@ mod tests {
             valid_until(t, Duration::from_secs(10)),
             t + Duration::from_millis(10_000 - 102)
         );
-    }
-
-    #[test]
-    fn ttl_bounds_are_enforced() {
-        assert!(validate_ttl(Duration::ZERO).unwrap_err().is_invalid_input());
-        assert!(validate_ttl(Duration::from_millis(9)).is_err());
-        assert!(validate_ttl(Duration::from_secs(25 * 3600)).is_err());
-        assert!(validate_ttl(Duration::from_secs(30)).is_ok());
     }
 
     #[test]

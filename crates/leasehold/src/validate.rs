@@ -1,0 +1,35 @@
+//! Validation of the settings callers give (lease lengths), in one place, with errors that
+//! say what to fix.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::lease::{MAX_TTL, MIN_TTL};
+
+/// Check a lease length; the error says what to fix.
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
+    if ttl < MIN_TTL {
+        return Err(Error::invalid(format!(
+            "lease TTL {ttl:?} is too short: use at least {MIN_TTL:?}"
+        )));
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::invalid(format!(
+            "lease TTL {ttl:?} is too long: use at most {MAX_TTL:?} (renew long work with extend)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_bounds_are_enforced() {
+        assert!(validate_ttl(Duration::ZERO).unwrap_err().is_invalid_input());
+        assert!(validate_ttl(Duration::from_millis(9)).is_err());
+        assert!(validate_ttl(Duration::from_secs(25 * 3600)).is_err());
+        assert!(validate_ttl(Duration::from_secs(30)).is_ok());
+    }
+}
