@@ -1,7 +1,10 @@
 //! The topology seam: where one server, Sentinel, Cluster and RedLock differ in how a
-//! client's server work is done. Today it holds the renewal dispatch (a RedLock batch goes
-//! to every node with a quorum tally, a Cluster batch is split by slot, one server gets one
-//! call per kind), implementing the scheduler's [`Renewals`] for the client context.
+//! client's server work is done, and what each cannot do ([`require`]). It holds the
+//! release, extend and background release of a hold (a quorum on RedLock, one server
+//! otherwise) and the renewal dispatch (a RedLock batch goes to every node with a quorum
+//! tally, a Cluster batch is split by slot, one server gets one call per kind),
+//! implementing the scheduler's [`Renewals`] for the client context. Acquire's quorum
+//! rounds are in `redlock.rs`; the one-server acquire engine is still in `lock.rs`.
 //!
 //! Invariants: every renewal call waits for its reply no longer than the earliest deadline
 //! among its leases (see [`plan`](crate::renew::plan)); each lease's outcome goes back to
@@ -12,11 +15,316 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::conn::MIN_BUDGET;
+use crate::conn::{Failure, MIN_BUDGET};
 use crate::context::Inner;
-use crate::lease::LostReason;
-use crate::protocol::Kept;
+use crate::error::{Error, ErrorKind, NotHeldReason, Result};
+use crate::failure::failure_error;
+use crate::keys::{Kind, LockKeys};
+use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
+use crate::protocol::{Extend, Kept, Release, Released};
 use crate::renew::{Renewal, Renewals, Renewer};
+
+/// The kind of deployment a client talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server, found directly or through Sentinel.
+    Server,
+    /// Redis Cluster.
+    Cluster,
+    /// RedLock: a majority of independent masters.
+    RedLock,
+}
+
+impl Topology {
+    pub(crate) fn of(inner: &Inner) -> Self {
+        if !inner.nodes.is_empty() {
+            Topology::RedLock
+        } else if inner.cluster {
+            Topology::Cluster
+        } else {
+            Topology::Server
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Topology::Server => "one server",
+            Topology::Cluster => "Redis Cluster",
+            Topology::RedLock => "RedLock",
+        }
+    }
+}
+
+/// What an operation needs that not every topology has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capability {
+    /// `WAIT` for replica acknowledgements after a grant (one master, or Sentinel).
+    ReplicaAcks,
+    /// Waiter queues and lease sets on the server: fair locks, semaphores, read-write
+    /// locks (not across RedLock's independent masters).
+    ServerQueues,
+    /// One keyspace to read: inspect, list, force release (not RedLock's several).
+    OneKeyspace,
+}
+
+/// Whether the client's topology can do `what`; the error names both.
+pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
+    let topology = Topology::of(inner);
+    let supported = match what {
+        Capability::ReplicaAcks => topology == Topology::Server,
+        Capability::ServerQueues | Capability::OneKeyspace => topology != Topology::RedLock,
+    };
+    if supported {
+        return Ok(());
+    }
+    let (operation, instead) = match what {
+        Capability::ReplicaAcks => (
+            "replica acknowledgements",
+            "they need a single master (or Sentinel)",
+        ),
+        Capability::ServerQueues => (
+            "fair locks, semaphores and read-write locks",
+            "use a plain lock, or one server, Sentinel or Cluster",
+        ),
+        Capability::OneKeyspace => (
+            "inspect, list and force release",
+            "they read one server: use a client for each node",
+        ),
+    };
+    Err(Error::invalid(format!(
+        "{operation} are not supported on a {} client: {instead}",
+        topology.name()
+    )))
+}
+
+/// Make `st`'s hold last at least `ttl` from now (see [`LockGuard::extend`](crate::LockGuard::extend)).
+pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> Result<()> {
+    let lost = |reason: LostReason| {
+        Error::new(
+            ErrorKind::LeaseLost(reason),
+            format!("lock {:?}: the lease was already lost: {reason}", st.name),
+        )
+    };
+    if Topology::of(inner) == Topology::RedLock {
+        if let Some(reason) = st.lost_reason() {
+            return Err(lost(reason));
+        }
+        return crate::redlock::extend(inner, st, ttl).await;
+    }
+    let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+    let mut last: Option<Failure> = None;
+    let mut first_send = None;
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
+        let sent = Instant::now();
+        first_send.get_or_insert(sent);
+        let mut inv = Extend {
+            keys: &st.keys,
+            owner_id: &st.owner_id,
+            req: &st.req,
+            ttl,
+        }
+        .call(&inner.scripts);
+        match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
+            Ok(reply) => {
+                let outcome = match Kept::decode_extend(&reply) {
+                    Kept::Confirmed => match st.lost_reason() {
+                        // Declared lost meanwhile (its deadline passed): the holder
+                        // was told, so the extension does not count.
+                        Some(reason) => Err(lost(reason)),
+                        None => {
+                            st.confirm(first_send.unwrap_or(sent), ttl);
+                            Ok(())
+                        }
+                    },
+                    Kept::HeldByOther => {
+                        st.lose(LostReason::HeldByOther);
+                        Err(Error::not_held(&st.name, NotHeldReason::HeldByOther))
+                    }
+                    Kept::NotHeld => {
+                        st.lose(LostReason::Expired);
+                        Err(Error::not_held(&st.name, NotHeldReason::Expired))
+                    }
+                };
+                tracing::debug!(lock = %st.name, ok = outcome.is_ok(), "extend");
+                return outcome;
+            }
+            Err(Failure::Server(e)) => {
+                return Err(Error::from_redis(&format!("extend {:?}", st.name), e))
+            }
+            Err(f) => {
+                if matches!(f, Failure::NotSent(_)) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                last = Some(f);
+            }
+        }
+    }
+    Err(failure_error(
+        &format!("extend {:?}", st.name),
+        last.unwrap_or(Failure::Unknown(None)),
+    ))
+}
+
+/// Release `st`'s hold (see [`LockGuard::release`](crate::LockGuard::release)). Returns
+/// the outcome and whether the hold is settled; if not (the outcome is unknown), the
+/// caller keeps releasing it in the background.
+pub(crate) async fn release(
+    inner: &Arc<Inner>,
+    st: &LeaseState,
+    lease_ok_at_send: bool,
+    resolve_by: Instant,
+) -> (Result<ReleaseOutcome>, bool) {
+    if Topology::of(inner) == Topology::RedLock {
+        // Nodes that did not answer are released in the background already.
+        return (
+            crate::redlock::release(inner, st, lease_ok_at_send).await,
+            true,
+        );
+    }
+    let outcome = {
+        let result = release_once(inner, &st.keys, &st.owner_id, &st.req, resolve_by).await;
+        match result {
+            Ok((released, saw_unknown)) => {
+                let outcome = match released {
+                    Released::Freed | Released::StillHeld => ReleaseOutcome::Released,
+                    // After a reply was lost, "not ours" most likely means our own release
+                    // was applied (and perhaps someone took the lock since); if the lease
+                    // was still valid when we sent it, say so.
+                    _ if saw_unknown && lease_ok_at_send => ReleaseOutcome::Released,
+                    Released::HeldByOther => ReleaseOutcome::HeldByOther,
+                    Released::NotHeld => ReleaseOutcome::Expired,
+                };
+                if released == Released::Freed {
+                    notify_local(inner, &st.keys);
+                }
+                tracing::debug!(lock = %st.name, outcome = ?outcome, "release");
+                Ok(outcome)
+            }
+            Err(f) => {
+                // Keep trying in the background; the lease expires by itself at worst.
+                let err = failure_error(&format!("release {:?}", st.name), f);
+                tracing::warn!(lock = %st.name, error = %err, "release failed; retrying in the background");
+                Err(err)
+            }
+        }
+    };
+    let settled = outcome.is_ok();
+    (outcome, settled)
+}
+
+/// Release a dropped guard's hold in the background.
+pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
+    if Topology::of(inner) == Topology::RedLock {
+        crate::redlock::release_dropped(inner, st);
+        return;
+    }
+    let fut = release_in_background(
+        inner.clone(),
+        st.keys.clone(),
+        st.owner_id.clone(),
+        st.req.clone(),
+        st.valid_until() + crate::lease::drift(st.ttl) + Duration::from_millis(100),
+        false,
+    );
+    inner.spawn_background(fut);
+}
+
+/// Wake this client's waiters of a lock it just freed, without waiting for the round trip
+/// through Redis; not for fair locks, whose release names the one waiter it goes to.
+fn notify_local(inner: &Inner, keys: &LockKeys) {
+    if keys.kind != Kind::FairLock {
+        inner.waker.notify_local(&keys.channel);
+    }
+}
+
+/// Run the release script until its outcome is known or `resolve_by` passes. Returns what
+/// it answered and whether an earlier try's outcome was unknown.
+pub(crate) async fn release_once(
+    inner: &Inner,
+    keys: &LockKeys,
+    owner_id: &str,
+    req: &str,
+    resolve_by: Instant,
+) -> std::result::Result<(Released, bool), Failure> {
+    let mut saw_unknown = false;
+    let mut last = None;
+    let release = Release {
+        keys,
+        owner_id,
+        req,
+    };
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
+        let mut inv = release.call(&inner.scripts);
+        let budget = resolve_by.saturating_duration_since(Instant::now());
+        match inner.conn.eval_tagged(&mut inv, budget).await {
+            Ok(reply) => return Ok((Released::decode(&reply), saw_unknown)),
+            Err(f @ Failure::Server(_)) => return Err(f),
+            Err(f) => {
+                if matches!(f, Failure::Unknown(_)) {
+                    saw_unknown = true;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                last = Some(f);
+            }
+        }
+    }
+    Err(last.unwrap_or(Failure::Unknown(None)))
+}
+
+/// Release one hold in the background: retried while the lease could still be alive.
+///
+/// Retries stop at `give_up` (when the lease would have expired anyway). With `recheck`
+/// (the grant of a cancelled or ambiguous acquire whose command may still be on its way to
+/// Redis on an abandoned connection that could not be fenced off), a "nothing there"
+/// answer is checked again a few times (after 50 ms, 250 ms, 1 s and 3 s).
+pub(crate) async fn release_in_background(
+    inner: Arc<Inner>,
+    keys: Arc<LockKeys>,
+    owner_id: String,
+    req: String,
+    give_up: Instant,
+    recheck: bool,
+) {
+    let started = Instant::now();
+    let give_up = give_up.min(started + Duration::from_secs(300));
+    let mut rechecks = if recheck {
+        &[50u64, 250, 1_000, 3_000][..]
+    } else {
+        &[][..]
+    };
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
+            Ok((released, _)) => {
+                if released == Released::Freed {
+                    notify_local(&inner, &keys);
+                }
+                tracing::debug!(lock = %keys.lock, outcome = ?released, "background release");
+                if released == Released::NotHeld {
+                    if let Some((first, rest)) = rechecks.split_first() {
+                        let at = started + Duration::from_millis(*first);
+                        if at < give_up {
+                            rechecks = rest;
+                            tokio::time::sleep_until(at).await;
+                            continue;
+                        }
+                    }
+                }
+                return;
+            }
+            Err(f) => {
+                if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
+                    tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
 
 impl Renewals for Inner {
     fn renewer(&self) -> &Arc<Renewer> {
@@ -37,11 +345,12 @@ impl Renewals for Inner {
 }
 
 fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
-    if !client.nodes.is_empty() {
+    let topology = Topology::of(client);
+    if topology == Topology::RedLock {
         crate::redlock::spawn_renewal(client, batch);
         return;
     }
-    if client.cluster {
+    if topology == Topology::Cluster {
         // One script call may only touch one slot: one batch per slot.
         let mut by_slot: std::collections::HashMap<u16, Vec<Renewal>> =
             std::collections::HashMap::new();

@@ -85,17 +85,6 @@ impl Inner {
         }
     }
 
-    /// Operator calls (inspect, list, force release) read one keyspace; a RedLock client
-    /// has several, each of which may disagree, so they go through a client per node.
-    pub(crate) fn check_single_keyspace(&self) -> Result<()> {
-        if self.nodes.is_empty() {
-            return Ok(());
-        }
-        Err(Error::invalid(
-            "inspect, list and force release read one server: on a RedLock client, use a client for each node",
-        ))
-    }
-
     /// Run `fut` in the background, tracked so that shutdown can wait for it.
     pub(crate) fn spawn_background<F>(&self, fut: F)
     where

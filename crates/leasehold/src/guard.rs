@@ -11,14 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::conn::Failure;
 use crate::context::Inner;
-use crate::error::{Error, NotHeldReason, Result};
-use crate::failure::failure_error;
-use crate::keys::{Kind, LockKeys};
+use crate::error::Result;
 use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
 use crate::owner::Owner;
-use crate::protocol::{Extend, Kept, Release, Released};
 use crate::validate::validate_ttl;
 use tokio_util::sync::CancellationToken;
 
@@ -173,73 +169,7 @@ impl LockGuard {
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         validate_ttl(ttl)?;
         self.inner.check_open()?;
-        let inner = &self.inner;
-        let st = &self.state;
-        let lost = |reason: LostReason| {
-            Error::new(
-                crate::ErrorKind::LeaseLost(reason),
-                format!("lock {:?}: the lease was already lost: {reason}", st.name),
-            )
-        };
-
-        if !inner.nodes.is_empty() {
-            if let Some(reason) = st.lost_reason() {
-                return Err(lost(reason));
-            }
-            return crate::redlock::extend(inner, st, ttl).await;
-        }
-        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
-        let mut last: Option<Failure> = None;
-        let mut first_send = None;
-        while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
-            let sent = Instant::now();
-            first_send.get_or_insert(sent);
-            let mut inv = Extend {
-                keys: &st.keys,
-                owner_id: &st.owner_id,
-                req: &st.req,
-                ttl,
-            }
-            .call(&inner.scripts);
-            match inner.conn.eval_tagged(&mut inv, resolve_by - sent).await {
-                Ok(reply) => {
-                    let outcome = match Kept::decode_extend(&reply) {
-                        Kept::Confirmed => match st.lost_reason() {
-                            // Declared lost meanwhile (its deadline passed): the holder
-                            // was told, so the extension does not count.
-                            Some(reason) => Err(lost(reason)),
-                            None => {
-                                st.confirm(first_send.unwrap_or(sent), ttl);
-                                Ok(())
-                            }
-                        },
-                        Kept::HeldByOther => {
-                            st.lose(LostReason::HeldByOther);
-                            Err(Error::not_held(&st.name, NotHeldReason::HeldByOther))
-                        }
-                        Kept::NotHeld => {
-                            st.lose(LostReason::Expired);
-                            Err(Error::not_held(&st.name, NotHeldReason::Expired))
-                        }
-                    };
-                    tracing::debug!(lock = %st.name, ok = outcome.is_ok(), "extend");
-                    return outcome;
-                }
-                Err(Failure::Server(e)) => {
-                    return Err(Error::from_redis(&format!("extend {:?}", st.name), e))
-                }
-                Err(f) => {
-                    if matches!(f, Failure::NotSent(_)) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    last = Some(f);
-                }
-            }
-        }
-        Err(failure_error(
-            &format!("extend {:?}", st.name),
-            last.unwrap_or(Failure::Unknown(None)),
-        ))
+        crate::backend::extend(&self.inner, &self.state, ttl).await
     }
 
     /// Release this hold and report what the server found.
@@ -255,38 +185,13 @@ impl LockGuard {
         // Renewal stops now, before the release is sent.
         self.end_lease();
         // From here on, dropping `self` (e.g. cancellation) releases in the background.
-        if !inner.nodes.is_empty() {
-            let outcome = crate::redlock::release(&inner, &st, lease_ok_at_send).await;
-            // Nodes that did not answer are released in the background already.
+        let (outcome, settled) =
+            crate::backend::release(&inner, &st, lease_ok_at_send, resolve_by).await;
+        if settled {
+            // Otherwise dropping the guard keeps releasing in the background.
             self.finish();
-            return outcome;
         }
-        let result = release_once(&inner, &st.keys, &st.owner_id, &st.req, resolve_by).await;
-        match result {
-            Ok((released, saw_unknown)) => {
-                self.finish();
-                let outcome = match released {
-                    Released::Freed | Released::StillHeld => ReleaseOutcome::Released,
-                    // After a reply was lost, "not ours" most likely means our own release
-                    // was applied (and perhaps someone took the lock since); if the lease
-                    // was still valid when we sent it, say so.
-                    _ if saw_unknown && lease_ok_at_send => ReleaseOutcome::Released,
-                    Released::HeldByOther => ReleaseOutcome::HeldByOther,
-                    Released::NotHeld => ReleaseOutcome::Expired,
-                };
-                if released == Released::Freed {
-                    notify_local(&inner, &st.keys);
-                }
-                tracing::debug!(lock = %st.name, outcome = ?outcome, "release");
-                Ok(outcome)
-            }
-            Err(f) => {
-                // Keep trying in the background; the lease expires by itself at worst.
-                let err = failure_error(&format!("release {:?}", st.name), f);
-                tracing::warn!(lock = %st.name, error = %err, "release failed; retrying in the background");
-                Err(err)
-            }
-        }
+        outcome
     }
 
     /// Stop renewing and signal the end of the lease (idempotent).
@@ -382,117 +287,7 @@ impl Drop for LockGuard {
         }
         self.end_lease();
         self.finish();
-        let st = &self.state;
-        if !self.inner.nodes.is_empty() {
-            crate::redlock::release_dropped(&self.inner, st);
-            return;
-        }
-        let fut = release_in_background(
-            self.inner.clone(),
-            st.keys.clone(),
-            st.owner_id.clone(),
-            st.req.clone(),
-            st.valid_until() + crate::lease::drift(st.ttl) + Duration::from_millis(100),
-            false,
-        );
-        self.inner.spawn_background(fut);
-    }
-}
-
-/// Wake this client's waiters of a lock it just freed, without waiting for the round trip
-/// through Redis; not for fair locks, whose release names the one waiter it goes to.
-fn notify_local(inner: &Inner, keys: &LockKeys) {
-    if keys.kind != Kind::FairLock {
-        inner.waker.notify_local(&keys.channel);
-    }
-}
-
-/// Run the release script until its outcome is known or `resolve_by` passes. Returns what
-/// it answered and whether an earlier try's outcome was unknown.
-pub(crate) async fn release_once(
-    inner: &Inner,
-    keys: &LockKeys,
-    owner_id: &str,
-    req: &str,
-    resolve_by: Instant,
-) -> std::result::Result<(Released, bool), Failure> {
-    let mut saw_unknown = false;
-    let mut last = None;
-    let release = Release {
-        keys,
-        owner_id,
-        req,
-    };
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
-        let mut inv = release.call(&inner.scripts);
-        let budget = resolve_by.saturating_duration_since(Instant::now());
-        match inner.conn.eval_tagged(&mut inv, budget).await {
-            Ok(reply) => return Ok((Released::decode(&reply), saw_unknown)),
-            Err(f @ Failure::Server(_)) => return Err(f),
-            Err(f) => {
-                if matches!(f, Failure::Unknown(_)) {
-                    saw_unknown = true;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                last = Some(f);
-            }
-        }
-    }
-    Err(last.unwrap_or(Failure::Unknown(None)))
-}
-
-/// Release one hold in the background: retried while the lease could still be alive.
-///
-/// Retries stop at `give_up` (when the lease would have expired anyway). With `recheck`
-/// (the grant of a cancelled or ambiguous acquire whose command may still be on its way to
-/// Redis on an abandoned connection that could not be fenced off), a "nothing there"
-/// answer is checked again a few times (after 50 ms, 250 ms, 1 s and 3 s).
-pub(crate) async fn release_in_background(
-    inner: Arc<Inner>,
-    keys: Arc<LockKeys>,
-    owner_id: String,
-    req: String,
-    give_up: Instant,
-    recheck: bool,
-) {
-    let started = Instant::now();
-    let give_up = give_up.min(started + Duration::from_secs(300));
-    let mut rechecks = if recheck {
-        &[50u64, 250, 1_000, 3_000][..]
-    } else {
-        &[][..]
-    };
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
-        match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
-            Ok((released, _)) => {
-                if released == Released::Freed {
-                    notify_local(&inner, &keys);
-                }
-                tracing::debug!(lock = %keys.lock, outcome = ?released, "background release");
-                if released == Released::NotHeld {
-                    if let Some((first, rest)) = rechecks.split_first() {
-                        let at = started + Duration::from_millis(*first);
-                        if at < give_up {
-                            rechecks = rest;
-                            tokio::time::sleep_until(at).await;
-                            continue;
-                        }
-                    }
-                }
-                return;
-            }
-            Err(f) => {
-                if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
-                    tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
+        crate::backend::release_dropped(&self.inner, &self.state);
     }
 }
 

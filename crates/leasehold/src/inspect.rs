@@ -82,7 +82,7 @@ impl Client {
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
         validate_name(name)?;
         self.inner.check_open()?;
-        self.inner.check_single_keyspace()?;
+        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
         let keys = LockKeys::new(&self.inner.prefix, name);
         let mut inv = self.inner.scripts.inspect.key(&keys.lock);
         inv.key(&keys.fence).key(&keys.expiries);
@@ -109,7 +109,7 @@ impl Client {
     /// Cancel-safe: it only reads.
     pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
         self.inner.check_open()?;
-        self.inner.check_single_keyspace()?;
+        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
         if self.inner.cluster {
             return Err(crate::Error::invalid(
                 "listing locks is not supported on Redis Cluster (it would need a SCAN of every node); inspect a lock by name instead",
@@ -174,7 +174,7 @@ impl Client {
     pub async fn force_release(&self, name: &str) -> Result<Option<HolderInfo>> {
         validate_name(name)?;
         self.inner.check_open()?;
-        self.inner.check_single_keyspace()?;
+        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
         let keys = LockKeys::new(&self.inner.prefix, name);
         let mut inv = self.inner.scripts.force_release.key(&keys.lock);
         inv.key(&keys.queue)

@@ -22,10 +22,11 @@ use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::Instrument;
 
+use crate::backend::{release_in_background, Capability};
 use crate::conn::Failure;
 use crate::context::Inner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::guard::{release_in_background, LockGuard};
+use crate::guard::LockGuard;
 use crate::keys::LockKeys;
 use crate::lease::LeaseState;
 use crate::lease::MAX_TTL;
@@ -272,11 +273,7 @@ impl Lock {
                 "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
             )));
         }
-        if self.inner.cluster || !self.inner.nodes.is_empty() {
-            return Err(Error::invalid(
-                "replica acknowledgements need a single master (or Sentinel); they are not supported on Redis Cluster or RedLock clients",
-            ));
-        }
+        crate::backend::require(&self.inner, Capability::ReplicaAcks)?;
         self.replica_acks = Some((replicas, timeout));
         Ok(self)
     }
@@ -428,11 +425,8 @@ impl Lock {
             .owner
             .as_ref()
             .is_some_and(|o| o.holds_locally(&hold_key));
-        if !inner.nodes.is_empty() && self.mode != Mode::Exclusive {
-            return Err(Error::invalid(format!(
-                "{:?} {:?}: fair locks, semaphores and read-write locks are not supported on RedLock clients",
-                self.mode, self.name
-            )));
+        if self.mode != Mode::Exclusive {
+            crate::backend::require(inner, Capability::ServerQueues)?;
         }
         // Tasks of one client that wait queue locally, so one of them at a time waits at
         // the server and a release wakes one task per client. Fair waiters each keep a

@@ -342,6 +342,8 @@ async fn run_sharded(
             }
         }
         backoff = Duration::from_millis(20);
+        // Channels to subscribe again at these times (after the server ended them).
+        let mut again: Vec<(Instant, String)> = Vec::new();
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -367,21 +369,27 @@ async fn run_sharded(
                     let Some(ch) = on_sharded_push(&w, push) else { continue };
                     drop(w);
                     // The server ended a subscription we still need (its slot moved away
-                    // from that node). First a read routed by the channel's slot: the node
-                    // that lost it answers MOVED, which makes the cluster client refresh its
-                    // slot map and move its tracked subscriptions to the new owners (a
-                    // demoted primary would otherwise take the subscription as a replica,
-                    // where releases are not announced). Then subscribe again; the
-                    // confirmation makes the channel's waiters retry.
-                    let _ = timeout(rt, redis::cmd("EXISTS").arg(&ch).query_async::<i64>(&mut con)).await;
-                    let ok = matches!(timeout(rt, con.ssubscribe(&ch)).await, Ok(Ok(())));
-                    match waker.upgrade() {
-                        Some(w) if ok => w.set_confirmed(&ch),
-                        Some(_) => {
-                            tracing::debug!(channel = %ch, "leasehold sharded re-subscription failed; reconnecting");
+                    // from that node): subscribe again now, and a few more times while
+                    // the cluster's nodes may still disagree on the slot's owner (a
+                    // subscription that lands on a demoted primary, now a replica, would
+                    // never hear the release). Each confirmation makes waiters retry.
+                    if !resubscribe(&mut con, &ch, rt, &waker).await {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for ms in RESUBSCRIBE_AGAIN_MS {
+                        again.push((now + Duration::from_millis(ms), ch.clone()));
+                    }
+                }
+                _ = sleep_until_first(&again), if !again.is_empty() => {
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = again.drain(..).partition(|(at, _)| *at <= now);
+                    again = later;
+                    for (_, ch) in due {
+                        let live = waker.upgrade().is_some_and(|w| w.is_live(&ch));
+                        if live && !resubscribe(&mut con, &ch, rt, &waker).await {
                             break;
                         }
-                        None => return,
                     }
                 }
             }
@@ -392,6 +400,43 @@ async fn run_sharded(
             None => return,
         }
         sleep(backoff).await;
+    }
+}
+
+/// After the server ended a sharded subscription, it is made again at once and after these
+/// delays (ms), while the nodes may still disagree on who owns the channel's slot.
+const RESUBSCRIBE_AGAIN_MS: [u64; 3] = [250, 750, 2_000];
+
+/// Subscribe `ch` again on the node that owns its slot: first a read routed by the slot,
+/// which a node that lost the slot answers with MOVED (so the cluster client refreshes its
+/// slot map and moves its tracked subscriptions), then `SSUBSCRIBE`. False if it failed
+/// (the connection is then rebuilt).
+async fn resubscribe(
+    con: &mut redis::cluster_async::ClusterConnection,
+    ch: &str,
+    rt: Duration,
+    waker: &Weak<Waker>,
+) -> bool {
+    let _ = timeout(rt, redis::cmd("EXISTS").arg(ch).query_async::<i64>(con)).await;
+    let ok = matches!(timeout(rt, con.ssubscribe(ch)).await, Ok(Ok(())));
+    match waker.upgrade() {
+        Some(w) if ok => {
+            w.set_confirmed(ch);
+            true
+        }
+        Some(_) => {
+            tracing::debug!(channel = %ch, "leasehold sharded re-subscription failed; reconnecting");
+            false
+        }
+        None => false,
+    }
+}
+
+/// Sleep until the earliest of `again`'s times.
+async fn sleep_until_first(again: &[(Instant, String)]) {
+    match again.iter().map(|(at, _)| *at).min() {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

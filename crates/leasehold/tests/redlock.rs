@@ -302,3 +302,34 @@ async fn redlock_client_ping_needs_a_quorum_and_bad_input_is_rejected() {
         .unwrap_err();
     assert!(e.is_invalid_input(), "{e}");
 }
+
+#[tokio::test]
+async fn what_a_redlock_client_cannot_do_is_refused_naming_the_topology_and_the_operation() {
+    let masters = Masters::start(3);
+    let client = redlock(&masters, Duration::from_millis(100));
+    let fair = client
+        .fair_lock("redlock/caps")
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err();
+    let acks = client
+        .lock("redlock/caps")
+        .unwrap()
+        .replica_acks(1, Duration::from_millis(100))
+        .unwrap_err();
+    let inspect = client.inspect("redlock/caps").await.unwrap_err();
+    for (e, operation) in [
+        (fair, "fair locks"),
+        (acks, "replica acknowledgements"),
+        (inspect, "inspect"),
+    ] {
+        assert!(e.is_invalid_input(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("RedLock") && text.contains(operation),
+            "{text}"
+        );
+    }
+    client.shutdown().await;
+}
