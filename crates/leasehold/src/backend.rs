@@ -65,6 +65,8 @@ pub(crate) enum Capability {
     ServerQueues,
     /// One keyspace to read: inspect, list, force release (not RedLock's several).
     OneKeyspace,
+    /// One `SCAN` that sees every lock: list (not Cluster's several nodes, nor RedLock's).
+    ScanAll,
 }
 
 /// Whether the client's topology can do `what`; the error names both.
@@ -73,6 +75,7 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
     let supported = match what {
         Capability::ReplicaAcks => topology == Topology::Server,
         Capability::ServerQueues | Capability::OneKeyspace => topology != Topology::RedLock,
+        Capability::ScanAll => topology == Topology::Server,
     };
     if supported {
         return Ok(());
@@ -90,11 +93,63 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
             "inspect, list and force release",
             "they read one server: use a client for each node",
         ),
+        Capability::ScanAll => (
+            "lock listings",
+            "a listing is one SCAN of one server: inspect a lock by name instead",
+        ),
     };
     Err(Error::invalid(format!(
         "{operation} are not supported on a {} client: {instead}",
         topology.name()
     )))
+}
+
+/// Check that Redis answers: the server, or a majority of RedLock's nodes.
+pub(crate) async fn ping(inner: &Arc<Inner>) -> Result<()> {
+    if Topology::of(inner) == Topology::RedLock {
+        return ping_quorum(inner).await;
+    }
+    let budget = inner.conn.connect_timeout() + inner.conn.response_timeout();
+    match inner
+        .conn
+        .query::<String>(&redis::cmd("PING"), budget)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(f) => Err(failure_error("PING", f)),
+    }
+}
+
+/// RedLock: ping every node; a majority must answer.
+async fn ping_quorum(inner: &Arc<Inner>) -> Result<()> {
+    let nodes = &inner.nodes;
+    let pings = nodes
+        .iter()
+        .map(|n| async move { (n.display_url.clone(), Box::pin(ping(n)).await) });
+    let results = futures_util::future::join_all(pings).await;
+    let failures: Vec<crate::NodeFailure> = results
+        .into_iter()
+        .filter_map(|(node, r)| {
+            r.err().map(|e| crate::NodeFailure {
+                node,
+                reason: e.to_string(),
+            })
+        })
+        .collect();
+    let answered = nodes.len() - failures.len();
+    let needed = crate::redlock::quorum(nodes.len());
+    if answered >= needed {
+        return Ok(());
+    }
+    let list = crate::error::list_failures(&failures);
+    Err(Error::new(
+        ErrorKind::NoQuorum { answered, needed },
+        format!(
+            "PING: only {answered} of {} RedLock nodes answered ({list})",
+            nodes.len()
+        ),
+    )
+    .with_node_failures(failures))
 }
 
 /// Make `st`'s hold last at least `ttl` from now (see [`LockGuard::extend`](crate::LockGuard::extend)).

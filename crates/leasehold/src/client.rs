@@ -18,8 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::conn::Connector;
 use crate::context::Inner;
 use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::failure_error;
+use crate::error::{Error, Result};
 use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
 use crate::lock::Lock;
 use crate::scripts::Scripts;
@@ -598,7 +597,7 @@ impl Client {
     /// [`MAX_PERMITS`](crate::MAX_PERMITS)); see [`Semaphore`](crate::Semaphore). Its keys
     /// are disjoint from those of a lock of the same name. Not supported on RedLock clients.
     pub fn semaphore(&self, name: &str, capacity: u32) -> Result<crate::Semaphore> {
-        self.single_keyspace("semaphores")?;
+        crate::backend::require(&self.inner, crate::backend::Capability::ServerQueues)?;
         validate_name(name)?;
         let keys = crate::keys::semaphore_keys(&self.inner.prefix, name);
         crate::Semaphore::new(Lock::new(self.inner.clone(), name, keys), capacity)
@@ -608,7 +607,7 @@ impl Client {
     /// keys are disjoint from those of a lock of the same name. Not supported on RedLock
     /// clients.
     pub fn rwlock(&self, name: &str) -> Result<crate::RwLock> {
-        self.single_keyspace("read-write locks")?;
+        crate::backend::require(&self.inner, crate::backend::Capability::ServerQueues)?;
         validate_name(name)?;
         let (writer, reader) = crate::keys::rwlock_keys(&self.inner.prefix, name);
         Ok(crate::RwLock::new(
@@ -617,68 +616,13 @@ impl Client {
         ))
     }
 
-    fn single_keyspace(&self, what: &str) -> Result<()> {
-        if self.inner.nodes.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::invalid(format!(
-                "{what} are not supported on RedLock clients: use a client for one Redis (or Sentinel, or Cluster)"
-            )))
-        }
-    }
-
     /// Check that Redis answers.
     ///
     /// # Cancel safety
     /// Cancel-safe: `PING` changes nothing on the server.
     pub async fn ping(&self) -> Result<()> {
         self.inner.check_open()?;
-        if !self.inner.nodes.is_empty() {
-            return self.ping_quorum().await;
-        }
-        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
-        match self
-            .inner
-            .conn
-            .query::<String>(&redis::cmd("PING"), budget)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(f) => Err(failure_error("PING", f)),
-        }
-    }
-
-    /// RedLock: ping every node; a majority must answer.
-    async fn ping_quorum(&self) -> Result<()> {
-        let nodes = &self.inner.nodes;
-        let pings = nodes.iter().map(|n| {
-            let c = Client { inner: n.clone() };
-            async move { (n.display_url.clone(), c.ping().await) }
-        });
-        let results = futures_util::future::join_all(pings).await;
-        let failures: Vec<crate::NodeFailure> = results
-            .into_iter()
-            .filter_map(|(node, r)| {
-                r.err().map(|e| crate::NodeFailure {
-                    node,
-                    reason: e.to_string(),
-                })
-            })
-            .collect();
-        let answered = nodes.len() - failures.len();
-        let needed = crate::redlock::quorum(nodes.len());
-        if answered >= needed {
-            return Ok(());
-        }
-        let list = crate::error::list_failures(&failures);
-        Err(Error::new(
-            ErrorKind::NoQuorum { answered, needed },
-            format!(
-                "PING: only {answered} of {} RedLock nodes answered ({list})",
-                nodes.len()
-            ),
-        )
-        .with_node_failures(failures))
+        crate::backend::ping(&self.inner).await
     }
 
     /// The number of background releases still running.

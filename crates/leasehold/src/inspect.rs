@@ -109,12 +109,7 @@ impl Client {
     /// Cancel-safe: it only reads.
     pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
         self.inner.check_open()?;
-        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
-        if self.inner.cluster {
-            return Err(crate::Error::invalid(
-                "listing locks is not supported on Redis Cluster (it would need a SCAN of every node); inspect a lock by name instead",
-            ));
-        }
+        crate::backend::require(&self.inner, crate::backend::Capability::ScanAll)?;
         if pattern.is_empty() || pattern.len() > crate::MAX_NAME_LEN || pattern.contains(['{', '}'])
         {
             return Err(crate::Error::invalid(
