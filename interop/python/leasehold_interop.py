@@ -20,7 +20,7 @@ import time
 
 import redis
 
-SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "leasehold", "src", "scripts")
+SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "leasehold", "src", "protocol", "scripts")
 RESERVATION_MS = 100
 
 

@@ -52,46 +52,32 @@
 
 mod backend;
 pub mod blocking;
-mod cleanup;
 mod client;
-mod conn;
-mod context;
-mod election;
-mod endpoint;
 mod error;
-mod failure;
-mod guard;
-mod holder;
-mod inspect;
-mod keys;
 pub mod lease;
 mod lock;
 pub mod metrics;
-mod owner;
+mod net;
+mod primitives;
 mod protocol;
-mod redlock;
-mod renew;
-mod rwlock;
-pub mod scripts;
-mod semaphore;
 mod validate;
-mod wait;
 
+pub use client::inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
 pub use client::{
     redact_url, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_TTL, DEFAULT_WAIT,
 };
-pub use election::{Election, Leadership};
 pub use error::{Error, ErrorKind, NodeFailure, NotHeldReason, Result};
-pub use guard::{Lease, LockGuard};
-pub use inspect::{HolderInfo, HolderMetadata, LockInfo, LIST_LIMIT};
-pub use keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
+pub use lease::renew::{RenewalStats, BATCH as RENEWAL_BATCH};
 pub use lease::{LostReason, ReleaseOutcome};
+pub use lock::guard::{Lease, LockGuard};
+pub use lock::owner::Owner;
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
-pub use owner::Owner;
-pub use renew::{RenewalStats, BATCH as RENEWAL_BATCH};
-pub use rwlock::{ReadGuard, RwLock, WriteGuard};
-pub use semaphore::{Permit, Semaphore, MAX_PERMITS};
+pub use primitives::election::{Election, Leadership};
+pub use primitives::rwlock::{ReadGuard, RwLock, WriteGuard};
+pub use primitives::semaphore::{Permit, Semaphore, MAX_PERMITS};
+pub use protocol::keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
+pub use protocol::scripts;
 
 /// A random 128-bit identifier in hex (owner ids, request ids).
 pub(crate) fn random_id() -> String {

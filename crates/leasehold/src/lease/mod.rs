@@ -9,6 +9,7 @@
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub(crate) mod renew;
 mod state;
 
 pub(crate) use state::LeaseState;

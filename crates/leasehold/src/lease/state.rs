@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::valid_until;
-use crate::keys::LockKeys;
+use crate::protocol::keys::LockKeys;
 
 /// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency
 /// and the time it takes to signal many leases that share a deadline: half its drift

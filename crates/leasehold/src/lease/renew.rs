@@ -25,8 +25,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::conn::MIN_BUDGET;
 use crate::lease::{LeaseState, LostReason};
+use crate::net::conn::MIN_BUDGET;
 use crate::protocol::RenewItem;
 
 /// The most leases renewed by one script call.

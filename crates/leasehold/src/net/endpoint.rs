@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, RedisError};
 use tokio::time::{timeout, Instant};
 
-use crate::failure::Failure;
+use crate::net::failure::Failure;
 
 /// The address (or addresses) a client connects to.
 pub(crate) enum Endpoint {

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::guard::LockGuard;
+use crate::lock::guard::LockGuard;
 use crate::lock::{Lock, Mode};
 
 /// A handle on the read-write lock called `name`. Cheap to clone; holds nothing by
@@ -40,13 +40,13 @@ pub struct RwLock {
     write: Lock,
 }
 
-crate::guard::lease_guard! {
+crate::lock::guard::lease_guard! {
     /// A reader's hold on a [`RwLock`], with a lease of its own. Derefs to [`LockGuard`]
     /// for the lease; dropping it releases in the background.
     ReadGuard, "the read lock is released in the background as soon as the guard is dropped"
 }
 
-crate::guard::lease_guard! {
+crate::lock::guard::lease_guard! {
     /// The writer's hold on a [`RwLock`]. Derefs to [`LockGuard`] for the lease; dropping
     /// it releases in the background.
     WriteGuard, "the write lock is released in the background as soon as the guard is dropped"

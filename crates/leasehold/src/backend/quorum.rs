@@ -27,15 +27,15 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::conn::Failure;
-use crate::context::Inner;
+use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, NodeFailure, Result};
-use crate::keys::LockKeys;
+use crate::lease::renew::Renewal;
 use crate::lease::valid_until;
 use crate::lease::LeaseState;
 use crate::lease::ReleaseOutcome;
+use crate::net::conn::Failure;
+use crate::protocol::keys::LockKeys;
 use crate::protocol::{Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released};
-use crate::renew::Renewal;
 
 /// Who acquires, as decided by [`Lock`] before the quorum rounds.
 pub(crate) struct Hold {
@@ -127,7 +127,7 @@ async fn node_acquire(
 
 /// A request that may have been granted on some nodes and has no guard yet: dropped while
 /// armed (the acquire was cancelled), it is released in the background on every node where
-/// it may have run ([`crate::cleanup`]).
+/// it may have run ([`crate::backend::cleanup`]).
 struct Pending {
     inner: Arc<Inner>,
     keys: Arc<LockKeys>,
@@ -143,7 +143,7 @@ impl Pending {
     fn release_later(&mut self, only: impl Fn(usize) -> bool) {
         for (i, part) in self.parts.iter_mut().enumerate() {
             if part.may_hold() && only(i) {
-                crate::cleanup::release_later(
+                crate::backend::cleanup::release_later(
                     &self.inner.nodes[i],
                     &self.keys,
                     &self.owner_id,
@@ -215,7 +215,7 @@ pub(crate) async fn acquire(
         let round_end = if attempts == 1 {
             start + budget
         } else {
-            (start + budget).min(deadline.max(start + crate::conn::MIN_BUDGET))
+            (start + budget).min(deadline.max(start + crate::net::conn::MIN_BUDGET))
         };
         let mut round: FuturesUnordered<_> = inner
             .nodes
@@ -277,7 +277,7 @@ pub(crate) async fn acquire(
             }
         }
         let mut outcome_failures = failures.clone();
-        if granted.len() >= needed && Instant::now() + crate::conn::MIN_BUDGET < validity_end {
+        if granted.len() >= needed && Instant::now() + crate::net::conn::MIN_BUDGET < validity_end {
             let token = granted.iter().map(|g| g.1).max().unwrap_or_default();
             let count = granted.iter().map(|g| g.2).max().unwrap_or(1);
             let agreed = granted.iter().all(|g| g.1 == token);
@@ -289,7 +289,7 @@ pub(crate) async fn acquire(
                 outcome_failures.extend(raise_failures);
                 raised >= needed
             };
-            if settled && Instant::now() + crate::conn::MIN_BUDGET < validity_end {
+            if settled && Instant::now() + crate::net::conn::MIN_BUDGET < validity_end {
                 pending.armed = false;
                 tracing::debug!(
                     outcome = "granted",
@@ -324,7 +324,7 @@ pub(crate) async fn acquire(
         let grants: Vec<usize> = (0..n)
             .filter(|i| pending.parts[*i] == Part::Granted)
             .collect();
-        if release_budget >= crate::conn::MIN_BUDGET && !grants.is_empty() {
+        if release_budget >= crate::net::conn::MIN_BUDGET && !grants.is_empty() {
             let results = release_on(
                 inner,
                 &grants,
@@ -502,7 +502,13 @@ pub(crate) async fn release(
                 });
                 // The node may still hold the grant (or run a renewal it holds on to when
                 // it answers again): release there once it does.
-                crate::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
+                crate::backend::cleanup::release_later(
+                    node,
+                    &st.keys,
+                    &st.owner_id,
+                    &st.req,
+                    st.ttl,
+                );
             }
         }
     }
@@ -640,17 +646,17 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
 /// answers).
 pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
     for node in &inner.nodes {
-        crate::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
+        crate::backend::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
     }
 }
 
 /// Renew a batch of quorum leases: the batch goes to every node at once (one script call
-/// per node and [`plan`](crate::renew::plan) group), and each lease is confirmed, lost or
+/// per node and [`plan`](crate::lease::renew::plan) group), and each lease is confirmed, lost or
 /// retried by its own tally.
 pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Renewal>) {
     let now = Instant::now();
     let deadlines: Vec<Instant> = batch.iter().map(|r| r.lease.fire_at()).collect();
-    let plan = crate::renew::plan(&deadlines, now, client.conn.response_timeout());
+    let plan = crate::lease::renew::plan(&deadlines, now, client.conn.response_timeout());
     let mut slots: Vec<Option<Renewal>> = batch.into_iter().map(Some).collect();
     for i in plan.too_late {
         if let Some(r) = slots[i].take() {
@@ -668,7 +674,7 @@ fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Inst
     client.handle.spawn(async move {
         let sent = Instant::now();
         let budget = reply_by.saturating_duration_since(sent);
-        if budget < crate::conn::MIN_BUDGET {
+        if budget < crate::net::conn::MIN_BUDGET {
             for r in batch {
                 inner.renewer.retry_soon(&inner, r);
             }

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::client::inspect::HolderInfo;
 use crate::client::Client;
 use crate::error::Result;
-use crate::guard::{Lease, LockGuard};
-use crate::inspect::HolderInfo;
 use crate::lease::LostReason;
+use crate::lock::guard::{Lease, LockGuard};
 use crate::lock::Lock;
 use crate::ReleaseOutcome;
 

@@ -7,6 +7,9 @@
 //! no network I/O (it reads this machine's host name once, for the holder metadata that
 //! every grant stores); invalid settings are rejected by [`ClientBuilder::build`].
 
+pub(crate) mod context;
+pub(crate) mod inspect;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,15 +18,15 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::conn::Connector;
-use crate::context::Inner;
-use crate::endpoint::Endpoint;
+use crate::client::context::Inner;
 use crate::error::{Error, Result};
-use crate::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
 use crate::lock::Lock;
-use crate::scripts::Scripts;
+use crate::net::conn::Connector;
+use crate::net::endpoint::Endpoint;
+use crate::net::wait::Waker;
+use crate::protocol::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
+use crate::protocol::scripts::Scripts;
 use crate::validate::validate_ttl;
-use crate::wait::Waker;
 
 /// The default lease length.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -315,7 +318,7 @@ impl ClientBuilder {
                 .min(self.response_timeout)
                 .max(Duration::from_millis(5))
         });
-        let holder = crate::holder::HolderMetadata::this_process(None);
+        let holder = crate::lock::holder::HolderMetadata::this_process(None);
         let waker = Waker::new(
             endpoint,
             self.connect_timeout,
@@ -341,8 +344,8 @@ impl ClientBuilder {
                 prefix: self.prefix,
                 default_ttl: self.default_ttl,
                 default_wait: self.default_wait,
-                renewer: Arc::new(crate::renew::Renewer::new()),
-                cleanup: crate::cleanup::Cleanup::default(),
+                renewer: Arc::new(crate::lease::renew::Renewer::new()),
+                cleanup: crate::backend::cleanup::Cleanup::default(),
                 holder_json: Arc::from(holder.to_json()),
                 holder,
             }),
@@ -599,7 +602,7 @@ impl Client {
     pub fn semaphore(&self, name: &str, capacity: u32) -> Result<crate::Semaphore> {
         crate::backend::require(&self.inner, crate::backend::Capability::ServerQueues)?;
         validate_name(name)?;
-        let keys = crate::keys::semaphore_keys(&self.inner.prefix, name);
+        let keys = crate::protocol::keys::semaphore_keys(&self.inner.prefix, name);
         crate::Semaphore::new(Lock::new(self.inner.clone(), name, keys), capacity)
     }
 
@@ -609,7 +612,7 @@ impl Client {
     pub fn rwlock(&self, name: &str) -> Result<crate::RwLock> {
         crate::backend::require(&self.inner, crate::backend::Capability::ServerQueues)?;
         validate_name(name)?;
-        let (writer, reader) = crate::keys::rwlock_keys(&self.inner.prefix, name);
+        let (writer, reader) = crate::protocol::keys::rwlock_keys(&self.inner.prefix, name);
         Ok(crate::RwLock::new(
             Lock::new(self.inner.clone(), name, reader),
             Lock::new(self.inner.clone(), name, writer),

@@ -7,22 +7,25 @@
 //! rounds are in `redlock.rs`; the one-server acquire engine is still in `lock.rs`.
 //!
 //! Invariants: every renewal call waits for its reply no longer than the earliest deadline
-//! among its leases (see [`plan`](crate::renew::plan)); each lease's outcome goes back to
+//! among its leases (see [`plan`](crate::lease::renew::plan)); each lease's outcome goes back to
 //! the scheduler exactly once per call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) mod cleanup;
+pub(crate) mod quorum;
+
 use tokio::time::Instant;
 
-use crate::conn::{Failure, MIN_BUDGET};
-use crate::context::Inner;
+use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, NotHeldReason, Result};
-use crate::failure::failure_error;
-use crate::keys::{Kind, LockKeys};
+use crate::lease::renew::{Renewal, Renewals, Renewer};
 use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
+use crate::net::conn::{Failure, MIN_BUDGET};
+use crate::net::failure::failure_error;
+use crate::protocol::keys::{Kind, LockKeys};
 use crate::protocol::{Extend, Kept, Release, Released};
-use crate::renew::{Renewal, Renewals, Renewer};
 
 /// The kind of deployment a client talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +140,7 @@ async fn ping_quorum(inner: &Arc<Inner>) -> Result<()> {
         })
         .collect();
     let answered = nodes.len() - failures.len();
-    let needed = crate::redlock::quorum(nodes.len());
+    let needed = crate::backend::quorum::quorum(nodes.len());
     if answered >= needed {
         return Ok(());
     }
@@ -164,12 +167,12 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
         if let Some(reason) = st.lost_reason() {
             return Err(lost(reason));
         }
-        return crate::redlock::extend(inner, st, ttl).await;
+        return crate::backend::quorum::extend(inner, st, ttl).await;
     }
     let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
     let mut last: Option<Failure> = None;
     let mut first_send = None;
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
         let sent = Instant::now();
         first_send.get_or_insert(sent);
         let mut inv = Extend {
@@ -232,7 +235,7 @@ pub(crate) async fn release(
     if Topology::of(inner) == Topology::RedLock {
         // Nodes that did not answer are released in the background already.
         return (
-            crate::redlock::release(inner, st, lease_ok_at_send).await,
+            crate::backend::quorum::release(inner, st, lease_ok_at_send).await,
             true,
         );
     }
@@ -270,7 +273,7 @@ pub(crate) async fn release(
 /// Release a dropped guard's hold in the background.
 pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
     if Topology::of(inner) == Topology::RedLock {
-        crate::redlock::release_dropped(inner, st);
+        crate::backend::quorum::release_dropped(inner, st);
         return;
     }
     let fut = release_in_background(
@@ -308,7 +311,7 @@ pub(crate) async fn release_once(
         owner_id,
         req,
     };
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::conn::MIN_BUDGET {
+    while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
         let mut inv = release.call(&inner.scripts);
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {
@@ -402,7 +405,7 @@ impl Renewals for Inner {
 fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
     let topology = Topology::of(client);
     if topology == Topology::RedLock {
-        crate::redlock::spawn_renewal(client, batch);
+        crate::backend::quorum::spawn_renewal(client, batch);
         return;
     }
     if topology == Topology::Cluster {
@@ -411,7 +414,7 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
             std::collections::HashMap::new();
         for r in batch {
             by_slot
-                .entry(crate::keys::slot(&r.lease.keys.lock))
+                .entry(crate::protocol::keys::slot(&r.lease.keys.lock))
                 .or_default()
                 .push(r);
         }
@@ -425,18 +428,21 @@ fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
 
 /// Renew `batch` (all on one node, and in one slot on a cluster): script calls for the
 /// lock hashes among them and for the lease-set members (permits, readers), split by
-/// [`plan`](crate::renew::plan).
+/// [`plan`](crate::lease::renew::plan).
 fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
-    let (members, hashes): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|r| matches!(r.lease.keys.kind, crate::keys::Kind::Member { .. }));
+    let (members, hashes): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| {
+        matches!(
+            r.lease.keys.kind,
+            crate::protocol::keys::Kind::Member { .. }
+        )
+    });
     for (group, members) in [(hashes, false), (members, true)] {
         if group.is_empty() {
             continue;
         }
         let now = Instant::now();
         let deadlines: Vec<Instant> = group.iter().map(|r| r.lease.fire_at()).collect();
-        let p = crate::renew::plan(&deadlines, now, client.conn.response_timeout());
+        let p = crate::lease::renew::plan(&deadlines, now, client.conn.response_timeout());
         let mut slots: Vec<Option<Renewal>> = group.into_iter().map(Some).collect();
         for i in p.too_late {
             if let Some(r) = slots[i].take() {

@@ -15,10 +15,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::Connector;
 use crate::error::{Error, ErrorKind, Result};
-use crate::scripts::Scripts;
-use crate::wait::Waker;
+use crate::net::conn::Connector;
+use crate::net::wait::Waker;
+use crate::protocol::scripts::Scripts;
 
 pub(crate) struct Inner {
     pub id: String,
@@ -44,11 +44,11 @@ pub(crate) struct Inner {
     pub prefix: String,
     pub default_ttl: Duration,
     pub default_wait: Duration,
-    pub renewer: Arc<crate::renew::Renewer>,
+    pub renewer: Arc<crate::lease::renew::Renewer>,
     /// RedLock node: requests waiting to be released once this node answers again.
-    pub cleanup: crate::cleanup::Cleanup,
+    pub cleanup: crate::backend::cleanup::Cleanup,
     /// This process as a holder (host name, pid), read once when the client is built.
-    pub holder: crate::holder::HolderMetadata,
+    pub holder: crate::lock::holder::HolderMetadata,
     /// `holder` as the JSON stored with a grant that has no label.
     pub holder_json: Arc<str>,
 }
@@ -94,8 +94,8 @@ impl Inner {
     }
 }
 
-impl crate::cleanup::Node for Inner {
-    fn cleanup(&self) -> &crate::cleanup::Cleanup {
+impl crate::backend::cleanup::Node for Inner {
+    fn cleanup(&self) -> &crate::backend::cleanup::Cleanup {
         &self.cleanup
     }
     fn conn(&self) -> &Connector {

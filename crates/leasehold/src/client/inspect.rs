@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::failure::failure_error;
-use crate::keys::{validate_name, LockKeys};
+use crate::net::failure::failure_error;
+use crate::protocol::keys::{validate_name, LockKeys};
 
-pub use crate::holder::HolderMetadata;
+pub use crate::lock::holder::HolderMetadata;
 
 /// The current holder of a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,7 +175,7 @@ impl Client {
         inv.key(&keys.queue)
             .key(&keys.expiries)
             .key(&keys.next)
-            .arg(crate::scripts::RESERVATION_MS);
+            .arg(crate::protocol::scripts::RESERVATION_MS);
         let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
         let (owner, token, count, meta, pttl): HolderReply = self
             .inner

@@ -26,12 +26,12 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
 
-use crate::scripts::Call;
+use crate::protocol::scripts::Call;
 use tokio::time::{timeout, Instant};
 
-use crate::endpoint::Endpoint;
 use crate::error::is_server_reply;
-pub(crate) use crate::failure::Failure;
+use crate::net::endpoint::Endpoint;
+pub(crate) use crate::net::failure::Failure;
 
 /// A command is not sent with less time than this left for its reply.
 pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
@@ -227,7 +227,7 @@ impl Connector {
             )
             .await
             {
-                Ok(Ok(role)) if crate::endpoint::is_master_role(&role) => {}
+                Ok(Ok(role)) if crate::net::endpoint::is_master_role(&role) => {}
                 Ok(Ok(_)) => {
                     return Err(Failure::NotSent(Some(redis::RedisError::from(
                         std::io::Error::other("the server Sentinel named is not a master (yet)"),

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::guard::LockGuard;
+use crate::lock::guard::LockGuard;
 use crate::lock::{Lock, Mode};
 
 /// The most permits a semaphore may have.
@@ -39,7 +39,7 @@ pub struct Semaphore {
     capacity: u32,
 }
 
-crate::guard::lease_guard! {
+crate::lock::guard::lease_guard! {
     /// One permit of a [`Semaphore`], held until its lease runs out.
     ///
     /// Derefs to [`LockGuard`] for the lease: [`fencing_token`](LockGuard::fencing_token),
@@ -144,10 +144,9 @@ impl Semaphore {
         inner.check_open()?;
         let inv = inner.scripts.sem_count.key(&self.lock.keys.lock);
         let budget = inner.conn.connect_timeout() + inner.conn.response_timeout();
-        let n: i64 =
-            inner.conn.eval(&inv, budget).await.map_err(|f| {
-                crate::failure::failure_error(&format!("count {:?}", self.name()), f)
-            })?;
+        let n: i64 = inner.conn.eval(&inv, budget).await.map_err(|f| {
+            crate::net::failure::failure_error(&format!("count {:?}", self.name()), f)
+        })?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }

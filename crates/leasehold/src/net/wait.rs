@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::endpoint::Endpoint;
+use crate::net::endpoint::Endpoint;
 
 enum Cmd {
     Subscribe(String, oneshot::Sender<bool>),

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::conn::Connector;
-use crate::conn::Failure;
-use crate::keys::LockKeys;
+use crate::net::conn::Connector;
+use crate::net::conn::Failure;
+use crate::protocol::keys::LockKeys;
+use crate::protocol::scripts::Scripts;
 use crate::protocol::{Release, Released};
-use crate::scripts::Scripts;
 
 /// How long a request is kept for release while its node does not answer, unless its lease
 /// is longer.

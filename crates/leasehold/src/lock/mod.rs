@@ -15,6 +15,10 @@
 //! runs out (expiry is not announced), or its deadline; if the subscription is not
 //! confirmed it polls with jittered backoff instead.
 
+pub(crate) mod guard;
+pub(crate) mod holder;
+pub(crate) mod owner;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +27,14 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::Instrument;
 
 use crate::backend::{release_in_background, Capability};
-use crate::conn::Failure;
-use crate::context::Inner;
+use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::guard::LockGuard;
-use crate::keys::LockKeys;
 use crate::lease::LeaseState;
 use crate::lease::MAX_TTL;
-use crate::owner::Owner;
+use crate::lock::guard::LockGuard;
+use crate::lock::owner::Owner;
+use crate::net::conn::Failure;
+use crate::protocol::keys::LockKeys;
 use crate::protocol::Acquired;
 use crate::validate::validate_ttl;
 
@@ -153,9 +157,9 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub fn fair(mut self) -> Self {
-        if self.keys.kind == crate::keys::Kind::Lock {
+        if self.keys.kind == crate::protocol::keys::Kind::Lock {
             let mut keys = (*self.keys).clone();
-            keys.kind = crate::keys::Kind::FairLock;
+            keys.kind = crate::protocol::keys::Kind::FairLock;
             self.keys = Arc::new(keys);
             self.mode = Mode::Fair;
         }
@@ -468,19 +472,20 @@ impl Lock {
         };
 
         if !inner.nodes.is_empty() {
-            let hold = crate::redlock::Hold {
+            let hold = crate::backend::quorum::Hold {
                 owner_id,
                 reentrant,
                 hold_key,
             };
-            let quorum = crate::redlock::QuorumLock {
+            let quorum = crate::backend::quorum::QuorumLock {
                 inner,
                 name: &self.name,
                 keys: &self.keys,
                 ttl: self.ttl,
                 metadata: &self.metadata,
             };
-            let grant = crate::redlock::acquire(quorum, &hold, started, deadline, waiting).await?;
+            let grant =
+                crate::backend::quorum::acquire(quorum, &hold, started, deadline, waiting).await?;
             // No await from here on: the grant becomes a guard (which releases it) at once.
             if let Some(o) = &self.owner {
                 o.add_hold(&hold.hold_key);
@@ -530,7 +535,7 @@ impl Lock {
                 crate::metrics::acquisition(&self.name, "timed_out");
                 return Err(Error::timed_out(&self.name, started.elapsed()));
             }
-            let seen = sub.as_ref().map(crate::wait::Subscription::version);
+            let seen = sub.as_ref().map(crate::net::wait::Subscription::version);
             attempts += 1;
             let resolve_by = deadline.max(Instant::now() + 2 * inner.conn.response_timeout());
             let wait_lease = if !waiting {
@@ -664,7 +669,7 @@ impl Lock {
                                     continue;
                                 }
                                 // Handed to another waiter: retry only if it fails to claim.
-                                let grace = Duration::from_millis(crate::scripts::RESERVATION_MS);
+                                let grace = Duration::from_millis(crate::protocol::scripts::RESERVATION_MS);
                                 wake = (Instant::now() + jitter(grace)).min(deadline);
                             }
                             _ = sleep_until(wake) => break,
@@ -706,7 +711,7 @@ impl Lock {
         reentrant: bool,
         wait_lease: Duration,
         queued: bool,
-    ) -> crate::scripts::Call<'_> {
+    ) -> crate::protocol::scripts::Call<'_> {
         crate::protocol::Acquire {
             mode: self.mode,
             keys: &self.keys,
@@ -741,7 +746,8 @@ impl Lock {
             let now = Instant::now();
             // Never send with next to no time left: the reply could not arrive, and the
             // connection would be discarded for nothing.
-            if resolve_by.saturating_duration_since(now) < crate::conn::MIN_BUDGET && last.is_some()
+            if resolve_by.saturating_duration_since(now) < crate::net::conn::MIN_BUDGET
+                && last.is_some()
             {
                 let failure = last.take().map(|f| f.describe()).unwrap_or_default();
                 if maybe_applied {
@@ -945,7 +951,7 @@ pub(crate) fn jitter(d: Duration) -> Duration {
 fn fallback_delay(pttl: i64, confirmed: bool, backoff: &mut Duration) -> Duration {
     // Unconfirmed waiters poll faster than a handoff reservation lapses, so they do not
     // miss a lock handed to them.
-    let cap = Duration::from_millis(crate::scripts::RESERVATION_MS / 2);
+    let cap = Duration::from_millis(crate::protocol::scripts::RESERVATION_MS / 2);
     let ttl_left = u64::try_from(pttl)
         .ok()
         .filter(|ms| *ms > 0)

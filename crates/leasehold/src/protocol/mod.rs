@@ -9,9 +9,12 @@
 
 use std::time::Duration;
 
-use crate::keys::{Kind, LockKeys};
+pub(crate) mod keys;
+pub mod scripts;
+
 use crate::lease::millis;
-use crate::scripts::{Call, Scripts, RESERVATION_MS};
+use crate::protocol::keys::{Kind, LockKeys};
+use crate::protocol::scripts::{Call, Scripts, RESERVATION_MS};
 
 /// What an acquire asks the server for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

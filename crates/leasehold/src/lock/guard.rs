@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::context::Inner;
+use crate::client::context::Inner;
 use crate::error::Result;
 use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
-use crate::owner::Owner;
+use crate::lock::owner::Owner;
 use crate::validate::validate_ttl;
 use tokio_util::sync::CancellationToken;
 
