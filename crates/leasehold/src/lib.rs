@@ -30,7 +30,7 @@
 //! Unless a lock fixes its TTL with [`Lock::ttl`], its lease is the client's default
 //! (30 s) and a watchdog renews it every third of that while the guard lives; one
 //! scheduler per client renews due leases in batches. A guard learns that its lease is
-//! lost through [`LockGuard::lost`] and [`LockGuard::cancellation_token`], no later than
+//! lost through [`LockGuard::lost`](crate::Lease::lost) and [`LockGuard::cancellation_token`](crate::Lease::cancellation_token), no later than
 //! its deadline; [`Lock::run`] runs work under a lock and cancels it on loss. See also
 //! [`Client::election`] for leader election and [`Client::inspect`] for who holds a lock.
 //! Metrics are emitted through the `metrics` facade; see [`mod@metrics`] for their names.

@@ -6,8 +6,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::Shared;
 use crate::error::Result;
 use crate::{Lease, LostReason, Owner, ReleaseOutcome};
@@ -172,8 +170,8 @@ impl Lock {
 /// `Send`: move it to another thread freely. Dropping it releases the hold in the
 /// background, on the client's runtime, whatever thread drops it; call
 /// [`release`](Self::release) to learn the outcome. The watchdog renews its lease on the
-/// runtime's threads; [`is_lost`](Self::is_lost), [`wait_lost`](Self::wait_lost) and
-/// [`cancellation_token`](Self::cancellation_token) tell when the lease is lost.
+/// runtime's threads; [`is_lost`](crate::Lease::is_lost), [`wait_lost`](Self::wait_lost) and
+/// [`cancellation_token`](crate::Lease::cancellation_token) tell when the lease is lost.
 #[must_use = "the lock is released in the background as soon as the guard is dropped"]
 pub struct LockGuard {
     // Field order matters: the async guard is dropped (spawning its background release on
@@ -190,67 +188,21 @@ impl fmt::Debug for LockGuard {
     }
 }
 
+/// The guard reads as its lease: [`fencing_token`](Lease::fencing_token),
+/// [`valid_until`](Lease::valid_until), [`is_lost`](Lease::is_lost),
+/// [`cancellation_token`](Lease::cancellation_token) and the rest are [`Lease`]'s
+/// (its synchronous getters work from any thread).
+impl std::ops::Deref for LockGuard {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.guard
+    }
+}
+
 impl LockGuard {
-    /// The lock's name.
-    pub fn name(&self) -> &str {
-        self.guard.name()
-    }
-
-    /// The fencing token of this grant (see [`crate::LockGuard::fencing_token`]).
-    pub fn fencing_token(&self) -> u64 {
-        self.guard.fencing_token()
-    }
-
     /// The owner's hold count right after this hold was granted (1 unless re-entered).
     pub fn hold_count(&self) -> u32 {
         self.guard.hold_count()
-    }
-
-    /// The owner id stored with the lock.
-    pub fn owner_id(&self) -> &str {
-        self.guard.owner_id()
-    }
-
-    /// The lease length this hold was granted with.
-    pub fn ttl(&self) -> Duration {
-        self.guard.ttl()
-    }
-
-    /// How often the watchdog renews this lease, or `None` if it is not renewed.
-    pub fn renew_every(&self) -> Option<Duration> {
-        self.guard.renew_every()
-    }
-
-    /// The local instant until which this holder may assume it holds the lock (see
-    /// [`crate::LockGuard::valid_until`]).
-    pub fn valid_until(&self) -> std::time::Instant {
-        self.guard.valid_until()
-    }
-
-    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
-    pub fn remaining(&self) -> Duration {
-        self.guard.remaining()
-    }
-
-    /// Whether the local lease deadline has passed.
-    pub fn is_expired(&self) -> bool {
-        self.guard.is_expired()
-    }
-
-    /// Whether the lease has been declared lost (see [`crate::LockGuard::lost`]).
-    pub fn is_lost(&self) -> bool {
-        self.guard.is_lost()
-    }
-
-    /// Why the lease was lost, if it was.
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        self.guard.lost_reason()
-    }
-
-    /// A token cancelled when the lease is lost, or when this guard is released or
-    /// dropped; [`CancellationToken::is_cancelled`] can be checked from any thread.
-    pub fn cancellation_token(&self) -> CancellationToken {
-        self.guard.cancellation_token()
     }
 
     /// A cheap, clonable view of this lease (fencing token, deadline, loss) for other
@@ -262,7 +214,7 @@ impl LockGuard {
 
     /// Wait until the lease is lost, at most `timeout`; returns why, or `None` if it is
     /// still held when `timeout` passes. Loss is declared no later than
-    /// [`valid_until`](Self::valid_until) (see [`crate::LockGuard::lost`]).
+    /// [`valid_until`](Lease::valid_until) (see [`Lease::lost`]).
     ///
     /// # Blocking
     /// Returns at once if the lease is already lost; otherwise blocks at most `timeout`.

@@ -7,60 +7,26 @@ use std::time::Duration;
 
 use super::{LockGuard, Shared};
 use crate::error::Result;
-use crate::ReleaseOutcome;
 
-/// A guard type of another primitive (a permit, a reader's or writer's hold): a named
-/// blocking [`LockGuard`] that derefs to it and releases by value.
-macro_rules! blocking_guard {
-    ($(#[$doc:meta])* $name:ident, $must_use:literal) => {
-        $(#[$doc])*
-        #[must_use = $must_use]
-        #[derive(Debug)]
-        pub struct $name(LockGuard);
-
-        impl std::ops::Deref for $name {
-            type Target = LockGuard;
-            fn deref(&self) -> &LockGuard {
-                &self.0
-            }
-        }
-
-        impl $name {
-            /// Release this hold and report what the server found.
-            ///
-            /// # Blocking
-            /// As for [`LockGuard::release`].
-            pub fn release(self) -> Result<ReleaseOutcome> {
-                self.0.release()
-            }
-
-            /// The underlying guard (e.g. to keep guards of several kinds in one list).
-            pub fn into_guard(self) -> LockGuard {
-                self.0
-            }
-        }
-    };
-}
-
-blocking_guard! {
+crate::lock::guard::named_guard! {
     /// One permit of a blocking [`Semaphore`], held until its lease runs out: the blocking
     /// counterpart of [`crate::Permit`]. Derefs to [`LockGuard`] for the lease; dropping
     /// it releases the permit in the background.
-    Permit, "the permit is released in the background as soon as it is dropped"
+    Permit(LockGuard), "the permit is released in the background as soon as it is dropped", blocking
 }
 
-blocking_guard! {
+crate::lock::guard::named_guard! {
     /// A reader's hold on a blocking [`RwLock`]: the blocking counterpart of
     /// [`crate::ReadGuard`]. Derefs to [`LockGuard`] for the lease; dropping it releases in
     /// the background.
-    ReadGuard, "the read lock is released in the background as soon as the guard is dropped"
+    ReadGuard(LockGuard), "the read lock is released in the background as soon as the guard is dropped", blocking
 }
 
-blocking_guard! {
+crate::lock::guard::named_guard! {
     /// The writer's hold on a blocking [`RwLock`]: the blocking counterpart of
     /// [`crate::WriteGuard`]. Derefs to [`LockGuard`] for the lease; dropping it releases
     /// in the background.
-    WriteGuard, "the write lock is released in the background as soon as the guard is dropped"
+    WriteGuard(LockGuard), "the write lock is released in the background as soon as the guard is dropped", blocking
 }
 
 /// A handle on the semaphore called `name`, for synchronous code: the blocking counterpart

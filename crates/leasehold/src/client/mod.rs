@@ -496,7 +496,7 @@ impl Client {
     /// server's `ROLE` before using it, so after a failover the client follows the new
     /// master. A lease survives a failover if its grant (and renewals) reached the replica
     /// that took over; if not, the next renewal finds it gone and the holder's
-    /// [`lost()`](crate::LockGuard::lost) fires. Require replica acknowledgements
+    /// [`lost()`](crate::Lease::lost) fires. Require replica acknowledgements
     /// ([`ClientBuilder::replica_acks`]) so that a grant only counts once a replica has it.
     ///
     /// ```no_run

@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 /// hold in the background; call [`release`](Self::release) to learn the outcome.
 ///
 /// A guard learns when its lease is lost — a renewal was refused, or its local deadline
-/// passed without a confirmed renewal — through [`lost`](Self::lost) and
-/// [`cancellation_token`](Self::cancellation_token), never through a panic.
+/// passed without a confirmed renewal — through [`lost`](Lease::lost) and
+/// [`cancellation_token`](Lease::cancellation_token), never through a panic.
 #[must_use = "the lock is released in the background as soon as the guard is dropped"]
 pub struct LockGuard {
     inner: Arc<Inner>,
-    state: Arc<LeaseState>,
+    lease: Lease,
     owner: Option<Owner>,
     hold_key: String,
     count: u32,
@@ -40,12 +40,12 @@ pub struct LockGuard {
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockGuard")
-            .field("name", &self.state.name)
-            .field("fencing_token", &self.state.token)
+            .field("name", &self.lease.state.name)
+            .field("fencing_token", &self.lease.state.token)
             .field("hold_count", &self.count)
             .field("remaining", &self.remaining())
-            .field("auto_renew", &self.state.renew_every)
-            .field("lost", &self.state.lost_reason())
+            .field("auto_renew", &self.lease.state.renew_every)
+            .field("lost", &self.lease.state.lost_reason())
             .finish()
     }
 }
@@ -61,7 +61,7 @@ impl LockGuard {
         inner.renewer.watch(&inner, state.clone());
         LockGuard {
             inner,
-            state,
+            lease: Lease { state },
             owner,
             hold_key,
             count,
@@ -70,6 +70,93 @@ impl LockGuard {
         }
     }
 
+    /// The owner's hold count right after this hold was granted (1 unless re-entered).
+    pub fn hold_count(&self) -> u32 {
+        self.count
+    }
+
+    /// A cheap, clonable view of this lease for other tasks: fencing token, deadline and
+    /// the loss signal.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
+    }
+
+    /// Make the lease last at least `ttl` from now (it is never shortened).
+    ///
+    /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) — expired, or held by
+    /// another owner — when the hold is gone; the guard then holds nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: extending is idempotent at the server; a cancelled extend may or may
+    /// not have lengthened the lease, and [`valid_until`](Lease::valid_until) keeps the
+    /// older, conservative deadline.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        validate_ttl(ttl)?;
+        self.inner.check_open()?;
+        crate::backend::extend(&self.inner, &self.lease.state, ttl).await
+    }
+
+    /// Release this hold and report what the server found.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: if the future is dropped before the outcome is known, the release is
+    /// finished in the background (tracked by [`Client::shutdown`](crate::Client::shutdown)).
+    pub async fn release(mut self) -> Result<ReleaseOutcome> {
+        let inner = self.inner.clone();
+        let st = self.lease.state.clone();
+        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        let lease_ok_at_send = Instant::now() < st.valid_until() && st.lost_reason().is_none();
+        // Renewal stops now, before the release is sent.
+        self.end_lease();
+        // From here on, dropping `self` (e.g. cancellation) releases in the background.
+        let (outcome, settled) =
+            crate::backend::release(&inner, &st, lease_ok_at_send, resolve_by).await;
+        if settled {
+            // Otherwise dropping the guard keeps releasing in the background.
+            self.finish();
+        }
+        outcome
+    }
+
+    /// Stop renewing and signal the end of the lease (idempotent).
+    fn end_lease(&mut self) {
+        if !self.lease.state.is_ended() {
+            self.lease.state.end();
+            self.inner.renewer.ended(&self.lease.state);
+            crate::metrics::held(&self.lease.state.name, self.granted_at.elapsed());
+        }
+    }
+
+    /// Mark the hold as finished locally (no background release on drop).
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(o) = &self.owner {
+            o.remove_hold(&self.hold_key);
+        }
+    }
+}
+
+/// A clonable view of a held lease, for tasks that must know whether the lock can still be
+/// relied on. It does not keep the lock held: the [`LockGuard`] does.
+#[derive(Clone)]
+pub struct Lease {
+    state: Arc<LeaseState>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("name", &self.state.name)
+            .field("fencing_token", &self.state.token)
+            .field("lost", &self.state.lost_reason())
+            .finish()
+    }
+}
+
+impl Lease {
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.state.name
@@ -80,11 +167,6 @@ impl LockGuard {
     /// with a smaller token than it has seen. Unchanged on re-entry.
     pub fn fencing_token(&self) -> u64 {
         self.state.token
-    }
-
-    /// The owner's hold count right after this hold was granted (1 unless re-entered).
-    pub fn hold_count(&self) -> u32 {
-        self.count
     }
 
     /// The owner id stored with the lock.
@@ -135,7 +217,8 @@ impl LockGuard {
     /// ended, or another owner holds the lock) or the local deadline passed without a
     /// confirmed renewal. It resolves no later than [`valid_until`](Self::valid_until), so
     /// before Redis could grant the lock to anyone else. Any number of tasks may await it
-    /// (through [`lease`](Self::lease) handles).
+    /// (through clones of the [`Lease`]), and it also resolves, with
+    /// [`LostReason::Released`], when the guard is released or dropped.
     ///
     /// # Cancel safety
     /// Cancel-safe: it only observes; dropping the future changes nothing.
@@ -143,140 +226,20 @@ impl LockGuard {
         self.state.lost().await
     }
 
-    /// A token cancelled when the lease is lost, or when this guard is released or
+    /// A token cancelled when the lease is lost, or when its guard is released or
     /// dropped. Hand it to work that must stop when the lock can no longer be relied on.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.state.cancellation_token()
     }
-
-    /// A cheap, clonable view of this lease for other tasks: fencing token, deadline and
-    /// the loss signal.
-    pub fn lease(&self) -> Lease {
-        Lease {
-            state: self.state.clone(),
-        }
-    }
-
-    /// Make the lease last at least `ttl` from now (it is never shortened).
-    ///
-    /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) — expired, or held by
-    /// another owner — when the hold is gone; the guard then holds nothing.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: extending is idempotent at the server; a cancelled extend may or may
-    /// not have lengthened the lease, and [`valid_until`](Self::valid_until) keeps the
-    /// older, conservative deadline.
-    pub async fn extend(&self, ttl: Duration) -> Result<()> {
-        validate_ttl(ttl)?;
-        self.inner.check_open()?;
-        crate::backend::extend(&self.inner, &self.state, ttl).await
-    }
-
-    /// Release this hold and report what the server found.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: if the future is dropped before the outcome is known, the release is
-    /// finished in the background (tracked by [`Client::shutdown`](crate::Client::shutdown)).
-    pub async fn release(mut self) -> Result<ReleaseOutcome> {
-        let inner = self.inner.clone();
-        let st = self.state.clone();
-        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
-        let lease_ok_at_send = Instant::now() < st.valid_until() && st.lost_reason().is_none();
-        // Renewal stops now, before the release is sent.
-        self.end_lease();
-        // From here on, dropping `self` (e.g. cancellation) releases in the background.
-        let (outcome, settled) =
-            crate::backend::release(&inner, &st, lease_ok_at_send, resolve_by).await;
-        if settled {
-            // Otherwise dropping the guard keeps releasing in the background.
-            self.finish();
-        }
-        outcome
-    }
-
-    /// Stop renewing and signal the end of the lease (idempotent).
-    fn end_lease(&mut self) {
-        if !self.state.is_ended() {
-            self.state.end();
-            self.inner.renewer.ended(&self.state);
-            crate::metrics::held(&self.state.name, self.granted_at.elapsed());
-        }
-    }
-
-    /// Mark the hold as finished locally (no background release on drop).
-    fn finish(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if let Some(o) = &self.owner {
-            o.remove_hold(&self.hold_key);
-        }
-    }
 }
 
-/// A clonable view of a held lease, for tasks that must know whether the lock can still be
-/// relied on. It does not keep the lock held: the [`LockGuard`] does.
-#[derive(Clone)]
-pub struct Lease {
-    state: Arc<LeaseState>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("name", &self.state.name)
-            .field("fencing_token", &self.state.token)
-            .field("lost", &self.state.lost_reason())
-            .finish()
-    }
-}
-
-impl Lease {
-    /// The lock's name.
-    pub fn name(&self) -> &str {
-        &self.state.name
-    }
-
-    /// The fencing token of the grant.
-    pub fn fencing_token(&self) -> u64 {
-        self.state.token
-    }
-
-    /// See [`LockGuard::valid_until`].
-    pub fn valid_until(&self) -> std::time::Instant {
-        self.state.valid_until().into_std()
-    }
-
-    /// See [`LockGuard::remaining`].
-    pub fn remaining(&self) -> Duration {
-        self.state
-            .valid_until()
-            .saturating_duration_since(Instant::now())
-    }
-
-    /// Whether the lease was lost or ended.
-    pub fn is_lost(&self) -> bool {
-        self.state.lost_reason().is_some()
-    }
-
-    /// Why the lease was lost or ended, if it was.
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        self.state.lost_reason()
-    }
-
-    /// Resolves when the lease is lost, or ended by release or drop of its guard
-    /// ([`LostReason::Released`]).
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: it only observes.
-    pub async fn lost(&self) -> LostReason {
-        self.state.lost().await
-    }
-
-    /// See [`LockGuard::cancellation_token`].
-    pub fn cancellation_token(&self) -> CancellationToken {
-        self.state.cancellation_token()
+/// A guard reads as its lease: [`fencing_token`](Lease::fencing_token),
+/// [`valid_until`](Lease::valid_until), [`lost`](Lease::lost) and the rest are
+/// [`Lease`]'s, written once.
+impl std::ops::Deref for LockGuard {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.lease
     }
 }
 
@@ -287,40 +250,61 @@ impl Drop for LockGuard {
         }
         self.end_lease();
         self.finish();
-        crate::backend::release_dropped(&self.inner, &self.state);
+        crate::backend::release_dropped(&self.inner, &self.lease.state);
     }
 }
 
 /// A guard type of another primitive (a permit, a reader's or writer's hold): a named
-/// [`LockGuard`] that derefs to it and releases by value.
-macro_rules! lease_guard {
-    ($(#[$doc:meta])* $name:ident, $must_use:literal) => {
+/// guard that derefs to the lock guard it wraps (and through it to its [`Lease`]) and
+/// releases by value; `async` for the async API, `blocking` for [`crate::blocking`]. The
+/// one guard macro of the crate.
+macro_rules! named_guard {
+    (@common $(#[$doc:meta])* $name:ident($guard:ty), $must_use:literal) => {
         $(#[$doc])*
         #[must_use = $must_use]
         #[derive(Debug)]
-        pub struct $name(LockGuard);
+        pub struct $name($guard);
 
         impl std::ops::Deref for $name {
-            type Target = LockGuard;
-            fn deref(&self) -> &LockGuard {
+            type Target = $guard;
+            fn deref(&self) -> &$guard {
                 &self.0
             }
         }
 
         impl $name {
-            /// Release this hold and report what the server found.
-            ///
-            /// # Cancel safety
-            /// As for [`LockGuard::release`]: a dropped release finishes in the background.
-            pub async fn release(self) -> $crate::Result<$crate::ReleaseOutcome> {
-                self.0.release().await
-            }
-
             /// The underlying guard (e.g. to keep guards of several kinds in one list).
-            pub fn into_guard(self) -> LockGuard {
+            pub fn into_guard(self) -> $guard {
                 self.0
             }
         }
     };
+    ($(#[$doc:meta])* $name:ident($guard:ty), $must_use:literal, async) => {
+        $crate::lock::guard::named_guard!(@common $(#[$doc])* $name($guard), $must_use);
+
+        impl $name {
+            /// Release this hold and report what the server found.
+            ///
+            /// # Cancel safety
+            /// As for [`LockGuard::release`](crate::LockGuard::release): a dropped release
+            /// finishes in the background.
+            pub async fn release(self) -> $crate::Result<$crate::ReleaseOutcome> {
+                self.0.release().await
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident($guard:ty), $must_use:literal, blocking) => {
+        $crate::lock::guard::named_guard!(@common $(#[$doc])* $name($guard), $must_use);
+
+        impl $name {
+            /// Release this hold and report what the server found.
+            ///
+            /// # Blocking
+            /// As for [`blocking::LockGuard::release`](crate::blocking::LockGuard::release).
+            pub fn release(self) -> $crate::Result<$crate::ReleaseOutcome> {
+                self.0.release()
+            }
+        }
+    };
 }
-pub(crate) use lease_guard;
+pub(crate) use named_guard;

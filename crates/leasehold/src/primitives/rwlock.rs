@@ -40,16 +40,16 @@ pub struct RwLock {
     write: Lock,
 }
 
-crate::lock::guard::lease_guard! {
+crate::lock::guard::named_guard! {
     /// A reader's hold on a [`RwLock`], with a lease of its own. Derefs to [`LockGuard`]
     /// for the lease; dropping it releases in the background.
-    ReadGuard, "the read lock is released in the background as soon as the guard is dropped"
+    ReadGuard(LockGuard), "the read lock is released in the background as soon as the guard is dropped", async
 }
 
-crate::lock::guard::lease_guard! {
+crate::lock::guard::named_guard! {
     /// The writer's hold on a [`RwLock`]. Derefs to [`LockGuard`] for the lease; dropping
     /// it releases in the background.
-    WriteGuard, "the write lock is released in the background as soon as the guard is dropped"
+    WriteGuard(LockGuard), "the write lock is released in the background as soon as the guard is dropped", async
 }
 
 impl RwLock {

@@ -39,14 +39,14 @@ pub struct Semaphore {
     capacity: u32,
 }
 
-crate::lock::guard::lease_guard! {
+crate::lock::guard::named_guard! {
     /// One permit of a [`Semaphore`], held until its lease runs out.
     ///
-    /// Derefs to [`LockGuard`] for the lease: [`fencing_token`](LockGuard::fencing_token),
-    /// [`lost`](LockGuard::lost), [`extend`](LockGuard::extend) and the rest. Dropping it
+    /// Derefs to [`LockGuard`] for the lease: [`fencing_token`](crate::Lease::fencing_token),
+    /// [`lost`](crate::Lease::lost), [`extend`](LockGuard::extend) and the rest. Dropping it
     /// releases the permit in the background; [`release`](Self::release) reports the
     /// outcome.
-    Permit, "the permit is released in the background as soon as it is dropped"
+    Permit(LockGuard), "the permit is released in the background as soon as it is dropped", async
 }
 
 impl Semaphore {
