@@ -49,6 +49,7 @@ impl Lock {
     }
 
     /// Make this a fair lock (see [`crate::Lock::fair`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn fair(self) -> Self {
         self.map(crate::Lock::fair)
     }
@@ -59,6 +60,7 @@ impl Lock {
     }
 
     /// Turn the watchdog on or off (see [`crate::Lock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(self, on: bool) -> Self {
         self.map(|l| l.auto_renew(on))
     }
@@ -91,6 +93,7 @@ impl Lock {
     }
 
     /// Acquire as `owner`, so that acquires by the same owner re-enter (see [`Owner`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn owner(self, owner: &Owner) -> Self {
         self.map(|l| l.owner(owner))
     }

@@ -120,18 +120,21 @@ impl ClientBuilder {
     }
 
     /// ACL user name, overriding the one in the URL.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self
     }
 
     /// Password, overriding the one in the URL.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
         self
     }
 
     /// How long establishing a connection may take (default 2 s).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -140,6 +143,7 @@ impl ClientBuilder {
     /// How long one command may wait for its reply (default 1 s). When it passes, the
     /// outcome of the command is unknown; leasehold then resolves it (see
     /// [`Lock::acquire`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -147,6 +151,7 @@ impl ClientBuilder {
 
     /// Prefix of every key (default `leasehold`). Clients that share locks must use the
     /// same prefix.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -154,12 +159,14 @@ impl ClientBuilder {
 
     /// Lease length of locks that do not fix their own (default 30 s); such leases are
     /// renewed by the watchdog every third of it.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
         self
     }
 
     /// How long `acquire()` waits for locks that do not set their own (default 10 s).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn default_wait(mut self, wait: Duration) -> Self {
         self.default_wait = wait;
         self
@@ -168,6 +175,7 @@ impl ClientBuilder {
     /// Require `replicas` replica acknowledgements of every grant (Redis `WAIT`), within
     /// `timeout`, for locks that do not set their own (see
     /// [`Lock::replica_acks`](crate::Lock::replica_acks)). Default: none.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
         self.replica_acks = Some((replicas, timeout));
         self
@@ -177,6 +185,7 @@ impl ClientBuilder {
     /// failed for that round (default: a twentieth of the default lease, at most the
     /// response timeout, at least 5 ms). Keep it small relative to the lease: the time a
     /// round takes is subtracted from the lease's validity.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = Some(timeout);
         self

@@ -156,6 +156,7 @@ impl Lock {
     /// guard.release().await?;
     /// # Ok(()) }
     /// ```
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn fair(mut self) -> Self {
         if self.keys.kind == crate::protocol::keys::Kind::Lock {
             let mut keys = (*self.keys).clone();
@@ -200,6 +201,7 @@ impl Lock {
     }
 
     /// Turn the watchdog on or off for this lock's leases.
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(mut self, on: bool) -> Self {
         self.auto_renew = Some(on);
         self
@@ -235,6 +237,7 @@ impl Lock {
     }
 
     /// What [`run`](Self::run) does when the lease is lost (default: cancel the work).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn on_lost(mut self, on_lost: OnLost) -> Self {
         self.on_lost = on_lost;
         self
@@ -283,6 +286,7 @@ impl Lock {
     }
 
     /// Acquire as `owner`: acquires by the same owner re-enter (see [`Owner`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn owner(mut self, owner: &Owner) -> Self {
         self.owner = Some(owner.clone());
         self

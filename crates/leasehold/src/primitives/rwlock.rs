@@ -77,6 +77,7 @@ impl RwLock {
     }
 
     /// Turn the watchdog on or off (see [`Lock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(self, on: bool) -> Self {
         let RwLock { read, write } = self;
         RwLock {

@@ -87,6 +87,7 @@ impl Semaphore {
     }
 
     /// Turn the watchdog on or off for permits (see [`Lock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(mut self, on: bool) -> Self {
         self.lock = self.lock.auto_renew(on);
         self
