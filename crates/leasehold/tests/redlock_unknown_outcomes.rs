@@ -32,8 +32,13 @@ fn redlock(urls: Vec<String>) -> Client {
 
 /// On how many of the masters the lock key exists (read directly, not through proxies).
 async fn holders(masters: &Masters, key: &str) -> usize {
+    holders_on(masters, key, 0..masters.len()).await
+}
+
+/// On how many of the masters `nodes` the lock key exists.
+async fn holders_on(masters: &Masters, key: &str, nodes: impl Iterator<Item = usize>) -> usize {
     let mut n = 0;
-    for i in 0..masters.len() {
+    for i in nodes {
         let mut con = masters
             .server(i)
             .client()
@@ -153,6 +158,37 @@ async fn a_cancelled_redlock_acquire_is_released_on_paused_nodes_once_they_resum
     // Cancelled while the paused nodes' replies are awaited.
     let cut = tokio::time::timeout(NODE_TIMEOUT / 2, lock.acquire_timeout(WAIT)).await;
     assert!(cut.is_err(), "the acquire finished before it was cancelled");
+    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
+    for p in pauses {
+        p.resume();
+    }
+    let resumed = Instant::now();
+    no_grant_survives(&masters, name, resumed).await;
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_redlock_guard_is_released_on_paused_nodes_once_they_resume() {
+    let masters = Masters::start(5);
+    let client = redlock(masters.urls());
+    let name = "redlock/dropped";
+    let guard = client
+        .lock(name)
+        .unwrap()
+        .ttl(TTL)
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap();
+    let pauses = [masters.pause(0), masters.pause(1)];
+    drop(guard); // released at once on the three live nodes, later on the paused two
+    let key = format!("leasehold:{{{name}}}");
+    poll_until(
+        Duration::from_secs(2),
+        "released on the live nodes",
+        || async { holders_on(&masters, &key, 2..5).await == 0 },
+    )
+    .await;
     tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
     for p in pauses {
         p.resume();

@@ -642,11 +642,28 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
     }
 }
 
-/// Release a dropped quorum hold on every node in the background (each node as soon as it
-/// answers).
+/// Release a dropped quorum hold on every node in the background: one try per node at
+/// once, concurrently; a node that does not answer it goes to that node's clean-up list
+/// (released as soon as it answers again).
 pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
     for node in &inner.nodes {
-        crate::backend::cleanup::release_later(node, &st.keys, &st.owner_id, &st.req, st.ttl);
+        let (n, keys) = (node.clone(), st.keys.clone());
+        let (owner_id, req, ttl) = (st.owner_id.clone(), st.req.clone(), st.ttl);
+        node.spawn_background(async move {
+            let mut inv = Release {
+                keys: &keys,
+                owner_id: &owner_id,
+                req: &req,
+            }
+            .call(&n.scripts);
+            if n.conn
+                .eval_tagged(&mut inv, n.conn.response_timeout())
+                .await
+                .is_err()
+            {
+                crate::backend::cleanup::release_later(&n, &keys, &owner_id, &req, ttl);
+            }
+        });
     }
 }
 
