@@ -8,6 +8,7 @@ pub mod args;
 mod child;
 pub mod exit;
 pub mod logging;
+pub mod main_shape;
 mod run;
 mod status;
 

@@ -72,6 +72,15 @@ async fn acquire_fails_by_the_wait(client: &Client, name: &str) {
     );
 }
 
+/// The unreachable nodes stay so for [`STAYS_DOWN`], then `come_back` makes them answer
+/// again; then [`no_grant_survives`].
+async fn back_later(masters: &Masters, client: &Client, name: &str, come_back: impl FnOnce()) {
+    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
+    come_back();
+    no_grant_survives(masters, name, Instant::now()).await;
+    client.shutdown().await;
+}
+
 /// After the nodes answer again: every node is clean within [`CLEANED_WITHIN`], stays
 /// clean, and another client is granted the lock.
 async fn no_grant_survives(masters: &Masters, name: &str, resumed: Instant) {
@@ -114,13 +123,10 @@ async fn an_acquire_that_failed_while_three_of_five_nodes_were_paused_leaves_no_
 
     let pauses = [masters.pause(0), masters.pause(1), masters.pause(2)];
     acquire_fails_by_the_wait(&client, name).await;
-    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
-    for p in pauses {
-        p.resume();
-    }
-    let resumed = Instant::now();
-    no_grant_survives(&masters, name, resumed).await;
-    client.shutdown().await;
+    back_later(&masters, &client, name, || {
+        pauses.into_iter().for_each(|g| g.resume())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,13 +143,10 @@ async fn an_acquire_that_failed_during_a_partition_leaves_no_grant_after_it_heal
     // A partition that holds every byte and delivers it when it heals.
     let stalls = [proxies[0].stall(), proxies[1].stall(), proxies[2].stall()];
     acquire_fails_by_the_wait(&client, name).await;
-    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the partition heals later
-    for s in stalls {
-        s.resume();
-    }
-    let healed = Instant::now();
-    no_grant_survives(&masters, name, healed).await;
-    client.shutdown().await;
+    back_later(&masters, &client, name, || {
+        stalls.into_iter().for_each(|g| g.resume())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,13 +161,10 @@ async fn a_cancelled_redlock_acquire_is_released_on_paused_nodes_once_they_resum
     // Cancelled while the paused nodes' replies are awaited.
     let cut = tokio::time::timeout(NODE_TIMEOUT / 2, lock.acquire_timeout(WAIT)).await;
     assert!(cut.is_err(), "the acquire finished before it was cancelled");
-    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
-    for p in pauses {
-        p.resume();
-    }
-    let resumed = Instant::now();
-    no_grant_survives(&masters, name, resumed).await;
-    client.shutdown().await;
+    back_later(&masters, &client, name, || {
+        pauses.into_iter().for_each(|g| g.resume())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,11 +189,8 @@ async fn a_dropped_redlock_guard_is_released_on_paused_nodes_once_they_resume() 
         || async { holders_on(&masters, &key, 2..5).await == 0 },
     )
     .await;
-    tokio::time::sleep(STAYS_DOWN).await; // the scenario: the nodes come back later
-    for p in pauses {
-        p.resume();
-    }
-    let resumed = Instant::now();
-    no_grant_survives(&masters, name, resumed).await;
-    client.shutdown().await;
+    back_later(&masters, &client, name, || {
+        pauses.into_iter().for_each(|g| g.resume())
+    })
+    .await;
 }

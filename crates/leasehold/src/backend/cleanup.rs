@@ -6,7 +6,7 @@
 //! node is paused or partitioned, and run when it answers again. Each such request is put
 //! on the node's cleanup list, and one task per node releases the list as soon as the node
 //! answers: the new connection first closes the abandoned ones at the server (`CLIENT KILL
-//! ID`, see `conn.rs`), so once a release has run, what the old connection carried has
+//! ID`, see `net/conn.rs`), so once a release has run, what the old connection carried has
 //! either run before it or never will. Without that fencing (ACL), a "nothing there" answer
 //! is checked again a few times.
 //!

@@ -4,7 +4,7 @@
 //! otherwise) and the renewal dispatch (a RedLock batch goes to every node with a quorum
 //! tally, a Cluster batch is split by slot, one server gets one call per kind),
 //! implementing the scheduler's [`Renewals`] for the client context. Acquire's quorum
-//! rounds are in `redlock.rs`; the one-server acquire engine is still in `lock.rs`.
+//! rounds are in `quorum.rs`; the one-server acquire engine is still in `lock/mod.rs`.
 //!
 //! Invariants: every renewal call waits for its reply no longer than the earliest deadline
 //! among its leases (see [`plan`](crate::lease::renew::plan)); each lease's outcome goes back to

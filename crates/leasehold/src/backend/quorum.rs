@@ -111,7 +111,7 @@ async fn node_acquire(
     .call(&node.scripts);
     match node.conn.eval_tagged(&mut inv, budget).await {
         Ok(reply) => match Acquired::decode(&reply) {
-            Ok(Acquired::Granted { token, count, .. }) => NodeReply::Granted { token, count },
+            Ok(Acquired::Granted { token, count }) => NodeReply::Granted { token, count },
             Ok(Acquired::Refused { pttl, .. }) => NodeReply::Contended { pttl },
             Err(unexpected) => NodeReply::Failed {
                 reason: unexpected.to_string(),

@@ -1,4 +1,4 @@
-//! Read-only inspection of a lock (the holder metadata itself is in `holder.rs`).
+//! Read-only inspection of a lock (the holder metadata itself is in `lock/holder.rs`).
 //!
 //! A new grant stores who holds it — host name, process id and an optional label — as a
 //! small JSON object in the lock hash, under the same TTL as the lock. [`Client::inspect`]

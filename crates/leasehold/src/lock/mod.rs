@@ -803,7 +803,7 @@ impl Lock {
             match result {
                 Ok((reply, acks)) => {
                     return match Acquired::decode(&reply) {
-                        Ok(Acquired::Granted { token, count, .. }) => Ok(Attempt::Granted {
+                        Ok(Acquired::Granted { token, count }) => Ok(Attempt::Granted {
                             token,
                             count,
                             sent_at: first_send.unwrap_or(sent_at),

@@ -1,7 +1,7 @@
 //! The protocol layer: one typed call per script. A request type builds its script call —
 //! keys and arguments in the order `PROTOCOL.md` gives, written in this one place — and a
 //! reply type decodes what the script answers into an enum, so no other module compares
-//! reply codes. Reply tags are added and checked by the command connection (`conn.rs`).
+//! reply codes. Reply tags are added and checked by the command connection (`net/conn.rs`).
 //!
 //! Invariants: a request never changes between the tries of one call (retrying an acquire
 //! resends the same request id); decoding never panics — a reply of an unexpected shape is
@@ -139,7 +139,7 @@ impl Acquire<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Acquired {
     /// The caller holds it (a new grant, a re-entry, or a retry of a granted call).
-    Granted { token: u64, count: u32, pttl: i64 },
+    Granted { token: u64, count: u32 },
     /// Held by another (or reserved for a waiter: `reserved`); `pttl` is the waiter's
     /// fallback timer in ms (-2: no timer, wait for a wake-up).
     Refused { pttl: i64, reserved: bool },
@@ -148,10 +148,9 @@ pub(crate) enum Acquired {
 impl Acquired {
     pub(crate) fn decode(reply: &[i64]) -> Result<Self, Unexpected> {
         match reply {
-            [1, token, count, rest @ ..] => Ok(Acquired::Granted {
+            [1, token, count, ..] => Ok(Acquired::Granted {
                 token: u64::try_from(*token).unwrap_or_default(),
                 count: u32::try_from(*count).unwrap_or(u32::MAX),
-                pttl: rest.first().copied().unwrap_or(-1),
             }),
             [0, pttl, rest @ ..] => Ok(Acquired::Refused {
                 pttl: *pttl,
@@ -403,8 +402,7 @@ mod tests {
             Acquired::decode(&[1, 42, 2, 900]),
             Ok(Acquired::Granted {
                 token: 42,
-                count: 2,
-                pttl: 900
+                count: 2
             })
         );
         assert_eq!(
