@@ -440,19 +440,32 @@ fn spawn_node_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {
         if group.is_empty() {
             continue;
         }
-        let now = Instant::now();
-        let deadlines: Vec<Instant> = group.iter().map(|r| r.lease.fire_at()).collect();
-        let p = crate::lease::renew::plan(&deadlines, now, client.conn.response_timeout());
-        let mut slots: Vec<Option<Renewal>> = group.into_iter().map(Some).collect();
-        for i in p.too_late {
-            if let Some(r) = slots[i].take() {
-                client.renewer.retry_soon(client, r);
-            }
+        in_planned_calls(client, group, |calls, reply_by| {
+            spawn_script_batch(client, calls, members, reply_by);
+        });
+    }
+}
+
+/// Split `batch` by [`plan`](crate::lease::renew::plan): leases too close to their deadline
+/// are retried, the others are handed to `send` in groups, each with the time its reply
+/// is awaited until.
+pub(crate) fn in_planned_calls(
+    client: &Arc<Inner>,
+    batch: Vec<Renewal>,
+    mut send: impl FnMut(Vec<Renewal>, Instant),
+) {
+    let now = Instant::now();
+    let deadlines: Vec<Instant> = batch.iter().map(|r| r.lease.fire_at()).collect();
+    let plan = crate::lease::renew::plan(&deadlines, now, client.conn.response_timeout());
+    let mut slots: Vec<Option<Renewal>> = batch.into_iter().map(Some).collect();
+    for i in plan.too_late {
+        if let Some(r) = slots[i].take() {
+            client.renewer.retry_soon(client, r);
         }
-        for (budget, idx) in p.calls {
-            let calls: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
-            spawn_script_batch(client, calls, members, now + budget);
-        }
+    }
+    for (budget, idx) in plan.calls {
+        let group: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
+        send(group, now + budget);
     }
 }
 

@@ -671,19 +671,9 @@ pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
 /// per node and [`plan`](crate::lease::renew::plan) group), and each lease is confirmed, lost or
 /// retried by its own tally.
 pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Renewal>) {
-    let now = Instant::now();
-    let deadlines: Vec<Instant> = batch.iter().map(|r| r.lease.fire_at()).collect();
-    let plan = crate::lease::renew::plan(&deadlines, now, client.conn.response_timeout());
-    let mut slots: Vec<Option<Renewal>> = batch.into_iter().map(Some).collect();
-    for i in plan.too_late {
-        if let Some(r) = slots[i].take() {
-            client.renewer.retry_soon(client, r);
-        }
-    }
-    for (budget, idx) in plan.calls {
-        let group: Vec<Renewal> = idx.into_iter().filter_map(|i| slots[i].take()).collect();
-        spawn_quorum_renewal(client, group, now + budget);
-    }
+    crate::backend::in_planned_calls(client, batch, |group, reply_by| {
+        spawn_quorum_renewal(client, group, reply_by);
+    });
 }
 
 fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Instant) {
