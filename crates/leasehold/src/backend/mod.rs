@@ -3,8 +3,9 @@
 //! release, extend and background release of a hold (a quorum on RedLock, one server
 //! otherwise) and the renewal dispatch (a RedLock batch goes to every node with a quorum
 //! tally, a Cluster batch is split by slot, one server gets one call per kind),
-//! implementing the scheduler's [`Renewals`] for the client context. Acquire's quorum
-//! rounds are in `quorum.rs`; the one-server acquire engine is still in `lock/mod.rs`.
+//! implementing the scheduler's [`Renewals`] for the client context. [`acquire`] sends a
+//! lock request to the one-server engine (`node.rs`) or to RedLock's quorum rounds
+//! (`quorum.rs`); both return grant data ([`Grant`]) that the caller turns into a guard.
 //!
 //! Invariants: every renewal call waits for its reply no longer than the earliest deadline
 //! among its leases (see [`plan`](crate::lease::renew::plan)); each lease's outcome goes back to
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod cleanup;
+mod node;
 pub(crate) mod quorum;
 
 use tokio::time::Instant;
@@ -25,7 +27,7 @@ use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
 use crate::net::conn::{Failure, MIN_BUDGET};
 use crate::net::failure::failure_error;
 use crate::protocol::keys::{Kind, LockKeys};
-use crate::protocol::{Extend, Kept, Release, Released};
+use crate::protocol::{Extend, Kept, Mode, Release, Released};
 
 /// The kind of deployment a client talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,76 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
         "{operation} are not supported on a {} client: {instead}",
         topology.name()
     )))
+}
+
+/// Who acquires, as decided by the lock before any server call.
+pub(crate) struct Hold {
+    pub owner_id: String,
+    pub reentrant: bool,
+    pub hold_key: String,
+}
+
+/// What one acquire asks for: the lock, its mode and its lease settings.
+#[derive(Clone, Copy)]
+pub(crate) struct LockRequest<'a> {
+    pub inner: &'a Arc<Inner>,
+    pub name: &'a Arc<str>,
+    pub keys: &'a Arc<LockKeys>,
+    pub mode: Mode,
+    pub ttl: Duration,
+    /// How long a waiting caller's place at the server lives between refreshes.
+    pub place_ttl: Duration,
+    pub metadata: &'a Arc<str>,
+    /// Replica acknowledgements to wait for after a grant (one server only).
+    pub replica_acks: Option<(u32, Duration)>,
+}
+
+impl LockRequest<'_> {
+    /// How often a waiter refreshes its place: a third of its lifetime.
+    pub(crate) fn refresh_every(&self) -> Duration {
+        self.place_ttl / 3
+    }
+}
+
+/// A grant, for the caller to turn into a lease and a guard at once: its lease runs from
+/// `start` (the first send, or a RedLock round's start, so the time taken is subtracted).
+pub(crate) struct Grant {
+    pub req: String,
+    pub token: u64,
+    pub count: u32,
+    pub start: Instant,
+    /// Replica acknowledgements asked for and fewer heard: (wanted, heard; `None` if
+    /// `WAIT` failed). The caller releases the grant and reports the shortfall.
+    pub shortfall: Option<(u32, Option<u32>)>,
+}
+
+/// Acquire `lock` for `hold` on the client's topology, until `deadline` if `waiting`.
+pub(crate) async fn acquire(
+    lock: LockRequest<'_>,
+    hold: &Hold,
+    started: Instant,
+    deadline: Instant,
+    waiting: bool,
+) -> Result<Grant> {
+    match Topology::of(lock.inner) {
+        Topology::RedLock => quorum::acquire(lock, hold, started, deadline, waiting).await,
+        Topology::Server | Topology::Cluster => {
+            node::acquire(lock, hold, started, deadline, waiting).await
+        }
+    }
+}
+
+/// A uniformly random duration in `lo..=hi` (microsecond steps).
+pub(crate) fn random_between(lo: Duration, hi: Duration) -> Duration {
+    use rand::Rng;
+    let lo = u64::try_from(lo.as_micros()).unwrap_or(u64::MAX);
+    let hi = u64::try_from(hi.as_micros()).unwrap_or(u64::MAX).max(lo);
+    Duration::from_micros(rand::rng().random_range(lo..=hi))
+}
+
+/// `d` plus up to 20% (at least 1 µs) of random jitter.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    d + random_between(Duration::ZERO, (d / 5).max(Duration::from_micros(1)))
 }
 
 /// Check that Redis answers: the server, or a majority of RedLock's nodes.

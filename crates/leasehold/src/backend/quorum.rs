@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use rand::Rng;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+use crate::backend::{Grant, Hold, LockRequest};
 use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, NodeFailure, Result};
 use crate::lease::renew::Renewal;
@@ -36,13 +36,6 @@ use crate::lease::ReleaseOutcome;
 use crate::net::conn::Failure;
 use crate::protocol::keys::LockKeys;
 use crate::protocol::{Acquire, Acquired, Extend, Kept, Mode, RaiseFence, Release, Released};
-
-/// Who acquires, as decided by [`Lock`] before the quorum rounds.
-pub(crate) struct Hold {
-    pub owner_id: String,
-    pub reentrant: bool,
-    pub hold_key: String,
-}
 
 /// The number of nodes that make a majority of `n`.
 pub(crate) fn quorum(n: usize) -> usize {
@@ -164,32 +157,14 @@ impl Drop for Pending {
     }
 }
 
-/// The lock a quorum acquire is for.
-pub(crate) struct QuorumLock<'a> {
-    pub inner: &'a Arc<Inner>,
-    pub name: &'a Arc<str>,
-    pub keys: &'a Arc<LockKeys>,
-    pub ttl: Duration,
-    pub metadata: &'a Arc<str>,
-}
-
-/// A quorum grant, for the caller to turn into a lease and a guard: its lease runs from
-/// `start` (the round's start, so the round's duration is already subtracted).
-pub(crate) struct QuorumGrant {
-    pub req: String,
-    pub token: u64,
-    pub count: u32,
-    pub start: Instant,
-}
-
 /// Acquire `lock` on a majority of the client's nodes.
 pub(crate) async fn acquire(
-    lock: QuorumLock<'_>,
+    lock: LockRequest<'_>,
     hold: &Hold,
     started: Instant,
     deadline: Instant,
     waiting: bool,
-) -> Result<QuorumGrant> {
+) -> Result<Grant> {
     let inner = lock.inner;
     let n = inner.nodes.len();
     let needed = quorum(n);
@@ -300,11 +275,12 @@ pub(crate) async fn acquire(
                 );
                 crate::metrics::acquisition(lock.name, "granted");
                 crate::metrics::waited(lock.name, started.elapsed());
-                return Ok(QuorumGrant {
+                return Ok(Grant {
                     req,
                     token,
                     count,
                     start,
+                    shortfall: None,
                 });
             }
         }
@@ -344,7 +320,7 @@ pub(crate) async fn acquire(
         pending.armed = false;
         let answered = granted.len() + contended.len();
         let now = Instant::now();
-        let retry_at = now + jittered(backoff);
+        let retry_at = now + crate::backend::random_between(backoff / 2, backoff);
         backoff = (backoff * 2).min(Duration::from_millis(200));
         if !waiting || retry_at >= deadline {
             if answered < needed {
@@ -391,12 +367,6 @@ pub(crate) async fn acquire(
         };
         sleep_until(at.min(deadline)).await;
     }
-}
-
-/// A random delay between half of `d` and `d`.
-fn jittered(d: Duration) -> Duration {
-    let max = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(2);
-    Duration::from_micros(rand::rng().random_range(max / 2..=max))
 }
 
 /// Write `token` back to the nodes in `granted`; returns how many still held the grant and
