@@ -9,12 +9,12 @@ use crate::exit;
 /// Acquire, run the command while renewing, release, and exit with its status.
 pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
     let mut signals = Signals::install()?;
-    let mut lock = client.lock(&a.name)?.ttl(a.ttl)?.auto_renew(true);
+    let mut lock = client.lock(&a.name)?.ttl(a.ttl);
     if a.fair {
-        lock = lock.fair().place_ttl(a.place_ttl)?;
+        lock = lock.fair().place_ttl(a.place_ttl);
     }
     if let Some(label) = &a.label {
-        lock = lock.label(label)?;
+        lock = lock.label(label);
     }
     let acquire = async {
         if a.no_wait {
@@ -73,9 +73,9 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
 /// with `--once`). Exits with the command's status when it ends by itself.
 pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> {
     let mut signals = Signals::install()?;
-    let mut election = client.election(&a.name)?.lease(a.ttl)?;
+    let mut election = client.election(&a.name)?.ttl(a.ttl);
     if let Some(label) = &a.label {
-        election = election.label(label)?;
+        election = election.label(label);
     }
     loop {
         let leadership = tokio::select! {

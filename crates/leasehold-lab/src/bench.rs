@@ -210,9 +210,8 @@ async fn contention_leasehold(url: &str, dur: Duration) -> ContentionStats {
             .lock("bench-contended")
             .unwrap()
             .ttl(Duration::from_secs(10))
-            .unwrap()
-            .wait(Duration::from_secs(30))
-            .unwrap();
+            .auto_renew(false)
+            .wait(Duration::from_secs(30));
         let (events, stop) = (events.clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -308,9 +307,7 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
                     .lock(&format!("bench-renew-{t}-{i}"))
                     .unwrap()
                     .ttl(period * 3)
-                    .unwrap()
-                    .renew_every(period)
-                    .unwrap();
+                    .renew_every(period);
                 out.push(lock.try_acquire().await.expect("acquire"));
             }
             out

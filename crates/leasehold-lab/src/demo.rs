@@ -183,9 +183,7 @@ async fn contention(url: &str, workers: usize) -> anyhow::Result<Row> {
         let client = Client::new(url)?;
         let (store, order) = (store.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
-            let lock = client
-                .lock("demo/contended")?
-                .wait(Duration::from_secs(20))?;
+            let lock = client.lock("demo/contended")?.wait(Duration::from_secs(20));
             let mut longest = Duration::ZERO;
             let mut stale = 0;
             for _ in 0..rounds {
@@ -246,7 +244,10 @@ async fn late_reply(url: &str, addr: SocketAddr) -> anyhow::Result<Row> {
             .first(1)
             .drop(),
     );
-    let lock = client.lock("demo/seed004")?.ttl(Duration::from_secs(5))?;
+    let lock = client
+        .lock("demo/seed004")?
+        .ttl(Duration::from_secs(5))
+        .auto_renew(false);
     let guard = lock.acquire().await?;
     drop(rule);
     let count = client
@@ -307,14 +308,15 @@ async fn paused_holder(client: &Client, url: &str) -> anyhow::Result<Row> {
     let pause = Duration::from_millis(600);
     // leasehold: A's lease runs out while it is paused; its token is stale afterwards.
     let store = FencedStore::default();
-    let lock = client.lock("demo/seed002")?.ttl(ttl)?;
+    let lock = client.lock("demo/seed002")?.ttl(ttl).auto_renew(false);
     let a = lock.acquire().await?;
     tokio::time::sleep(pause).await; // A is paused (a GC pause, a stopped VM)
     let a_knew = a.is_lost();
     let b_client = Client::new(url)?;
     let b = b_client
         .lock("demo/seed002")?
-        .ttl(Duration::from_secs(5))?
+        .ttl(Duration::from_secs(5))
+        .auto_renew(false)
         .acquire()
         .await?;
     let b_write = store.write(b.fencing_token());
@@ -415,7 +417,10 @@ async fn killed_mid_acquire(url: &str, addr: SocketAddr) -> anyhow::Result<Row> 
     let _latency =
         proxy.add_rule(Rule::reply_to(Match::command("EVALSHA")).delay(Duration::from_millis(2)));
     let client = Client::builder(proxy.url()).build()?;
-    let lock = client.lock("demo/seed000")?.ttl(Duration::from_secs(20))?;
+    let lock = client
+        .lock("demo/seed000")?
+        .ttl(Duration::from_secs(20))
+        .auto_renew(false);
     let (mut cancelled, mut without_ttl) = (0, 0);
     for _ in 0..150 {
         let cut = Duration::from_micros(rand::rng().random_range(0..6_000));

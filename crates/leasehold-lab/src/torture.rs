@@ -102,8 +102,11 @@ impl LockUnderTest for LeaseholdUnderTest {
             let lock = self
                 .client
                 .lock(name)
-                .and_then(|l| l.ttl(ttl))
-                .and_then(|l| l.label(&format!("worker-{worker}")))
+                .map(|l| {
+                    l.ttl(ttl)
+                        .auto_renew(false)
+                        .label(&format!("worker-{worker}"))
+                })
                 .map_err(|e| e.to_string())?;
             // A fixed lease, like the naive locks': a holder paused past it must be told.
             match lock.acquire_timeout(wait).await {

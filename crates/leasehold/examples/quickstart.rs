@@ -58,7 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n1. Contention: A holds the lock, B tries and then waits to be woken");
     let lock = client
         .lock("quickstart/report")?
-        .ttl(Duration::from_secs(5))?;
+        .ttl(Duration::from_secs(5))
+        .auto_renew(false);
     let a = lock.acquire().await?;
     println!(
         "  A holds it: token {}, {:?} of lease left",
@@ -70,7 +71,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let b_client = Client::new(&url)?;
     let b_lock = b_client
         .lock("quickstart/report")?
-        .ttl(Duration::from_millis(300))?;
+        .ttl(Duration::from_millis(300))
+        .auto_renew(false);
     let b_wait = tokio::spawn(async move {
         let asked = Instant::now();
         let guard = b_lock.acquire().await;

@@ -15,7 +15,7 @@
 //!
 //! # async fn demo() -> leasehold::Result<()> {
 //! let client = leasehold::Client::new("redis://127.0.0.1:6379/")?;
-//! let lock = client.lock("invoices/2026-11")?.ttl(Duration::from_secs(30))?;
+//! let lock = client.lock("invoices/2026-11")?.ttl(Duration::from_secs(30));
 //!
 //! let guard = lock.acquire().await?;          // waits up to 10 s by default
 //! let token = guard.fencing_token();          // hand this to the resource you protect
@@ -27,9 +27,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Unless a lock fixes its TTL with [`Lock::ttl`], its lease is the client's default
-//! (30 s) and a watchdog renews it every third of that while the guard lives; one
-//! scheduler per client renews due leases in batches. A guard learns that its lease is
+//! A lock's lease is the client's default (30 s) or [`Lock::ttl`], and a watchdog renews it
+//! every third of that while the guard lives, unless [`Lock::auto_renew`] turns it off; one
+//! scheduler per client renews due leases in batches. Setters never fail and their order
+//! does not matter: each acquire checks the settings together ([`Lock::check`]). A guard learns that its lease is
 //! lost through [`LockGuard::lost`](crate::Lease::lost) and [`LockGuard::cancellation_token`](crate::Lease::cancellation_token), no later than
 //! its deadline; [`Lock::run`] runs work under a lock and cancels it on loss. See also
 //! [`Client::election`] for leader election and [`Client::inspect`] for who holds a lock.

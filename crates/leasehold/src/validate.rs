@@ -1,10 +1,23 @@
-//! Validation of the settings callers give (lease lengths), in one place, with errors that
+//! Validation of the settings callers give (lease lengths, capacities), in one place, with errors that
 //! say what to fix.
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lease::{MAX_TTL, MIN_TTL};
+
+/// The most permits a semaphore may have.
+pub const MAX_PERMITS: u32 = 100_000;
+
+/// Check a semaphore's capacity; the error says what to fix.
+pub(crate) fn validate_capacity(capacity: u32) -> Result<()> {
+    if capacity == 0 || capacity > MAX_PERMITS {
+        return Err(Error::invalid(format!(
+            "semaphore capacity {capacity} is out of range: use 1 to {MAX_PERMITS} permits"
+        )));
+    }
+    Ok(())
+}
 
 /// Check a lease length; the error says what to fix.
 pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {

@@ -61,8 +61,7 @@ fn plain_threads_taking_a_blocking_lock_never_overlap_or_lose_an_update() {
     let lock = client
         .lock("blocking/counter")
         .unwrap()
-        .wait(Duration::from_secs(30))
-        .unwrap();
+        .wait(Duration::from_secs(30));
 
     const THREADS: usize = 4;
     const ROUNDS: u64 = 25;
@@ -130,7 +129,7 @@ fn dropping_a_blocking_guard_on_a_plain_thread_releases_the_lock() {
         .lock("blocking/dropped")
         .unwrap()
         .ttl(Duration::from_secs(120))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .unwrap();
     let theirs = other.lock("blocking/dropped").unwrap();
@@ -166,7 +165,7 @@ fn a_blocking_guard_dropped_after_its_client_is_still_released() {
         .lock("blocking/orphan")
         .unwrap()
         .ttl(Duration::from_secs(120))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .unwrap();
     drop(holder); // the guard keeps the client's runtime alive
@@ -186,7 +185,7 @@ fn dropping_the_last_blocking_handle_finishes_pending_releases_first() {
             .lock("blocking/drain")
             .unwrap()
             .ttl(Duration::from_secs(120))
-            .unwrap()
+            .auto_renew(false)
             .try_acquire()
             .unwrap();
         drop(guard); // release spawned in the background...
@@ -206,8 +205,7 @@ fn a_capacity_two_blocking_semaphore_never_has_more_than_two_holders() {
     let sem = client
         .semaphore("blocking/pool", 2)
         .unwrap()
-        .wait(Duration::from_secs(30))
-        .unwrap();
+        .wait(Duration::from_secs(30));
 
     // Two permits are there, a third is not.
     let a = sem.try_acquire().unwrap();
@@ -255,8 +253,7 @@ fn blocking_rwlock_readers_share_and_a_writer_waits_for_them() {
     let rw = client
         .rwlock("blocking/config")
         .unwrap()
-        .wait(Duration::from_secs(30))
-        .unwrap();
+        .wait(Duration::from_secs(30));
 
     // Two readers on two threads hold it together.
     let r1 = rw.read().unwrap();
@@ -319,7 +316,7 @@ fn a_blocking_guard_learns_that_its_lease_was_lost() {
         .lock("blocking/short")
         .unwrap()
         .ttl(Duration::from_millis(200))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .unwrap();
     let token = guard.cancellation_token();
@@ -346,7 +343,19 @@ fn invalid_input_to_the_blocking_api_is_an_error_not_a_panic() {
         client.lock("").unwrap_err(),
         client.lock("a{b}").unwrap_err(),
         client.rwlock("").unwrap_err(),
-        client.lock("ok").unwrap().ttl(Duration::ZERO).unwrap_err(),
+        client
+            .lock("ok")
+            .unwrap()
+            .ttl(Duration::ZERO)
+            .check()
+            .unwrap_err(),
+        client
+            .lock("ok")
+            .unwrap()
+            .ttl(Duration::ZERO)
+            .auto_renew(false)
+            .try_acquire()
+            .unwrap_err(),
         client
             .lock("ok")
             .unwrap()
@@ -356,6 +365,7 @@ fn invalid_input_to_the_blocking_api_is_an_error_not_a_panic() {
             .semaphore("ok", 2)
             .unwrap()
             .with_capacity(0)
+            .try_acquire()
             .unwrap_err(),
     ] {
         assert!(err.is_invalid_input(), "{err}");
@@ -405,7 +415,7 @@ fn dropping_blocking_handles_inside_async_code_does_not_panic_and_still_releases
         .lock("blocking/dropped-in-async")
         .unwrap()
         .ttl(Duration::from_secs(120))
-        .unwrap()
+        .auto_renew(false)
         .try_acquire()
         .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

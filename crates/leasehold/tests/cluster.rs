@@ -48,7 +48,7 @@ async fn a_thousand_names_spread_over_every_node_lock_and_release_on_a_cluster()
                     .lock(name)
                     .unwrap()
                     .ttl(Duration::from_secs(10))
-                    .unwrap();
+                    .auto_renew(false);
                 let guard = lock.try_acquire().await.unwrap();
                 assert!(guard.fencing_token() > 0);
                 assert_eq!(guard.hold_count(), 1);
@@ -95,7 +95,7 @@ async fn a_waiter_for_a_lock_on_another_node_is_woken_by_sharded_pubsub() {
         .lock(&name)
         .unwrap()
         .ttl(long)
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .await
         .unwrap();
@@ -104,9 +104,8 @@ async fn a_waiter_for_a_lock_on_another_node_is_woken_by_sharded_pubsub() {
         .lock(&name)
         .unwrap()
         .ttl(long)
-        .unwrap()
-        .wait(Duration::from_secs(10))
-        .unwrap();
+        .auto_renew(false)
+        .wait(Duration::from_secs(10));
     let waiter = tokio::spawn(async move {
         let g = lock.acquire().await;
         (g, Instant::now())
@@ -222,7 +221,7 @@ async fn a_lost_reply_to_acquire_retried_by_the_cluster_client_still_grants_exac
         .lock(name)
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap();
+        .auto_renew(false);
     // Load the scripts on that node first, so the lost reply is the grant itself.
     lock.try_acquire().await.unwrap().release().await.unwrap();
 

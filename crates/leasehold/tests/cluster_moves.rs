@@ -65,7 +65,7 @@ async fn held_with_a_waiter(
         .lock(name)
         .unwrap()
         .ttl(LEASE)
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .await
         .unwrap();
@@ -73,9 +73,8 @@ async fn held_with_a_waiter(
         .lock(name)
         .unwrap()
         .ttl(LEASE)
-        .unwrap()
-        .wait(Duration::from_secs(60))
-        .unwrap();
+        .auto_renew(false)
+        .wait(Duration::from_secs(60));
     let task = tokio::spawn(async move {
         let g = lock.acquire().await;
         (g, Instant::now())

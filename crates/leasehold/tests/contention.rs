@@ -50,9 +50,8 @@ async fn eight_contenders_on_one_name_never_overlap_and_tokens_increase() {
             .lock("contended")
             .unwrap()
             .ttl(Duration::from_secs(10))
-            .unwrap()
-            .wait(Duration::from_secs(20))
-            .unwrap();
+            .auto_renew(false)
+            .wait(Duration::from_secs(20));
         let resource = resource.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..40 {
@@ -92,15 +91,14 @@ async fn a_waiter_blocked_by_a_long_hold_is_woken_not_polling() {
         .lock("long-hold")
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .await
         .unwrap();
     let wlock = waiter
         .lock("long-hold")
         .unwrap()
-        .wait(Duration::from_secs(20))
-        .unwrap();
+        .wait(Duration::from_secs(20));
     let handle = tokio::spawn(async move {
         let g = wlock.acquire().await.unwrap();
         let at = Instant::now();
@@ -125,11 +123,7 @@ async fn a_waiter_blocked_by_a_long_hold_is_woken_not_polling() {
 async fn a_releasing_task_cannot_barge_ahead_of_waiters_in_its_own_process() {
     let server = RedisServer::start();
     let c = client(&server.url());
-    let lock = c
-        .lock("no-barging")
-        .unwrap()
-        .wait(Duration::from_secs(10))
-        .unwrap();
+    let lock = c.lock("no-barging").unwrap().wait(Duration::from_secs(10));
     let order = Arc::new(Mutex::new(Vec::new()));
     let first = lock.acquire().await.unwrap();
     let waiter = {

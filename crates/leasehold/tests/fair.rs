@@ -17,9 +17,7 @@ fn fair(c: &Client, name: &str) -> leasehold::Lock {
     c.fair_lock(name)
         .unwrap()
         .wait(Duration::from_secs(30))
-        .unwrap()
         .place_ttl(Duration::from_secs(30))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,15 +133,13 @@ async fn a_fair_waiter_that_stops_refreshing_is_skipped_within_its_place_ttl() {
         .fair_lock("stale")
         .unwrap()
         .wait(Duration::from_secs(30))
-        .unwrap()
-        .place_ttl(place_ttl)
-        .unwrap();
+        .place_ttl(place_ttl);
     let stale_task = tokio::spawn(async move { stale.acquire().await.map(|g| g.fencing_token()) });
     wait_for_queue(&con, "stale", 1).await;
     let stall = proxy.stall();
     stale_task.abort();
 
-    let next = fair(&c, "stale").place_ttl(place_ttl).unwrap();
+    let next = fair(&c, "stale").place_ttl(place_ttl);
     let next_task = tokio::spawn(async move {
         let started = Instant::now();
         let g = next.acquire().await.unwrap();
@@ -196,7 +192,7 @@ async fn a_fair_lock_that_expires_goes_to_the_oldest_waiter_not_the_first_to_not
     // A holder that vanishes without releasing: its lease (400 ms, not renewed) runs out.
     let crashed = fair(&c, "expiry")
         .ttl(Duration::from_millis(400))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .await
         .unwrap();
@@ -228,11 +224,8 @@ async fn bad_settings_and_unsupported_topologies_fail_as_invalid_input() {
     let c = client(&server.url());
     let lock = c.fair_lock("bad").unwrap();
     for place in [Duration::from_millis(99), Duration::from_secs(61)] {
-        assert!(lock
-            .clone()
-            .place_ttl(place)
-            .unwrap_err()
-            .is_invalid_input());
+        let err = lock.clone().place_ttl(place).acquire().await.unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
     }
     for capacity in [0, leasehold::MAX_PERMITS + 1] {
         let err = c.semaphore("bad", capacity).unwrap_err();

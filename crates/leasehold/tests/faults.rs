@@ -77,7 +77,7 @@ async fn unresolvable_acquire_is_ambiguous_and_its_grant_is_released() {
         .lock("seed004-ambiguous")
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap();
+        .auto_renew(false);
     let started = std::time::Instant::now();
     let err = lock
         .acquire_timeout(Duration::from_millis(600))
@@ -124,7 +124,7 @@ async fn cancelled_acquires_under_latency_never_leave_a_key_without_ttl_or_unrel
         .lock("seed000")
         .unwrap()
         .ttl(Duration::from_secs(20))
-        .unwrap();
+        .auto_renew(false);
     let key = lock.redis_key().to_string();
 
     // A watcher samples the key's PTTL continuously.
@@ -206,7 +206,7 @@ async fn dropped_acquire_future_after_the_grant_releases_it() {
         .lock("dropped-future")
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap();
+        .auto_renew(false);
     let key = lock.redis_key().to_string();
     let res = tokio::time::timeout(Duration::from_millis(50), lock.acquire()).await;
     assert!(res.is_err(), "the acquire was cancelled");
@@ -274,7 +274,7 @@ async fn an_acquire_arriving_late_on_an_abandoned_connection_cannot_grant_after_
         .lock("late-acquire")
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.acquire().await.unwrap();
     assert_eq!(rule.hits(), 1);
     assert_eq!(guard.hold_count(), 1);

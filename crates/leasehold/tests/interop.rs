@@ -72,7 +72,7 @@ async fn rust_side(url: String, who: String, until: Instant) -> (u64, u64) {
             .lock(NAME)
             .unwrap()
             .ttl(Duration::from_secs(2))
-            .unwrap();
+            .auto_renew(false);
         let guard = match lock.acquire_timeout(Duration::from_secs(2)).await {
             Ok(g) => g,
             Err(e) if e.is_timeout() => continue,

@@ -23,7 +23,6 @@ async fn a_one_second_lease_stays_held_through_five_seconds_of_work_by_renewal()
         .lock("watchdog")
         .unwrap()
         .ttl(SECOND)
-        .unwrap()
         .auto_renew(true);
     let guard = lock.acquire().await.unwrap();
     assert_eq!(guard.renew_every(), Some(SECOND / 3));
@@ -69,7 +68,6 @@ async fn a_key_deleted_by_an_operator_fires_lost_at_the_next_renewal() {
         .lock("deleted")
         .unwrap()
         .ttl(SECOND)
-        .unwrap()
         .auto_renew(true)
         .acquire()
         .await
@@ -115,7 +113,6 @@ async fn paused_redis_fires_lost_no_later_than_valid_until() {
         .lock("paused")
         .unwrap()
         .ttl(SECOND)
-        .unwrap()
         .auto_renew(true)
         .acquire()
         .await
@@ -137,7 +134,6 @@ async fn a_stalled_network_fires_lost_no_later_than_valid_until() {
         .lock("stalled-lease")
         .unwrap()
         .ttl(SECOND)
-        .unwrap()
         .auto_renew(true)
         .acquire()
         .await
@@ -156,7 +152,7 @@ async fn a_fixed_lease_without_renewal_fires_lost_at_its_deadline() {
         .lock("fixed")
         .unwrap()
         .ttl(Duration::from_millis(300))
-        .unwrap()
+        .auto_renew(false)
         .acquire()
         .await
         .unwrap();
@@ -173,7 +169,6 @@ async fn redis_restarted_without_persistence_tells_holders_their_lease_is_lost()
         .lock("restarted")
         .unwrap()
         .ttl(2 * SECOND)
-        .unwrap()
         .auto_renew(true)
         .acquire()
         .await
@@ -193,20 +188,8 @@ async fn two_contenders_in_one_process_never_share_leadership_state() {
     // Seed 001: a shared `locked` flag overwritten by another thread's failed tryLock.
     let server = RedisServer::start();
     let c = client(&server.url());
-    let election_a = c
-        .election("leader")
-        .unwrap()
-        .lease(SECOND)
-        .unwrap()
-        .label("node-a")
-        .unwrap();
-    let election_b = c
-        .election("leader")
-        .unwrap()
-        .lease(SECOND)
-        .unwrap()
-        .label("node-b")
-        .unwrap();
+    let election_a = c.election("leader").unwrap().ttl(SECOND).label("node-a");
+    let election_b = c.election("leader").unwrap().ttl(SECOND).label("node-b");
     let a = election_a.campaign().await.unwrap();
     let mut a_state = a.watch();
     let err = election_b.try_campaign().await.unwrap_err();
@@ -250,8 +233,7 @@ async fn leadership_is_lost_when_the_leaders_lease_is_taken_away() {
     let leadership = c
         .election("fragile")
         .unwrap()
-        .lease(SECOND)
-        .unwrap()
+        .ttl(SECOND)
         .campaign()
         .await
         .unwrap();
@@ -281,12 +263,7 @@ async fn scoped_work_is_cancelled_when_the_lease_is_lost() {
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
     let c = client(&server.url());
-    let lock = c
-        .lock("scoped")
-        .unwrap()
-        .ttl(SECOND)
-        .unwrap()
-        .auto_renew(true);
+    let lock = c.lock("scoped").unwrap().ttl(SECOND).auto_renew(true);
     let started = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicBool::new(false));
     let run = {
@@ -337,7 +314,6 @@ async fn scoped_work_in_notify_mode_finishes_and_reports_the_loss() {
         .lock("notified")
         .unwrap()
         .ttl(SECOND)
-        .unwrap()
         .auto_renew(true)
         .on_lost(OnLost::Notify);
     let mut con2 = con.clone();
@@ -386,9 +362,7 @@ async fn ten_thousand_leases_are_renewed_by_a_bounded_number_of_round_trips() {
                     .lock(&format!("many-{chunk}-{i}"))
                     .unwrap()
                     .ttl(3 * SECOND)
-                    .unwrap()
-                    .renew_every(SECOND)
-                    .unwrap();
+                    .renew_every(SECOND);
                 out.push(lock.try_acquire().await.unwrap());
             }
             out
@@ -433,9 +407,8 @@ async fn inspect_shows_holder_metadata_ttl_token_hold_count_and_waiters() {
         .lock("inspected")
         .unwrap()
         .ttl(10 * SECOND)
-        .unwrap()
+        .auto_renew(false)
         .label("nightly-job")
-        .unwrap()
         .owner(&owner);
     let outer = lock.acquire().await.unwrap();
     let inner = lock.acquire().await.unwrap();

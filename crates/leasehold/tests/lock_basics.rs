@@ -17,7 +17,7 @@ async fn acquire_sets_a_ttl_and_release_deletes_the_key() {
         .lock("basics")
         .unwrap()
         .ttl(Duration::from_secs(5))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.acquire().await.unwrap();
     let ttl = pttl(&mut con, lock.redis_key()).await;
     assert!(ttl > 4_000 && ttl <= 5_000, "PTTL {ttl}");
@@ -85,7 +85,7 @@ async fn expired_holders_late_release_and_extend_do_not_touch_the_new_holder() {
         .lock("seed002")
         .unwrap()
         .ttl(Duration::from_millis(100))
-        .unwrap();
+        .auto_renew(false);
     let guard_a = lock_a.acquire().await.unwrap();
     let key = lock_a.redis_key().to_string();
     common::wait_until_absent(&con, &key, "A's lease to expire").await;
@@ -94,7 +94,7 @@ async fn expired_holders_late_release_and_extend_do_not_touch_the_new_holder() {
         .lock("seed002")
         .unwrap()
         .ttl(Duration::from_secs(10))
-        .unwrap()
+        .auto_renew(false)
         .try_acquire()
         .await
         .unwrap();
@@ -128,7 +128,7 @@ async fn release_after_expiry_reports_expired() {
         .lock("lapsed")
         .unwrap()
         .ttl(Duration::from_millis(50))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.acquire().await.unwrap();
     let key = lock.redis_key().to_string();
     common::wait_until_absent(&con, &key, "lease to expire").await;
@@ -147,7 +147,7 @@ async fn extend_lengthens_the_lease_and_never_shortens_it() {
         .lock("extend")
         .unwrap()
         .ttl(Duration::from_secs(2))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.acquire().await.unwrap();
     let before = guard.valid_until();
     guard.extend(Duration::from_secs(20)).await.unwrap();
@@ -171,7 +171,7 @@ async fn fencing_tokens_strictly_increase_over_1000_grants_and_after_the_counter
         .lock("fenced")
         .unwrap()
         .ttl(Duration::from_secs(5))
-        .unwrap();
+        .auto_renew(false);
     let mut last = 0u64;
     for i in 0..1_000 {
         let guard = lock.try_acquire().await.unwrap();
@@ -355,7 +355,7 @@ async fn redis_restart_gives_a_clear_error_then_recovers() {
         .lock("restart")
         .unwrap()
         .ttl(Duration::from_secs(5))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.acquire().await.unwrap();
     server.stop();
     let err = lock.try_acquire().await.unwrap_err();
@@ -414,12 +414,14 @@ async fn invalid_input_is_rejected_before_any_io() {
         Duration::from_millis(1),
         Duration::from_secs(90_000),
     ] {
-        let err = lock.clone().ttl(ttl).unwrap_err();
-        assert!(err.is_invalid_input(), "{ttl:?}");
+        let err = lock.clone().ttl(ttl).acquire().await.unwrap_err();
+        assert!(err.is_invalid_input(), "{ttl:?}: {err}");
     }
     assert!(lock
         .clone()
         .wait(Duration::from_secs(90_000))
+        .acquire()
+        .await
         .unwrap_err()
         .is_invalid_input());
     assert!(lock

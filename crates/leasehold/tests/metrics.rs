@@ -91,7 +91,6 @@ async fn acquisitions_contention_renewals_losses_and_unknown_outcomes_are_counte
         .lock("m")
         .unwrap()
         .ttl(Duration::from_millis(300))
-        .unwrap()
         .auto_renew(true)
         .acquire()
         .await

@@ -39,10 +39,8 @@ async fn force_release_removes_the_holder_wakes_a_waiter_and_the_holder_learns_i
         .lock("stuck")
         .unwrap()
         .ttl(Duration::from_secs(3))
-        .unwrap()
         .auto_renew(true)
         .label("cron")
-        .unwrap()
         .acquire()
         .await
         .unwrap();

@@ -257,7 +257,7 @@ async fn redlock_extend_needs_a_quorum() {
         .lock("redlock/extend")
         .unwrap()
         .ttl(Duration::from_secs(5))
-        .unwrap();
+        .auto_renew(false);
     let guard = lock.try_acquire().await.unwrap();
     guard.extend(Duration::from_secs(10)).await.unwrap();
     assert!(guard.remaining() > Duration::from_secs(9));
@@ -317,6 +317,8 @@ async fn what_a_redlock_client_cannot_do_is_refused_naming_the_topology_and_the_
         .lock("redlock/caps")
         .unwrap()
         .replica_acks(1, Duration::from_millis(100))
+        .try_acquire()
+        .await
         .unwrap_err();
     let inspect = client.inspect("redlock/caps").await.unwrap_err();
     for (e, operation) in [

@@ -60,7 +60,7 @@ async fn warm_up(client: &Client, name: &str) {
 
 /// Acquire with three nodes unreachable: `NoQuorum` by the wait (plus one scheduling slack).
 async fn acquire_fails_by_the_wait(client: &Client, name: &str) {
-    let lock = client.lock(name).unwrap().ttl(TTL).unwrap();
+    let lock = client.lock(name).unwrap().ttl(TTL).auto_renew(false);
     let started = Instant::now();
     let e = lock.acquire_timeout(WAIT).await.unwrap_err();
     let took = started.elapsed();
@@ -155,7 +155,7 @@ async fn a_cancelled_redlock_acquire_is_released_on_paused_nodes_once_they_resum
     let client = redlock(masters.urls());
     let name = "redlock/cancelled";
     warm_up(&client, name).await;
-    let lock = client.lock(name).unwrap().ttl(TTL).unwrap();
+    let lock = client.lock(name).unwrap().ttl(TTL).auto_renew(false);
 
     let pauses = [masters.pause(0), masters.pause(1), masters.pause(2)];
     // Cancelled while the paused nodes' replies are awaited.
@@ -176,7 +176,7 @@ async fn a_dropped_redlock_guard_is_released_on_paused_nodes_once_they_resume() 
         .lock(name)
         .unwrap()
         .ttl(TTL)
-        .unwrap()
+        .auto_renew(false)
         .try_acquire()
         .await
         .unwrap();

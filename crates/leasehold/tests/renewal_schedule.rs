@@ -27,13 +27,7 @@ struct Granted {
 }
 
 async fn take(client: &Client, name: String, ttl: Duration, every: Duration) -> Granted {
-    let lock = client
-        .lock(&name)
-        .unwrap()
-        .ttl(ttl)
-        .unwrap()
-        .renew_every(every)
-        .unwrap();
+    let lock = client.lock(&name).unwrap().ttl(ttl).renew_every(every);
     let sent_after = Instant::now();
     let guard = lock.try_acquire().await.unwrap();
     Granted {

@@ -194,9 +194,7 @@ async fn readers_and_writers_in_loops_never_overlap_and_each_writer_has_the_newe
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mut tasks = Vec::new();
     for i in 0..READERS + WRITERS {
-        let lock = rw(&clients[i % 2], NAME)
-            .wait(Duration::from_secs(10))
-            .unwrap();
+        let lock = rw(&clients[i % 2], NAME).wait(Duration::from_secs(10));
         let shared = shared.clone();
         let writer = i >= READERS;
         tasks.push(tokio::spawn(async move {
@@ -267,7 +265,7 @@ async fn a_waiting_writer_blocks_new_readers_and_goes_before_them() {
         steady(&server.url()),
     );
     // A long place (refreshed every 10 s): W must be woken by A's release, not by a timer.
-    let rww = rw(&cw, NAME).place_ttl(Duration::from_secs(30)).unwrap();
+    let rww = rw(&cw, NAME).place_ttl(Duration::from_secs(30));
     let (rwa, rwb) = (rw(&ca, NAME), rw(&cb, NAME));
     let a = rwa.try_read().await.unwrap();
     let a_token = a.fencing_token();
@@ -324,7 +322,7 @@ async fn a_writer_that_gives_up_waiting_lets_readers_in_at_once_not_after_its_pl
     let con = server.async_connection().await;
     let (cr, cw) = (steady(&server.url()), steady(&server.url()));
     let readers = rw(&cr, NAME);
-    let writers = rw(&cw, NAME).place_ttl(place).unwrap();
+    let writers = rw(&cw, NAME).place_ttl(place);
     let a = readers.try_read().await.unwrap();
 
     // Timed out.
@@ -387,7 +385,7 @@ async fn a_cut_off_waiting_writer_blocks_readers_no_longer_than_its_place_ttl() 
     let cr = steady(&server.url());
     let cw = client(&proxy.url());
     let readers = rw(&cr, NAME);
-    let writers = rw(&cw, NAME).place_ttl(place).unwrap();
+    let writers = rw(&cw, NAME).place_ttl(place);
     let a = readers.try_read().await.unwrap();
     let writer = {
         let writers = writers.clone();
@@ -439,7 +437,6 @@ async fn losing_one_readers_lease_fires_only_that_readers_lost_signal() {
     let c = steady(&server.url());
     let lock = rw(&c, NAME)
         .ttl(Duration::from_millis(300))
-        .unwrap()
         .auto_renew(true);
     let r1 = lock.try_read().await.unwrap();
     let r2 = lock.try_read().await.unwrap();
@@ -508,9 +505,8 @@ async fn every_rwlock_key_has_a_ttl_except_the_fencing_counter() {
     let (cr, cw) = (steady(&server.url()), steady(&server.url()));
     let readers = rw(&cr, NAME)
         .ttl(Duration::from_millis(400))
-        .unwrap()
         .auto_renew(true);
-    let writers = rw(&cw, NAME).place_ttl(Duration::from_millis(300)).unwrap();
+    let writers = rw(&cw, NAME).place_ttl(Duration::from_millis(300));
     let r = readers.try_read().await.unwrap();
     let writer = spawn_write(&writers, Duration::from_secs(5));
     until_writers_wait(&con, NAME, 1).await;

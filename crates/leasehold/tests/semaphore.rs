@@ -105,8 +105,7 @@ async fn thirty_two_tasks_on_five_permits_never_exceed_five_holders_and_use_all_
         let sem = clients[t % clients.len()]
             .semaphore("pool", PERMITS)
             .unwrap()
-            .wait(Duration::from_secs(10))
-            .unwrap();
+            .wait(Duration::from_secs(10));
         let occupancy = occupancy.clone();
         let tokens = tokens.clone();
         tasks.push(tokio::spawn(async move {
@@ -184,8 +183,7 @@ async fn dropped_and_late_acquire_replies_never_cost_or_duplicate_a_permit() {
         let sem = clients[t % clients.len()]
             .semaphore(NAME, PERMITS)
             .unwrap()
-            .wait(Duration::from_secs(3))
-            .unwrap();
+            .wait(Duration::from_secs(3));
         let occupancy = occupancy.clone();
         let outcomes = outcomes.clone();
         tasks.push(tokio::spawn(async move {
@@ -302,7 +300,6 @@ async fn a_crashed_holders_permits_return_after_their_lease_and_not_before() {
         .semaphore(NAME, PERMITS)
         .unwrap()
         .ttl(lease)
-        .unwrap()
         .auto_renew(false);
     let before = Instant::now();
     let mut permits = Vec::new();
@@ -375,10 +372,9 @@ async fn a_smaller_capacity_grants_nothing_until_fewer_are_held_and_revokes_no_o
         .semaphore(NAME, 5)
         .unwrap()
         .ttl(Duration::from_millis(600))
-        .unwrap()
         .auto_renew(true);
     let mut held = fill(&sem5, 5).await;
-    let sem3 = other.semaphore(NAME, 5).unwrap().with_capacity(3).unwrap();
+    let sem3 = other.semaphore(NAME, 5).unwrap().with_capacity(3);
     assert_eq!(sem3.capacity(), 3);
     assert!(sem3.try_acquire().await.unwrap_err().is_contended());
     let waiter = tokio::spawn({
@@ -491,7 +487,7 @@ async fn a_larger_capacity_grants_the_extra_permits_at_once() {
     let sem5 = holders.semaphore(NAME, 5).unwrap();
     let held = fill(&sem5, 5).await;
     assert!(sem5.try_acquire().await.unwrap_err().is_contended());
-    let sem7 = other.semaphore(NAME, 5).unwrap().with_capacity(7).unwrap();
+    let sem7 = other.semaphore(NAME, 5).unwrap().with_capacity(7);
     let extra = fill(&sem7, 2).await;
     assert!(sem7.try_acquire().await.unwrap_err().is_contended());
     assert_eq!(sem7.held().await.unwrap(), 7);
@@ -517,7 +513,6 @@ async fn each_permit_is_renewed_and_lost_on_its_own_with_its_own_increasing_toke
         .semaphore(NAME, 5)
         .unwrap()
         .ttl(Duration::from_millis(300))
-        .unwrap()
         .auto_renew(true);
     let a = sem.acquire().await.unwrap();
     let b = sem.acquire().await.unwrap();
@@ -596,13 +591,11 @@ async fn every_semaphore_key_has_a_ttl_except_the_fencing_counter() {
         .semaphore(NAME, 3)
         .unwrap()
         .ttl(Duration::from_millis(300))
-        .unwrap()
         .auto_renew(true);
     let fixed = c
         .semaphore(NAME, 3)
         .unwrap()
         .ttl(Duration::from_millis(100))
-        .unwrap()
         .auto_renew(false);
     let p1 = renewed.acquire().await.unwrap();
     assert_keys_have_ttls(&mut con, NAME, "after a grant").await;

@@ -19,11 +19,7 @@ async fn waiters_on_different_clients_are_served_in_arrival_order() {
     let mut tasks = Vec::new();
     for i in 0..5 {
         let c = client(&server.url());
-        let lock = c
-            .lock("fifo")
-            .unwrap()
-            .wait(Duration::from_secs(20))
-            .unwrap();
+        let lock = c.lock("fifo").unwrap().wait(Duration::from_secs(20));
         let order = order.clone();
         tasks.push(tokio::spawn(async move {
             let g = lock.acquire().await.unwrap();
@@ -94,11 +90,7 @@ async fn a_crashed_waiter_at_the_head_of_the_queue_costs_at_most_its_reservation
         .await
         .unwrap();
     let live = client(&server.url());
-    let lock = live
-        .lock("ghost")
-        .unwrap()
-        .wait(Duration::from_secs(20))
-        .unwrap();
+    let lock = live.lock("ghost").unwrap().wait(Duration::from_secs(20));
     let waiter = tokio::spawn(async move {
         let g = lock.acquire().await.unwrap();
         let at = Instant::now();

@@ -191,7 +191,7 @@ impl Contenders {
                 Kind::Default => client.lock(name)?,
                 Kind::Fair => client.fair_lock(name)?,
             };
-            out.locks.push(lock.wait(WAIT)?);
+            out.locks.push(lock.wait(WAIT));
             out.clients.push(client);
         }
         Ok(out)
@@ -368,7 +368,7 @@ impl Cyclers {
                 Variant::LockFive => Cycler::Lock(client.lock(&format!("bench-f-plain-{t}"))?),
                 Variant::SemOne => Cycler::Semaphore(client.semaphore("bench-f-sem-one", PERMITS)?),
                 Variant::SemMany => {
-                    Cycler::Semaphore(client.semaphore("bench-f-sem-many", PERMITS)?.wait(WAIT)?)
+                    Cycler::Semaphore(client.semaphore("bench-f-sem-many", PERMITS)?.wait(WAIT))
                 }
             };
             out.workers.push(worker);

@@ -126,7 +126,7 @@ impl Clients {
             .node_timeout(NODE_TIMEOUT)
             .build()?;
         let fixed = |client: &leasehold::Client, name: &str| -> anyhow::Result<leasehold::Lock> {
-            Ok(client.lock(name)?.ttl(TTL)?.auto_renew(false))
+            Ok(client.lock(name)?.ttl(TTL).auto_renew(false))
         };
         Ok(Self {
             single_lock: fixed(&single, "bench-e-single")?,

@@ -34,11 +34,9 @@ impl Lock {
         }
     }
 
-    fn try_map(self, f: impl FnOnce(crate::Lock) -> Result<crate::Lock>) -> Result<Self> {
-        Ok(Lock {
-            lock: f(self.lock)?,
-            shared: self.shared,
-        })
+    /// Check this lock's settings together (see [`crate::Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.lock.check()
     }
 
     fn guard(&self, guard: crate::LockGuard) -> LockGuard {
@@ -54,9 +52,10 @@ impl Lock {
         self.map(crate::Lock::fair)
     }
 
-    /// Fix the lease length (see [`crate::Lock::ttl`]).
-    pub fn ttl(self, ttl: Duration) -> Result<Self> {
-        self.try_map(|l| l.ttl(ttl))
+    /// Set the lease length (see [`crate::Lock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.map(|l| l.ttl(ttl))
     }
 
     /// Turn the watchdog on or off (see [`crate::Lock::auto_renew`]).
@@ -66,30 +65,35 @@ impl Lock {
     }
 
     /// Renew every `every` (see [`crate::Lock::renew_every`]).
-    pub fn renew_every(self, every: Duration) -> Result<Self> {
-        self.try_map(|l| l.renew_every(every))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn renew_every(self, every: Duration) -> Self {
+        self.map(|l| l.renew_every(every))
     }
 
     /// How long [`acquire`](Self::acquire) waits (see [`crate::Lock::wait`]).
-    pub fn wait(self, wait: Duration) -> Result<Self> {
-        self.try_map(|l| l.wait(wait))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(self, wait: Duration) -> Self {
+        self.map(|l| l.wait(wait))
     }
 
     /// Label the holder (see [`crate::Lock::label`]).
-    pub fn label(self, label: &str) -> Result<Self> {
-        self.try_map(|l| l.label(label))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn label(self, label: &str) -> Self {
+        self.map(|l| l.label(label))
     }
 
     /// How long a waiting caller's place lives at the server (see
     /// [`crate::Lock::place_ttl`]).
-    pub fn place_ttl(self, place_ttl: Duration) -> Result<Self> {
-        self.try_map(|l| l.place_ttl(place_ttl))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn place_ttl(self, place_ttl: Duration) -> Self {
+        self.map(|l| l.place_ttl(place_ttl))
     }
 
     /// Require replica acknowledgements of every grant (see
     /// [`crate::Lock::replica_acks`]).
-    pub fn replica_acks(self, replicas: u32, timeout: Duration) -> Result<Self> {
-        self.try_map(|l| l.replica_acks(replicas, timeout))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn replica_acks(self, replicas: u32, timeout: Duration) -> Self {
+        self.map(|l| l.replica_acks(replicas, timeout))
     }
 
     /// Acquire as `owner`, so that acquires by the same owner re-enter (see [`Owner`]).

@@ -30,7 +30,7 @@
 //!
 //! fn main() -> leasehold::Result<()> {
 //!     let client = leasehold::blocking::Client::new("redis://127.0.0.1:6379/")?;
-//!     let lock = client.lock("invoices/2026-11")?.ttl(Duration::from_secs(30))?;
+//!     let lock = client.lock("invoices/2026-11")?.ttl(Duration::from_secs(30));
 //!
 //!     let guard = lock.acquire()?;               // blocks up to 10 s by default
 //!     let token = guard.fencing_token();         // hand this to the resource you protect

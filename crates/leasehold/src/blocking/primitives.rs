@@ -46,11 +46,16 @@ impl fmt::Debug for Semaphore {
 }
 
 impl Semaphore {
-    fn try_map(self, f: impl FnOnce(crate::Semaphore) -> Result<crate::Semaphore>) -> Result<Self> {
-        Ok(Semaphore {
-            sem: f(self.sem)?,
+    fn map(self, f: impl FnOnce(crate::Semaphore) -> crate::Semaphore) -> Self {
+        Semaphore {
+            sem: f(self.sem),
             shared: self.shared,
-        })
+        }
+    }
+
+    /// Check the semaphore's settings together (see [`crate::Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.sem.check()
     }
 
     fn permit(&self, permit: crate::Permit) -> Permit {
@@ -72,31 +77,33 @@ impl Semaphore {
 
     /// The same semaphore with `capacity` permits (see
     /// [`crate::Semaphore::with_capacity`]).
-    pub fn with_capacity(self, capacity: u32) -> Result<Self> {
-        self.try_map(|s| s.with_capacity(capacity))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn with_capacity(self, capacity: u32) -> Self {
+        self.map(|s| s.with_capacity(capacity))
     }
 
-    /// Fix each permit's lease length (see [`crate::Lock::ttl`]).
-    pub fn ttl(self, ttl: Duration) -> Result<Self> {
-        self.try_map(|s| s.ttl(ttl))
+    /// Set each permit's lease length (see [`crate::Lock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.map(|s| s.ttl(ttl))
     }
 
     /// Turn the watchdog on or off for permits (see [`crate::Lock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(self, on: bool) -> Self {
-        Semaphore {
-            sem: self.sem.auto_renew(on),
-            shared: self.shared,
-        }
+        self.map(|s| s.auto_renew(on))
     }
 
     /// Renew permits every `every` (see [`crate::Lock::renew_every`]).
-    pub fn renew_every(self, every: Duration) -> Result<Self> {
-        self.try_map(|s| s.renew_every(every))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn renew_every(self, every: Duration) -> Self {
+        self.map(|s| s.renew_every(every))
     }
 
     /// How long [`acquire`](Self::acquire) waits for a permit (see [`crate::Lock::wait`]).
-    pub fn wait(self, wait: Duration) -> Result<Self> {
-        self.try_map(|s| s.wait(wait))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(self, wait: Duration) -> Self {
+        self.map(|s| s.wait(wait))
     }
 
     /// Take a permit, waiting up to the wait setting (default 10 s) for one to be free.
@@ -163,11 +170,16 @@ impl fmt::Debug for RwLock {
 }
 
 impl RwLock {
-    fn try_map(self, f: impl FnOnce(crate::RwLock) -> Result<crate::RwLock>) -> Result<Self> {
-        Ok(RwLock {
-            rw: f(self.rw)?,
+    fn map(self, f: impl FnOnce(crate::RwLock) -> crate::RwLock) -> Self {
+        RwLock {
+            rw: f(self.rw),
             shared: self.shared,
-        })
+        }
+    }
+
+    /// Check the settings of readers and writers (see [`crate::Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.rw.check()
     }
 
     fn guard(&self, guard: crate::LockGuard) -> LockGuard {
@@ -182,29 +194,30 @@ impl RwLock {
         self.rw.name()
     }
 
-    /// Fix the lease length of readers and writers (see [`crate::RwLock::ttl`]).
-    pub fn ttl(self, ttl: Duration) -> Result<Self> {
-        self.try_map(|r| r.ttl(ttl))
+    /// Set the lease length of readers and writers (see [`crate::RwLock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.map(|r| r.ttl(ttl))
     }
 
     /// Turn the watchdog on or off (see [`crate::RwLock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(self, on: bool) -> Self {
-        RwLock {
-            rw: self.rw.auto_renew(on),
-            shared: self.shared,
-        }
+        self.map(|r| r.auto_renew(on))
     }
 
     /// How long [`read`](Self::read) and [`write`](Self::write) wait (see
     /// [`crate::RwLock::wait`]).
-    pub fn wait(self, wait: Duration) -> Result<Self> {
-        self.try_map(|r| r.wait(wait))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(self, wait: Duration) -> Self {
+        self.map(|r| r.wait(wait))
     }
 
     /// How long a waiting writer's place lives between refreshes (see
     /// [`crate::RwLock::place_ttl`]).
-    pub fn place_ttl(self, place_ttl: Duration) -> Result<Self> {
-        self.try_map(|r| r.place_ttl(place_ttl))
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn place_ttl(self, place_ttl: Duration) -> Self {
+        self.map(|r| r.place_ttl(place_ttl))
     }
 
     /// Acquire a read lock, waiting up to the wait setting (default 10 s) while a writer

@@ -412,49 +412,62 @@ fn parse_url(
 }
 
 /// The URL with any password replaced by `***`, safe to print: the password in the user
-/// part (which may itself contain `/` or `@`) and `pass=` / `password=` query parameters.
+/// part (which may itself contain raw `/`, `?`, `#` or `@`: everything up to the last `@`
+/// is user part) and `pass=` / `password=` query parameters. A text that does not parse as
+/// a URL once its user part is hidden is shown as `(hidden)` if it could hold a secret.
+///
+/// ```
+/// assert_eq!(
+///     leasehold::redact_url("redis://app:pa?ss/w@rd@127.0.0.1:6379/0"),
+///     "redis://app:***@127.0.0.1:6379/0"
+/// );
+/// ```
 pub fn redact_url(url: &str) -> String {
+    let could_hide = |t: &str| t.contains(['@', ':', '=']);
     let Some(scheme_end) = url.find("://") else {
-        // Not a URL we can take apart: show it only if it cannot hide a password.
-        return if url.contains('@') || url.contains(':') || url.contains('=') {
+        return if could_hide(url) {
             "(hidden)".to_string()
         } else {
             url.to_string()
         };
     };
-    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let mut out = format!("{scheme}://");
-    match before_query.rfind('@') {
+    let after_scheme = scheme_end + 3;
+    // The user part ends at the last `@`: a raw `@`, `/` or `?` in a password must not
+    // let the rest of it pass for a host, a path or a query.
+    let hidden = match url[after_scheme..].rfind('@') {
         Some(at) => {
-            let userinfo = &before_query[..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***")),
-                None => out.push_str("***"),
-            }
-            out.push_str(&before_query[at..]);
+            let userinfo = &url[after_scheme..after_scheme + at];
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!(
+                "{}{shown}{}",
+                &url[..after_scheme],
+                &url[after_scheme + at..]
+            )
         }
-        None => out.push_str(before_query),
-    }
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _))
-                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
-                {
-                    format!("{k}=***")
-                }
-                _ => p.to_string(),
+        None => url.to_string(),
+    };
+    let Ok(mut parsed) = url::Url::parse(&hidden) else {
+        return "(hidden)".to_string();
+    };
+    let secret = |k: &str| k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+    if parsed.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
             })
             .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    out
+    parsed.to_string()
 }
 
 /// A connection to one Redis server (or a compatible one) for taking leases.
@@ -466,7 +479,7 @@ pub fn redact_url(url: &str) -> String {
 ///     .response_timeout(Duration::from_millis(500))
 ///     .build()?;
 /// let guard = client.lock("reports/nightly")?
-///     .ttl(Duration::from_secs(60))?
+///     .ttl(Duration::from_secs(60))
 ///     .acquire()
 ///     .await?;
 /// // ... work, checking guard.fencing_token() at the resource ...
@@ -701,6 +714,22 @@ mod tests {
             "unix:///s.sock?user=u&password=***"
         );
         assert_eq!(redact_url("u:SECRET@host"), "(hidden)");
+        assert_eq!(
+            redact_url("redis://u:pa?ss#x@h/0"),
+            "redis://u:***@h/0",
+            "a raw ? or # in the password"
+        );
+        assert_eq!(
+            redact_url("redis://SECRET@h/"),
+            "redis://***@h/",
+            "a lone user part may be a password"
+        );
+        assert_eq!(
+            redact_url("redis://h/?%70assword=SECRET"),
+            "redis://h/?password=***",
+            "an encoded parameter name"
+        );
+        assert_eq!(redact_url("redis://u:SECRET@[bad/"), "(hidden)");
     }
 
     #[tokio::test]

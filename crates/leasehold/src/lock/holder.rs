@@ -34,11 +34,11 @@ impl HolderMetadata {
     }
 }
 
+/// The machine's host name (the kernel's, as `hostname(1)` prints it), read once per client.
 fn host_name() -> Option<String> {
-    std::env::var("HOSTNAME")
+    gethostname::gethostname()
+        .into_string()
         .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
 }

@@ -37,18 +37,22 @@ pub struct Lock {
     pub(crate) name: Arc<str>,
     pub(crate) keys: Arc<LockKeys>,
     pub(crate) ttl: Duration,
-    /// `None`: the watchdog renews every ttl/3 unless `fixed`; `Some`: explicit interval.
+    /// `None`: the watchdog renews every ttl/3; `Some`: the caller's interval.
     renew_every: Option<Duration>,
-    /// The caller fixed the lease length with [`Lock::ttl`] (no renewal unless asked).
-    fixed: bool,
-    auto_renew: Option<bool>,
+    auto_renew: bool,
     on_lost: OnLost,
     wait: Duration,
     pub(crate) owner: Option<Owner>,
+    /// The holder label asked for (checked by [`Lock::check`]).
+    label: Option<String>,
     pub(crate) metadata: Arc<str>,
     replica_acks: Option<(u32, Duration)>,
     pub(crate) mode: Mode,
-    place_ttl: Duration,
+    /// `None`: [`DEFAULT_PLACE_TTL`].
+    place_ttl: Option<Duration>,
+    /// [`Lock::fair`] was asked of a lock that cannot be fair (a semaphore's or a
+    /// read-write lock's).
+    fair_refused: bool,
 }
 
 pub(crate) use crate::protocol::Mode;
@@ -90,9 +94,9 @@ impl Lock {
             replica_acks: inner.replica_acks,
             ttl: inner.default_ttl,
             renew_every: None,
-            fixed: false,
-            auto_renew: None,
+            auto_renew: true,
             on_lost: OnLost::Cancel,
+            label: None,
             metadata: inner.holder_json.clone(),
             wait: inner.default_wait,
             inner,
@@ -100,7 +104,8 @@ impl Lock {
             keys: Arc::new(keys),
             owner: None,
             mode: Mode::Exclusive,
-            place_ttl: DEFAULT_PLACE_TTL,
+            place_ttl: None,
+            fair_refused: false,
         }
     }
 
@@ -132,26 +137,28 @@ impl Lock {
     /// ```
     #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn fair(mut self) -> Self {
-        if self.keys.kind == crate::protocol::keys::Kind::Lock {
-            let mut keys = (*self.keys).clone();
-            keys.kind = crate::protocol::keys::Kind::FairLock;
-            self.keys = Arc::new(keys);
-            self.mode = Mode::Fair;
+        match self.keys.kind {
+            crate::protocol::keys::Kind::Lock => {
+                let mut keys = (*self.keys).clone();
+                keys.kind = crate::protocol::keys::Kind::FairLock;
+                self.keys = Arc::new(keys);
+                self.mode = Mode::Fair;
+            }
+            crate::protocol::keys::Kind::FairLock => {}
+            _ => self.fair_refused = true,
         }
         self
     }
 
     /// How long a waiting caller's place lives at the server between refreshes (fair
     /// locks, and writers of a read-write lock): 100 ms to 60 s, default
-    /// [`DEFAULT_PLACE_TTL`]. Shorter skips a crashed waiter sooner and costs more refreshes.
-    pub fn place_ttl(mut self, place_ttl: Duration) -> Result<Self> {
-        if place_ttl < Duration::from_millis(100) || place_ttl > Duration::from_secs(60) {
-            return Err(Error::invalid(format!(
-                "place ttl {place_ttl:?} is out of range: use 100 ms to 60 s"
-            )));
-        }
-        self.place_ttl = place_ttl;
-        Ok(self)
+    /// [`DEFAULT_PLACE_TTL`]. Shorter skips a crashed waiter sooner and costs more
+    /// refreshes. On a lock whose waiters keep no place (a plain lock, a semaphore),
+    /// acquires fail with [`ErrorKind::InvalidInput`].
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn place_ttl(mut self, place_ttl: Duration) -> Self {
+        self.place_ttl = Some(place_ttl);
+        self
     }
 
     /// Whether this lock is fair (see [`fair`](Self::fair)).
@@ -159,51 +166,43 @@ impl Lock {
         self.mode == Mode::Fair
     }
 
-    /// Fix the lease length (at least 10 ms, at most 24 h). A fixed lease is not renewed
-    /// by the watchdog (unless [`auto_renew`](Self::auto_renew) asks for it): the holder
-    /// extends it, or finishes in time. Without this call, a lock takes the client's
-    /// default lease (30 s) and the watchdog renews it every third of that.
-    pub fn ttl(mut self, ttl: Duration) -> Result<Self> {
-        validate_ttl(ttl)?;
-        self.ttl = ttl;
-        self.fixed = true;
-        Ok(self)
-    }
-
-    /// Turn the watchdog on or off for this lock's leases.
+    /// Set the lease length: 10 ms to 24 h, default the client's (30 s). The watchdog
+    /// renews the lease every third of it while the guard lives, unless
+    /// [`auto_renew(false)`](Self::auto_renew) fixes it (then the holder extends it, or
+    /// finishes in time).
     #[must_use = "a setter returns the changed value and consumes the original"]
-    pub fn auto_renew(mut self, on: bool) -> Self {
-        self.auto_renew = Some(on);
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
         self
     }
 
-    /// Renew every `every` (default: a third of the lease). Must be shorter than the lease
-    /// minus its drift allowance, or the lease would lapse between renewals.
-    pub fn renew_every(mut self, every: Duration) -> Result<Self> {
-        let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
-        if every < Duration::from_millis(1) || every >= usable {
-            return Err(Error::invalid(format!(
-                "renewal interval {every:?} must be at least 1 ms and shorter than the lease {:?} minus its drift allowance",
-                self.ttl
-            )));
-        }
+    /// Turn the watchdog on (the default) or off for this lock's leases. Off, a lease
+    /// lasts its TTL unless the holder extends it.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = on;
+        self
+    }
+
+    /// Renew every `every` (default: a third of the lease). Must be at least 1 ms and
+    /// shorter than the lease minus its drift allowance, or the lease would lapse between
+    /// renewals; checked against the final TTL, whatever the order of the calls.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn renew_every(mut self, every: Duration) -> Self {
         self.renew_every = Some(every);
-        self.auto_renew.get_or_insert(true);
-        Ok(self)
+        self
     }
 
     /// Label the holder with `label` (stored with the grant beside host name and pid, and
-    /// shown by [`Client::inspect`](crate::Client::inspect)). At most 256 bytes.
-    pub fn label(mut self, label: &str) -> Result<Self> {
-        if label.len() > 256 || label.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "holder label must be at most 256 bytes of printable text",
-            ));
-        }
+    /// shown by [`Client::inspect`](crate::Client::inspect)): at most 256 bytes of
+    /// printable text.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn label(mut self, label: &str) -> Self {
         let mut holder = self.inner.holder.clone();
         holder.label = Some(label.to_string());
         self.metadata = Arc::from(holder.to_json());
-        Ok(self)
+        self.label = Some(label.to_string());
+        self
     }
 
     /// What [`run`](Self::run) does when the lease is lost (default: cancel the work).
@@ -215,8 +214,7 @@ impl Lock {
 
     /// The renewal interval acquires will use, if the watchdog is on.
     pub fn effective_renewal(&self) -> Option<Duration> {
-        let on = self.auto_renew.unwrap_or(!self.fixed);
-        on.then(|| {
+        self.auto_renew.then(|| {
             let every = self.renew_every.unwrap_or(self.ttl / 3);
             let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
             every.min(usable / 2).max(Duration::from_millis(1))
@@ -224,10 +222,10 @@ impl Lock {
     }
 
     /// Set how long [`acquire`](Self::acquire) waits for the lock (at most 24 h).
-    pub fn wait(mut self, wait: Duration) -> Result<Self> {
-        validate_wait(wait)?;
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
-        Ok(self)
+        self
     }
 
     /// Count a grant only once `replicas` replicas have acknowledged it (Redis `WAIT`
@@ -238,21 +236,96 @@ impl Lock {
     /// replicated master (e.g. with [`Client::sentinel_builder`](crate::Client::sentinel_builder))
     /// so that a grant survives a failover to a replica that acknowledged it.
     ///
-    /// Replicas: 1 to 64; timeout: 1 ms to 60 s. Acquires that wait for acknowledgements
-    /// use a connection of their own, because `WAIT` blocks the connection it runs on.
-    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Result<Self> {
-        if replicas == 0
-            || replicas > 64
-            || timeout < Duration::from_millis(1)
-            || timeout > Duration::from_secs(60)
-        {
+    /// Replicas: 1 to 64; timeout: 1 ms to 60 s; not on Cluster or RedLock clients.
+    /// Acquires that wait for acknowledgements use a connection of their own, because
+    /// `WAIT` blocks the connection it runs on.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_acks = Some((replicas, timeout));
+        self
+    }
+
+    /// Check this lock's settings together, as every acquire does first: the error
+    /// ([`ErrorKind::InvalidInput`]) names the setting and what to use instead. Setters
+    /// never fail, and their order does not matter; call this to find a mistake before
+    /// the first acquire.
+    ///
+    /// ```no_run
+    /// # fn demo(client: leasehold::Client) {
+    /// use std::time::Duration;
+    /// let lock = client.lock("reports").unwrap()
+    ///     .renew_every(Duration::from_secs(20))
+    ///     .ttl(Duration::from_secs(10)); // a renewal every 20 s cannot keep a 10 s lease
+    /// assert!(lock.check().unwrap_err().is_invalid_input());
+    /// # }
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        validate_ttl(self.ttl)?;
+        if let Some(every) = self.renew_every {
+            if !self.auto_renew {
+                return Err(Error::invalid(format!(
+                    "lock {:?}: renew_every({every:?}) has no effect with auto_renew(false)",
+                    self.name
+                )));
+            }
+            let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
+            if every < Duration::from_millis(1) || every >= usable {
+                return Err(Error::invalid(format!(
+                    "renewal interval {every:?} must be at least 1 ms and shorter than the lease {:?} minus its drift allowance",
+                    self.ttl
+                )));
+            }
+        }
+        if let Some(label) = &self.label {
+            if label.len() > 256 || label.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "holder label must be at most 256 bytes of printable text",
+                ));
+            }
+        }
+        validate_wait(self.wait)?;
+        if let Some((replicas, timeout)) = self.replica_acks {
+            if replicas == 0
+                || replicas > 64
+                || timeout < Duration::from_millis(1)
+                || timeout > Duration::from_secs(60)
+            {
+                return Err(Error::invalid(format!(
+                    "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+                )));
+            }
+            crate::backend::require(&self.inner, Capability::ReplicaAcks)?;
+        }
+        if let Some(place_ttl) = self.place_ttl {
+            if !self.mode.keeps_place() {
+                return Err(Error::invalid(format!(
+                    "lock {:?}: place_ttl applies only to fair locks and read-write locks' writers, whose waiters keep a place at the server",
+                    self.name
+                )));
+            }
+            if place_ttl < Duration::from_millis(100) || place_ttl > Duration::from_secs(60) {
+                return Err(Error::invalid(format!(
+                    "place ttl {place_ttl:?} is out of range: use 100 ms to 60 s"
+                )));
+            }
+        }
+        if self.fair_refused {
             return Err(Error::invalid(format!(
-                "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+                "{:?}: fair() applies only to plain locks (semaphores and read-write locks queue by their own rules)",
+                self.name
             )));
         }
-        crate::backend::require(&self.inner, Capability::ReplicaAcks)?;
-        self.replica_acks = Some((replicas, timeout));
-        Ok(self)
+        if let Mode::Permit(capacity) = self.mode {
+            crate::validate::validate_capacity(capacity)?;
+        }
+        if self.mode != Mode::Exclusive {
+            crate::backend::require(&self.inner, Capability::ServerQueues)?;
+        }
+        Ok(())
+    }
+
+    fn place_lifetime(&self) -> Duration {
+        self.place_ttl.unwrap_or(DEFAULT_PLACE_TTL)
     }
 
     /// Acquire as `owner`: acquires by the same owner re-enter (see [`Owner`]).
@@ -387,6 +460,7 @@ impl Lock {
 
     async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
         self.inner.check_open()?;
+        self.check()?;
         let span = tracing::debug_span!("leasehold.acquire", lock = %self.name, waiting);
         self.acquire_inner(deadline, waiting).instrument(span).await
     }
@@ -403,9 +477,6 @@ impl Lock {
             .owner
             .as_ref()
             .is_some_and(|o| o.holds_locally(&hold_key));
-        if self.mode != Mode::Exclusive {
-            crate::backend::require(inner, Capability::ServerQueues)?;
-        }
         // Tasks of one client that wait queue locally, so one of them at a time waits at
         // the server and a release wakes one task per client. Fair waiters each keep a
         // place of their own instead; permits and readers that do not wait never queue
@@ -451,7 +522,7 @@ impl Lock {
             keys: &self.keys,
             mode: self.mode,
             ttl: self.ttl,
-            place_ttl: self.place_ttl,
+            place_ttl: self.place_lifetime(),
             metadata: &self.metadata,
             replica_acks: self.replica_acks,
         };

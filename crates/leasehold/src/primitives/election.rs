@@ -30,7 +30,7 @@ impl Client {
     /// An election called `name` (it uses the lock of that name). Leadership is a 30 s
     /// lease (the client's default) renewed every 10 s while the leader lives.
     pub fn election(&self, name: &str) -> Result<Election> {
-        let lock = self.lock(name)?.auto_renew(true);
+        let lock = self.lock(name)?;
         Ok(Election {
             client: self.clone(),
             name: name.to_string(),
@@ -40,17 +40,25 @@ impl Client {
 }
 
 impl Election {
-    /// Set the leadership lease (renewed every third of it). A shorter lease hands
-    /// leadership over sooner when a leader dies, at the cost of more renewals.
-    pub fn lease(mut self, ttl: Duration) -> Result<Self> {
-        self.lock = self.lock.ttl(ttl)?.auto_renew(true);
-        Ok(self)
+    /// Set the leadership lease's TTL (renewed every third of it; see [`Lock::ttl`](crate::Lock::ttl)).
+    /// A shorter lease hands leadership over sooner when a leader dies, at the cost of
+    /// more renewals.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.lock = self.lock.ttl(ttl);
+        self
     }
 
-    /// Label the leader (shown by [`leader`](Self::leader)).
-    pub fn label(mut self, label: &str) -> Result<Self> {
-        self.lock = self.lock.label(label)?;
-        Ok(self)
+    /// Label the leader (shown by [`leader`](Self::leader); see [`Lock::label`](crate::Lock::label)).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn label(mut self, label: &str) -> Self {
+        self.lock = self.lock.label(label);
+        self
+    }
+
+    /// Check the election's settings, as every campaign does (see [`Lock::check`](crate::Lock::check)).
+    pub fn check(&self) -> Result<()> {
+        self.lock.check()
     }
 
     /// The election's name.

@@ -65,36 +65,45 @@ impl RwLock {
         self.write.name()
     }
 
-    fn both(mut self, f: impl Fn(Lock) -> Result<Lock>) -> Result<Self> {
-        self.read = f(self.read)?;
-        self.write = f(self.write)?;
-        Ok(self)
+    fn both(self, f: impl Fn(Lock) -> Lock) -> Self {
+        RwLock {
+            read: f(self.read),
+            write: f(self.write),
+        }
     }
 
-    /// Fix the lease length of readers and writers (see [`Lock::ttl`]).
-    pub fn ttl(self, ttl: Duration) -> Result<Self> {
+    /// Set the lease length of readers and writers (see [`Lock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(self, ttl: Duration) -> Self {
         self.both(|l| l.ttl(ttl))
     }
 
     /// Turn the watchdog on or off (see [`Lock::auto_renew`]).
     #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn auto_renew(self, on: bool) -> Self {
-        let RwLock { read, write } = self;
-        RwLock {
-            read: read.auto_renew(on),
-            write: write.auto_renew(on),
-        }
+        self.both(|l| l.auto_renew(on))
     }
 
     /// How long [`read`](Self::read) and [`write`](Self::write) wait (see [`Lock::wait`]).
-    pub fn wait(self, wait: Duration) -> Result<Self> {
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(self, wait: Duration) -> Self {
         self.both(|l| l.wait(wait))
     }
 
     /// How long a waiting writer's place lives between refreshes (see
     /// [`Lock::place_ttl`]): a crashed waiting writer blocks new readers at most this long.
-    pub fn place_ttl(self, place_ttl: Duration) -> Result<Self> {
-        self.both(|l| l.place_ttl(place_ttl))
+    /// Readers keep no place.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn place_ttl(mut self, place_ttl: Duration) -> Self {
+        self.write = self.write.place_ttl(place_ttl);
+        self
+    }
+
+    /// Check the settings of readers and writers, as every acquire does (see
+    /// [`Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.read.check()?;
+        self.write.check()
     }
 
     /// Acquire a read lock, waiting up to the wait setting (default 10 s) while a writer

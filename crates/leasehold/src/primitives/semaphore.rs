@@ -13,12 +13,12 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lock::guard::LockGuard;
 use crate::lock::{Lock, Mode};
+use crate::validate::validate_capacity;
 
-/// The most permits a semaphore may have.
-pub const MAX_PERMITS: u32 = 100_000;
+pub use crate::validate::MAX_PERMITS;
 
 /// A handle on the semaphore called `name`, with N permits. Cheap to clone; holds no
 /// permit by itself. Get one from [`Client::semaphore`](crate::Client::semaphore).
@@ -72,18 +72,19 @@ impl Semaphore {
     /// capacity is safe while permits are held: acquires through this handle grant only
     /// while fewer than `capacity` unexpired permits exist, and no holder is revoked.
     /// Every acquirer counts against its own capacity, so during a change the bound is the
-    /// largest capacity still in use.
-    pub fn with_capacity(mut self, capacity: u32) -> Result<Self> {
-        validate_capacity(capacity)?;
+    /// largest capacity still in use. Acquires check the capacity (see [`Lock::check`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn with_capacity(mut self, capacity: u32) -> Self {
         self.lock = self.lock.with_mode(Mode::Permit(capacity));
         self.capacity = capacity;
-        Ok(self)
+        self
     }
 
-    /// Fix each permit's lease length (see [`Lock::ttl`]).
-    pub fn ttl(mut self, ttl: Duration) -> Result<Self> {
-        self.lock = self.lock.ttl(ttl)?;
-        Ok(self)
+    /// Set each permit's lease length (see [`Lock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.lock = self.lock.ttl(ttl);
+        self
     }
 
     /// Turn the watchdog on or off for permits (see [`Lock::auto_renew`]).
@@ -94,15 +95,23 @@ impl Semaphore {
     }
 
     /// Renew permits every `every` (see [`Lock::renew_every`]).
-    pub fn renew_every(mut self, every: Duration) -> Result<Self> {
-        self.lock = self.lock.renew_every(every)?;
-        Ok(self)
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.lock = self.lock.renew_every(every);
+        self
     }
 
     /// How long [`acquire`](Self::acquire) waits for a permit (see [`Lock::wait`]).
-    pub fn wait(mut self, wait: Duration) -> Result<Self> {
-        self.lock = self.lock.wait(wait)?;
-        Ok(self)
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.lock = self.lock.wait(wait);
+        self
+    }
+
+    /// Check the semaphore's settings together, as every acquire does (see
+    /// [`Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.lock.check()
     }
 
     /// Take a permit, waiting up to the wait setting (default 10 s) for one to be free.
@@ -150,13 +159,4 @@ impl Semaphore {
         })?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
-}
-
-fn validate_capacity(capacity: u32) -> Result<()> {
-    if capacity == 0 || capacity > MAX_PERMITS {
-        return Err(Error::invalid(format!(
-            "semaphore capacity {capacity} is out of range: use 1 to {MAX_PERMITS} permits"
-        )));
-    }
-    Ok(())
 }
