@@ -24,6 +24,10 @@ pub struct Cli {
     )]
     pub redis: Option<String>,
 
+    /// TLS settings (redis-cli's flags).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// More output on stderr (-v, -vv, -vvv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -31,6 +35,56 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// TLS, as redis-cli spells it. Any of these turns TLS on, for every server the command
+/// talks to; a `rediss://` URL does too.
+#[derive(Debug, Default, Args)]
+pub struct TlsArgs {
+    /// Connect with TLS (trusting the platform's certificate store unless --cacert).
+    #[arg(long, global = true, env = "LEASEHOLD_TLS", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, hide_env_values = true, num_args = 0, default_missing_value = "true")]
+    pub tls: bool,
+    /// Trust the CA certificates (PEM) in FILE instead of the platform's store.
+    #[arg(long, global = true, value_name = "FILE", env = "LEASEHOLD_TLS_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "LEASEHOLD_TLS_CERT",
+        requires = "key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of the client certificate; needs --cert.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "LEASEHOLD_TLS_KEY",
+        requires = "cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
+    /// Development only: accept any server certificate (warns on every connection).
+    #[arg(long, global = true, env = "LEASEHOLD_TLS_INSECURE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, hide_env_values = true, num_args = 0, default_missing_value = "true")]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The library's TLS settings, if any flag asks for TLS.
+    pub fn config(&self) -> Option<leasehold::TlsConfig> {
+        if !(self.tls || self.cacert.is_some() || self.cert.is_some() || self.insecure) {
+            return None;
+        }
+        let mut config = leasehold::TlsConfig::new().insecure(self.insecure);
+        if let Some(ca) = &self.cacert {
+            config = config.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.client_cert_files(cert, key);
+        }
+        Some(config)
+    }
 }
 
 /// The commands.

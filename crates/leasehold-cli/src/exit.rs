@@ -15,6 +15,9 @@ pub const NOT_ACQUIRED: u8 = 3;
 pub const LEASE_LOST: u8 = 4;
 /// Redis could not be reached.
 pub const UNREACHABLE: u8 = 5;
+/// A TLS connection failed its handshake (unknown CA, other host name, expired
+/// certificate, client certificate required, no TLS on that port).
+pub const TLS: u8 = 6;
 
 /// The exit-code table shown by `--help`.
 pub const TABLE: &str = "\
@@ -24,7 +27,9 @@ Exit codes:
   2    usage error (unknown flag, bad duration, bad URL, bad lock name)
   3    not acquired within --wait (or at once, with --no-wait)
   4    lease lost while the command ran (the command was stopped, unless --on-lost ignore)
-  5    Redis unreachable";
+  5    Redis unreachable
+  6    TLS handshake failed (unknown CA, host name mismatch, expired certificate,
+       client certificate required, server without TLS)";
 
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {
@@ -39,6 +44,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::Contended | ErrorKind::TimedOut) => NOT_ACQUIRED,
         Some(ErrorKind::LeaseLost(_)) => LEASE_LOST,
         Some(ErrorKind::Connection) => UNREACHABLE,
+        Some(ErrorKind::Tls(_)) => TLS,
         Some(ErrorKind::InvalidInput) => USAGE,
         _ => FAILURE,
     }

@@ -12,8 +12,6 @@ pub mod main_shape;
 mod run;
 mod status;
 
-use anyhow::Context;
-
 /// The default Redis URL when neither `--redis` nor `REDIS_URL` is given.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 
@@ -23,7 +21,7 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
-    let client = connect(cli.redis.as_deref()).await?;
+    let client = connect(cli.redis.as_deref(), cli.tls.config()).await?;
     let code = match cli.command {
         Command::Run(a) => run::run(&client, &a).await,
         Command::Elect(a) => run::elect(&client, &a).await,
@@ -36,11 +34,14 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
 }
 
 /// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_PASSWORD` applied when the
-/// URL carries no password, checked with a `PING`.
+/// URL carries no password and `tls` when given, checked with a `PING`.
 ///
 /// # Cancel safety
 /// Cancel-safe: only a `PING` is sent.
-pub async fn connect(url: Option<&str>) -> anyhow::Result<leasehold::Client> {
+pub async fn connect(
+    url: Option<&str>,
+    tls: Option<leasehold::TlsConfig>,
+) -> anyhow::Result<leasehold::Client> {
     let url = url.unwrap_or(DEFAULT_URL);
     let shown = leasehold::redact_url(url);
     let mut builder = leasehold::Client::builder(url);
@@ -49,10 +50,17 @@ pub async fn connect(url: Option<&str>) -> anyhow::Result<leasehold::Client> {
             builder = builder.password(password);
         }
     }
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     let client = builder.build()?;
-    client
-        .ping()
-        .await
-        .with_context(|| format!("cannot reach Redis at {shown}"))?;
+    if let Err(e) = client.ping().await {
+        let context = if e.is_tls() {
+            format!("TLS connection to Redis at {shown} failed")
+        } else {
+            format!("cannot reach Redis at {shown}")
+        };
+        return Err(anyhow::Error::new(e).context(context));
+    }
     Ok(client)
 }

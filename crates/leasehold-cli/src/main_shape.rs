@@ -26,12 +26,7 @@ where
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "{program}: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("{program}: {} (see --help)", usage_line(&e.to_string()));
             return ExitCode::from(crate::exit::USAGE);
         }
     };
@@ -52,4 +47,40 @@ where
         }
     };
     ExitCode::from(code)
+}
+
+/// clap's usage error on one line: the message and what it lists (a missing argument's
+/// name, a tip), without the usage synopsis.
+fn usage_line(text: &str) -> String {
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = parts.join(" ");
+    let line = line.trim_start_matches("error: ").to_string();
+    if line.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_line;
+
+    #[test]
+    fn a_missing_argument_is_named_on_the_one_line() {
+        let clap_text = "error: the following required arguments were not provided:\n  --key <FILE>\n\nUsage: leasehold --cert <FILE> --key <FILE> status <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_line(clap_text),
+            "the following required arguments were not provided: --key <FILE>"
+        );
+        assert_eq!(
+            usage_line("error: unexpected argument '--x' found\n\n  tip: to pass '--x' as a value, use '-- --x'\n\nUsage: leasehold run\n"),
+            "unexpected argument '--x' found tip: to pass '--x' as a value, use '-- --x'"
+        );
+    }
 }

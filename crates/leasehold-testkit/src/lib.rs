@@ -73,6 +73,7 @@ pub mod poll;
 pub mod proxy;
 pub mod server;
 mod text;
+pub mod tls;
 pub mod topology;
 pub mod torture;
 
@@ -82,7 +83,8 @@ pub use poll::{poll_until, poll_until_async};
 pub use proxy::{
     CommandPredicate, FaultProxy, Match, Rule, RuleBuilder, RuleGuard, StallGuard, Verdict,
 };
-pub use server::{PauseGuard, RedisServer, RedisServerBuilder};
+pub use server::{PauseGuard, RedisServer, RedisServerBuilder, TlsListener};
+pub use tls::{ServerCert, TestPki};
 pub use topology::{Masters, RedisCluster, SentinelGroup};
 
 #[cfg(test)]

@@ -72,6 +72,9 @@ pub enum ErrorKind {
         /// Nodes needed for a quorum.
         needed: usize,
     },
+    /// A TLS connection could not be made: the problem says which check failed and what
+    /// to change. Nothing was sent.
+    Tls(crate::TlsProblem),
 }
 
 /// One RedLock node's failure, as reported by [`Error::node_failures`].
@@ -112,6 +115,14 @@ impl Error {
     }
 
     pub(crate) fn with_source(mut self, source: redis::RedisError) -> Self {
+        // A connection that failed in its TLS handshake is not "unreachable": say which
+        // check failed.
+        if self.kind == ErrorKind::Connection {
+            if let Some(problem) = crate::net::tls::classify(&source) {
+                self.kind = ErrorKind::Tls(problem);
+                self.message = format!("{}: TLS: {problem}", self.message);
+            }
+        }
         self.source = Some(source);
         self
     }
@@ -197,6 +208,11 @@ impl Error {
     /// Redis was unreachable or the connection broke.
     pub fn is_connection(&self) -> bool {
         self.kind == ErrorKind::Connection
+    }
+
+    /// A TLS handshake failed (see [`ErrorKind::Tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, ErrorKind::Tls(_))
     }
 
     /// Redis answered with an error reply (e.g. `WRONGTYPE`).

@@ -74,6 +74,7 @@ pub use lease::{LostReason, ReleaseOutcome};
 pub use lock::guard::{Lease, LockGuard};
 pub use lock::owner::Owner;
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
+pub use net::tls::{TlsConfig, TlsProblem};
 pub use primitives::election::{Election, Leadership};
 pub use primitives::rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use primitives::semaphore::{Permit, Semaphore, MAX_PERMITS};

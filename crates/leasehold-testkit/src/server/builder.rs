@@ -16,6 +16,7 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     user: Option<(String, String)>,
     args: Vec<String>,
+    tls: Option<super::TlsListener>,
 }
 
 impl RedisServerBuilder {
@@ -37,6 +38,13 @@ impl RedisServerBuilder {
     /// first; for more users pass `--user` directives with [`args`](Self::args).
     pub fn acl_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Also listens for TLS on a second free loopback port ([`RedisServer::tls_port`]),
+    /// with these certificate files. The plain port stays open for the kit's own checks.
+    pub fn tls(mut self, listener: super::TlsListener) -> Self {
+        self.tls = Some(listener);
         self
     }
 
@@ -69,6 +77,7 @@ impl RedisServerBuilder {
             password: self.password,
             user: self.user,
             args: self.args,
+            tls: self.tls.map(|t| (t, 0)),
         })
     }
 

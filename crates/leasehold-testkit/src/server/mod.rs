@@ -14,7 +14,7 @@ mod process;
 use std::{
     fmt, io,
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
     process::Child,
     time::{Duration, Instant},
 };
@@ -31,6 +31,20 @@ use process::{Settings, StartError};
 const TEST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on start attempts on the same port during a restart.
 const MAX_RESTART_ATTEMPTS: usize = 200;
+
+/// Certificate files for a server's TLS listener (see [`RedisServerBuilder::tls`]);
+/// [`TestPki`](crate::tls::TestPki) makes them.
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    /// The server's certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to (PEM).
+    pub ca: PathBuf,
+    /// Refuse clients without a certificate from `ca` (`tls-auth-clients yes`).
+    pub require_client_cert: bool,
+}
 
 /// One `redis-server` process in its own temporary directory.
 ///
@@ -67,8 +81,17 @@ impl RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-redis-")
             .tempdir()?;
+        let mut settings = settings;
         for _ in 0..process::FRESH_PORT_ATTEMPTS {
             let port = process::free_port()?;
+            if let Some((_, tls_port)) = &mut settings.tls {
+                *tls_port = loop {
+                    let p = process::free_port()?;
+                    if p != port {
+                        break p;
+                    }
+                };
+            }
             let deadline = Instant::now() + process::READY_TIMEOUT;
             match process::start_once(&settings, dir.path(), port, deadline) {
                 Ok(child) => {
@@ -97,6 +120,23 @@ impl RedisServer {
     /// The TCP port the server listens on (stable across [`restart`](Self::restart)).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port, when the server was built with [`RedisServerBuilder::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.settings.tls.as_ref().map(|(_, port)| *port)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/`, with credentials as in [`url`](Self::url).
+    ///
+    /// # Panics
+    ///
+    /// If the server has no TLS listener.
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port()
+            .expect("the server was built without .tls(..)");
+        self.settings.url(port).replacen("redis://", "rediss://", 1)
     }
 
     /// `127.0.0.1:port`.

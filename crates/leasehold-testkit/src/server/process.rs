@@ -43,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) password: Option<String>,
     pub(crate) user: Option<(String, String)>,
     pub(crate) args: Vec<String>,
+    /// A TLS listener beside the plain port, and its port once one was picked.
+    pub(crate) tls: Option<(crate::server::TlsListener, u16)>,
 }
 
 impl Settings {
@@ -177,6 +179,19 @@ fn spawn(settings: &Settings, dir: &Path, port: u16) -> io::Result<Child> {
             .args(["--user", user, "on"])
             .arg(format!(">{password}"))
             .args(["~*", "&*", "+@all"]);
+    }
+    if let Some((tls, tls_port)) = &settings.tls {
+        command
+            .arg("--tls-port")
+            .arg(tls_port.to_string())
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .arg("--tls-auth-clients")
+            .arg(if tls.require_client_cert { "yes" } else { "no" });
     }
     command
         .args(&settings.args)

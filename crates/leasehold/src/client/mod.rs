@@ -22,7 +22,8 @@ use crate::client::context::Inner;
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::net::conn::Connector;
-use crate::net::endpoint::Endpoint;
+use crate::net::endpoint::{ClusterSeeds, Endpoint};
+use crate::net::tls::TlsConfig;
 use crate::net::wait::Waker;
 use crate::protocol::keys::{validate_name, validate_prefix, LockKeys, DEFAULT_PREFIX};
 use crate::protocol::scripts::Scripts;
@@ -51,6 +52,18 @@ enum Topology {
     RedLock(Vec<String>),
     /// A Redis Cluster, found through these seed nodes.
     Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// Every URL given.
+    fn urls(&self) -> impl Iterator<Item = &String> {
+        let urls: &[String] = match self {
+            Topology::Single(url) => std::slice::from_ref(url),
+            Topology::Sentinel { sentinels, .. } => sentinels,
+            Topology::RedLock(urls) | Topology::Cluster(urls) => urls,
+        };
+        urls.iter()
+    }
 }
 
 impl fmt::Debug for Topology {
@@ -84,6 +97,7 @@ pub struct ClientBuilder {
     default_wait: Duration,
     replica_acks: Option<(u32, Duration)>,
     node_timeout: Option<Duration>,
+    tls: Option<TlsConfig>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -99,6 +113,7 @@ impl fmt::Debug for ClientBuilder {
             .field("default_wait", &self.default_wait)
             .field("replica_acks", &self.replica_acks)
             .field("node_timeout", &self.node_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -116,7 +131,19 @@ impl ClientBuilder {
             default_wait: DEFAULT_WAIT,
             replica_acks: None,
             node_timeout: None,
+            tls: None,
         }
+    }
+
+    /// Use TLS with these settings for every connection: the server, the sentinels and
+    /// the masters they name, every Cluster node, every RedLock node. A `redis://` URL is
+    /// then reached over TLS too (as redis-cli's `--tls` does); a `rediss://` URL without
+    /// this call trusts the platform's certificate store. A failed handshake is
+    /// [`ErrorKind::Tls`](crate::ErrorKind::Tls), naming the check that failed.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// ACL user name, overriding the one in the URL.
@@ -157,8 +184,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Lease length of locks that do not fix their own (default 30 s); such leases are
-    /// renewed by the watchdog every third of it.
+    /// Lease length of locks that set none (default 30 s); the watchdog renews a lease
+    /// every third of its length unless the lock turns it off.
     #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
@@ -191,8 +218,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Check the settings and create the client. No I/O happens here: the connection is
-    /// made on first use.
+    /// Check the settings and create the client. No network I/O happens here (TLS files
+    /// given by [`tls`](Self::tls) are read): the connection is made on first use.
     ///
     /// Must be called within a Tokio runtime (the client spawns its background tasks on
     /// it).
@@ -233,9 +260,19 @@ impl ClientBuilder {
                 )));
             }
         }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(TlsConfig::load)
+            .transpose()
+            .map_err(Error::invalid)?;
+        if tls.is_some() || self.topology.urls().any(|u| u.starts_with("rediss://")) {
+            crate::net::tls::install_provider();
+        }
+        let tls = tls.as_ref();
         let (endpoint, nodes) = match &self.topology {
             Topology::Single(url) => (
-                Endpoint::Fixed(checked_info(url, &self.username, &self.password)?),
+                Endpoint::Fixed(checked_info(url, &self.username, &self.password, tls)?),
                 Vec::new(),
             ),
             Topology::Sentinel { sentinels, service } => {
@@ -251,14 +288,14 @@ impl ClientBuilder {
                 }
                 let infos = sentinels
                     .iter()
-                    .map(|u| checked_info(u, &None, &None))
+                    .map(|u| checked_info(u, &None, &None, tls))
                     .collect::<Result<Vec<_>>>()?;
                 let scheme = if sentinels[0].starts_with("rediss://") {
                     "rediss://127.0.0.1:6379/0"
                 } else {
                     "redis://127.0.0.1:6379/0"
                 };
-                let template = checked_info(scheme, &self.username, &self.password)?;
+                let template = checked_info(scheme, &self.username, &self.password, tls)?;
                 (
                     Endpoint::Sentinel {
                         sentinels: infos,
@@ -297,20 +334,22 @@ impl ClientBuilder {
                 }
                 let infos = urls
                     .iter()
-                    .map(|u| checked_info(u, &self.username, &self.password))
+                    .map(|u| checked_info(u, &self.username, &self.password, tls))
                     .collect::<Result<Vec<_>>>()?;
-                redis::cluster::ClusterClientBuilder::new(infos.clone())
-                    .build()
-                    .map_err(|e| {
-                        Error::invalid(format!(
-                            "cannot use these Redis Cluster seed nodes: {}",
-                            e.detail().unwrap_or("unsupported settings")
-                        ))
-                    })?;
-                (Endpoint::Cluster(infos), Vec::new())
+                let seeds = ClusterSeeds {
+                    nodes: infos,
+                    tls: tls.cloned(),
+                };
+                seeds.builder().build().map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot use these Redis Cluster seed nodes: {}",
+                        e.detail().unwrap_or("unsupported settings")
+                    ))
+                })?;
+                (Endpoint::Cluster(seeds), Vec::new())
             }
         };
-        let sharded = endpoint.cluster_nodes().is_some();
+        let sharded = endpoint.cluster().is_some();
         let endpoint = Arc::new(endpoint);
         let conn = Connector::new(
             endpoint.clone(),
@@ -367,8 +406,12 @@ fn checked_info(
     url: &str,
     username: &Option<String>,
     password: &Option<String>,
+    tls: Option<&crate::net::tls::Loaded>,
 ) -> Result<redis::ConnectionInfo> {
-    let info = parse_url(url, username.clone(), password.clone())?;
+    let mut info = parse_url(url, username.clone(), password.clone())?;
+    if let Some(tls) = tls {
+        info = tls.apply(info).map_err(Error::invalid)?;
+    }
     redis::Client::open(info.clone()).map_err(|e| {
         Error::invalid(format!(
             "cannot use Redis URL {}: {}",

@@ -182,8 +182,11 @@ impl Connector {
             return Ok(c);
         }
         let started = Instant::now();
-        if let Some(nodes) = self.endpoint.cluster_nodes() {
-            let con = self.open_cluster(nodes, wait).await?;
+        if let Some(seeds) = self.endpoint.cluster() {
+            if seeds.insecure() {
+                warn_insecure("the Redis Cluster nodes");
+            }
+            let con = self.open_cluster(seeds, wait).await?;
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.generation += 1;
             slot.con = Some(Con::Cluster(con.clone()));
@@ -194,6 +197,9 @@ impl Connector {
             return Ok((slot.generation, Con::Cluster(con)));
         }
         let info = self.endpoint.resolve(wait).await?;
+        if crate::net::tls::is_insecure(&info) {
+            warn_insecure(&info.addr().to_string());
+        }
         let resp3 = info
             .redis_settings()
             .clone()
@@ -265,13 +271,14 @@ impl Connector {
 
     async fn open_cluster(
         &self,
-        nodes: &[redis::ConnectionInfo],
+        seeds: &crate::net::endpoint::ClusterSeeds,
         wait: Duration,
     ) -> Result<ClusterConnection, Failure> {
         // The cluster client's own response timeout only backs up leasehold's (which
         // decides what an unknown outcome means); its retries after a broken connection
         // are safe because every script is idempotent per request id.
-        let client = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        let client = seeds
+            .builder()
             .connection_timeout(wait)
             .response_timeout(self.response_timeout * 2)
             .retries(3)
@@ -290,6 +297,10 @@ impl Connector {
         wait: Duration,
         dead: Option<Arc<AtomicBool>>,
     ) -> Result<MultiplexedConnection, Failure> {
+        let tls = matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        );
         let mut cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(wait))
             .set_response_timeout(None);
@@ -308,9 +319,19 @@ impl Connector {
         .await
         {
             Ok(Ok(con)) => Ok(con),
+            // A plain port answers a TLS hello with silence: say so rather than only
+            // "timed out".
+            Ok(Err(e)) if e.is_timeout() && tls => Err(Failure::NotSent(Some(silent_tls(
+                client.get_connection_info().addr(),
+                wait,
+            )))),
             // Authentication and similar refusals come back as server replies; the command
             // itself was still never sent.
             Ok(Err(e)) => Err(Failure::NotSent(Some(e))),
+            Err(_) if tls => Err(Failure::NotSent(Some(silent_tls(
+                client.get_connection_info().addr(),
+                wait,
+            )))),
             Err(_) => Err(Failure::NotSent(None)),
         }
     }
@@ -573,4 +594,23 @@ async fn invoke<T: FromRedisValue>(call: &Call<'_>, con: &mut Con) -> redis::Red
         }
         other => other,
     }
+}
+
+/// Insecure TLS was asked for: say so on every connection it is used for.
+fn warn_insecure(to: &str) {
+    tracing::warn!(
+        server = %to,
+        "TLS certificate verification is OFF (insecure mode): anyone on the path can pose as this server"
+    );
+}
+
+/// A TLS connection that got no answer in time: most often a port that does not speak TLS.
+fn silent_tls(addr: &redis::ConnectionAddr, wait: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the TLS handshake with {addr} got no answer within {} ms: is that a TLS port? (a plain port stays silent)",
+            wait.as_millis()
+        ),
+    ))
 }

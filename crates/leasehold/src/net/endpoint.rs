@@ -14,6 +14,7 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, RedisError};
 use tokio::time::{timeout, Instant};
 
 use crate::net::failure::Failure;
+use crate::net::tls::Loaded;
 
 /// The address (or addresses) a client connects to.
 pub(crate) enum Endpoint {
@@ -31,10 +32,33 @@ pub(crate) enum Endpoint {
         preferred: AtomicUsize,
     },
     /// A Redis Cluster, reached through any of these seed nodes.
-    Cluster(Vec<ConnectionInfo>),
+    Cluster(ClusterSeeds),
     /// No single server: a RedLock client talks to its nodes, each through its own
     /// connection; anything that would need "the" server fails clearly.
     Quorum,
+}
+
+/// A Redis Cluster's seed nodes and the TLS settings for every node it finds.
+#[derive(Clone)]
+pub(crate) struct ClusterSeeds {
+    pub nodes: Vec<ConnectionInfo>,
+    pub tls: Option<Loaded>,
+}
+
+impl ClusterSeeds {
+    /// A cluster client builder for these seeds, with their TLS settings.
+    pub(crate) fn builder(&self) -> redis::cluster::ClusterClientBuilder {
+        let builder = redis::cluster::ClusterClientBuilder::new(self.nodes.clone());
+        match &self.tls {
+            Some(tls) => tls.cluster(builder),
+            None => builder,
+        }
+    }
+
+    /// Whether certificates go unchecked (warned about on every connection).
+    pub(crate) fn insecure(&self) -> bool {
+        self.nodes.iter().any(crate::net::tls::is_insecure)
+    }
 }
 
 impl Endpoint {
@@ -44,9 +68,9 @@ impl Endpoint {
     }
 
     /// The seed nodes, when this endpoint is a Redis Cluster.
-    pub(crate) fn cluster_nodes(&self) -> Option<&[ConnectionInfo]> {
+    pub(crate) fn cluster(&self) -> Option<&ClusterSeeds> {
         match self {
-            Endpoint::Cluster(nodes) => Some(nodes),
+            Endpoint::Cluster(seeds) => Some(seeds),
             _ => None,
         }
     }

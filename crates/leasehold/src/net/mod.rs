@@ -1,9 +1,11 @@
 //! The network layer: the command connection (its fencing of abandoned connections and
 //! the classification of every failure as not sent, unknown or a server reply), where a
-//! server is (one URL, Sentinel, Cluster seeds), and the pub/sub waker that wakes waiters.
+//! server is (one URL, Sentinel, Cluster seeds), TLS, and the pub/sub waker that wakes
+//! waiters.
 //! Nothing here knows about locks; everything above sends its scripts through it.
 
 pub(crate) mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod failure;
+pub(crate) mod tls;
 pub(crate) mod wait;

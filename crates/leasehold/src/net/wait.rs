@@ -262,9 +262,7 @@ impl Drop for Subscription {
 
 /// The pub/sub task: owns the connection, applies (un)subscriptions, bumps versions.
 async fn run(waker: Weak<Waker>, rx: mpsc::UnboundedReceiver<Cmd>) {
-    let cluster = waker
-        .upgrade()
-        .and_then(|w| w.endpoint.cluster_nodes().map(<[_]>::to_vec));
+    let cluster = waker.upgrade().and_then(|w| w.endpoint.cluster().cloned());
     match cluster {
         Some(nodes) => run_sharded(waker, rx, nodes).await,
         None => run_single(waker, rx).await,
@@ -292,7 +290,7 @@ async fn drain_for(rx: &mut mpsc::UnboundedReceiver<Cmd>, backoff: Duration) -> 
 async fn run_sharded(
     waker: Weak<Waker>,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
-    nodes: Vec<redis::ConnectionInfo>,
+    seeds: crate::net::endpoint::ClusterSeeds,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -300,7 +298,8 @@ async fn run_sharded(
         let (ct, rt) = (w.connect_timeout, w.response_timeout);
         drop(w);
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
-        let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+        let client = seeds
+            .builder()
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(push_tx)
             .connection_timeout(ct)
