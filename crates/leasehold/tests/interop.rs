@@ -111,7 +111,11 @@ async fn rust_side(url: String, who: String, until: Instant) -> (u64, u64) {
             .query_async(&mut con)
             .await
             .unwrap();
-        assert!(guard.release().await.unwrap().is_released(), "{who}");
+        let outcome = guard.release().await.unwrap();
+        assert!(
+            outcome.is_released(),
+            "{who}: its held lock was gone at release ({outcome:?}): another client removed it"
+        );
         sections += 1;
     }
     client.shutdown().await;
@@ -122,7 +126,9 @@ async fn rust_side(url: String, who: String, until: Instant) -> (u64, u64) {
 async fn the_python_client_and_the_rust_client_share_one_lock_without_overlap() {
     let server = RedisServer::start();
     let url = server.url();
-    let child = python_side(&url, SECS, &["--threads", "2"]);
+    // Every 4th Python hold outlives its lease before releasing: a release that skipped
+    // the token check would delete the next holder's lock.
+    let child = python_side(&url, SECS, &["--threads", "2", "--overrun-every", "4"]);
     let until = Instant::now() + Duration::from_secs(SECS);
     let rust = futures_util::future::join_all(
         (0..2).map(|i| tokio::spawn(rust_side(url.clone(), format!("rust-{i}"), until))),
@@ -140,6 +146,10 @@ async fn the_python_client_and_the_rust_client_share_one_lock_without_overlap() 
     assert_eq!(py["error_count"], 0, "{py}");
     assert_eq!(py["overlaps"], 0, "{py}");
     assert_eq!(py["expired_before_work"], 0, "{py}");
+    assert!(
+        py["late_releases"].as_u64().unwrap() > 0,
+        "no Python hold outlived its lease: {py}"
+    );
     assert_eq!(rust_overlaps, 0);
     assert!(
         rust_sections > 0 && py_sections > 0,
