@@ -6,6 +6,7 @@
 //! implementing the scheduler's [`Renewals`] for the client context. [`acquire`] sends a
 //! lock request to the one-server engine (`node.rs`) or to RedLock's quorum rounds
 //! (`quorum.rs`); both return grant data ([`Grant`]) that the caller turns into a guard.
+//! Reading one keyspace (inspect, list, force release) is in `keyspace.rs`.
 //!
 //! Invariants: every renewal call waits for its reply no longer than the earliest deadline
 //! among its leases (see [`plan`](crate::lease::renew::plan)); each lease's outcome goes back to
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod cleanup;
+pub(crate) mod keyspace;
 mod node;
 pub(crate) mod quorum;
 

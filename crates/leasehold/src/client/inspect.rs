@@ -3,7 +3,9 @@
 //! A new grant stores who holds it — host name, process id and an optional label — as a
 //! small JSON object in the lock hash, under the same TTL as the lock. [`Client::inspect`]
 //! reads a lock's holder, remaining TTL, fencing token, hold count and live waiters in
-//! one read-only script, without taking the lock.
+//! one read-only script, without taking the lock. The server work of inspect, list and
+//! force release is the backend seam's (`backend/keyspace.rs`); this module checks the
+//! caller's input and shapes the replies.
 
 use std::time::Duration;
 
@@ -11,7 +13,6 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::net::failure::failure_error;
 use crate::protocol::keys::{validate_name, LockKeys};
 
 pub use crate::lock::holder::HolderMetadata;
@@ -51,9 +52,6 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S:
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-type InspectReply = (String, String, String, String, i64, i64, String);
-type HolderReply = (String, String, String, String, i64);
-
 /// The most locks [`Client::list`] returns.
 pub const LIST_LIMIT: usize = 10_000;
 
@@ -82,17 +80,9 @@ impl Client {
     pub async fn inspect(&self, name: &str) -> Result<LockInfo> {
         validate_name(name)?;
         self.inner.check_open()?;
-        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
         let keys = LockKeys::new(&self.inner.prefix, name);
-        let mut inv = self.inner.scripts.inspect.key(&keys.lock);
-        inv.key(&keys.fence).key(&keys.expiries);
-        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
-        let (owner, token, count, meta, pttl, waiters, fence): InspectReply = self
-            .inner
-            .conn
-            .eval(&inv, budget)
-            .await
-            .map_err(|f| failure_error(&format!("inspect {name:?}"), f))?;
+        let (owner, token, count, meta, pttl, waiters, fence) =
+            crate::backend::keyspace::inspect(&self.inner, name, &keys).await?;
         let holder = holder_from(owner, &token, &count, &meta, pttl);
         Ok(LockInfo {
             name: name.to_string(),
@@ -109,53 +99,13 @@ impl Client {
     /// Cancel-safe: it only reads.
     pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
         self.inner.check_open()?;
-        crate::backend::require(&self.inner, crate::backend::Capability::ScanAll)?;
         if pattern.is_empty() || pattern.len() > crate::MAX_NAME_LEN || pattern.contains(['{', '}'])
         {
             return Err(crate::Error::invalid(
                 "name pattern must be 1 to 512 bytes without braces (e.g. 'jobs/*')",
             ));
         }
-        let prefix = format!("{}:{{", self.inner.prefix);
-        // The prefix is literal text in the SCAN pattern; only `pattern` is a glob.
-        let literal: String = prefix
-            .chars()
-            .flat_map(|c| match c {
-                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect();
-        let mut names = Vec::new();
-        let mut cursor: u64 = 0;
-        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
-        for _ in 0..100_000 {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{literal}{pattern}}}"))
-                .arg("COUNT")
-                .arg(1_000);
-            let (next, keys): (u64, Vec<String>) = self
-                .inner
-                .conn
-                .query(&cmd, budget)
-                .await
-                .map_err(|f| failure_error("list locks", f))?;
-            for key in keys {
-                if let Some(name) = key.strip_prefix(&prefix).and_then(|k| k.strip_suffix('}')) {
-                    if !name.contains('}') && names.len() < LIST_LIMIT {
-                        names.push(name.to_string());
-                    }
-                }
-            }
-            cursor = next;
-            if cursor == 0 || names.len() >= LIST_LIMIT {
-                break;
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        crate::backend::keyspace::list(&self.inner, pattern, LIST_LIMIT).await
     }
 
     /// Operator override: remove lock `name` whoever holds it, hand it to the oldest
@@ -169,20 +119,9 @@ impl Client {
     pub async fn force_release(&self, name: &str) -> Result<Option<HolderInfo>> {
         validate_name(name)?;
         self.inner.check_open()?;
-        crate::backend::require(&self.inner, crate::backend::Capability::OneKeyspace)?;
         let keys = LockKeys::new(&self.inner.prefix, name);
-        let mut inv = self.inner.scripts.force_release.key(&keys.lock);
-        inv.key(&keys.queue)
-            .key(&keys.expiries)
-            .key(&keys.next)
-            .arg(crate::protocol::scripts::RESERVATION_MS);
-        let budget = self.inner.conn.connect_timeout() + self.inner.conn.response_timeout();
-        let (owner, token, count, meta, pttl): HolderReply = self
-            .inner
-            .conn
-            .eval(&inv, budget)
-            .await
-            .map_err(|f| failure_error(&format!("force release {name:?}"), f))?;
+        let (owner, token, count, meta, pttl) =
+            crate::backend::keyspace::force_release(&self.inner, name, &keys).await?;
         let removed = holder_from(owner, &token, &count, &meta, pttl);
         if removed.is_some() {
             self.inner.waker.notify_local(&keys.channel);
