@@ -65,6 +65,7 @@ pub(crate) fn spawn(
         // The command has no use for leasehold's Redis credentials.
         .env_remove("REDIS_URL")
         .env_remove("REDIS_PASSWORD")
+        .env_remove("REDIS_USERNAME")
         .process_group(0)
         .kill_on_drop(true)
         .spawn()

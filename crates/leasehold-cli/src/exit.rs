@@ -18,6 +18,8 @@ pub const UNREACHABLE: u8 = 5;
 /// A TLS connection failed its handshake (unknown CA, other host name, expired
 /// certificate, client certificate required, no TLS on that port).
 pub const TLS: u8 = 6;
+/// Redis refused the credentials (wrong user name or password, or none given).
+pub const AUTH: u8 = 7;
 
 /// The exit-code table shown by `--help`.
 pub const TABLE: &str = "\
@@ -29,7 +31,8 @@ Exit codes:
   4    lease lost while the command ran (the command was stopped, unless --on-lost ignore)
   5    Redis unreachable
   6    TLS handshake failed (unknown CA, host name mismatch, expired certificate,
-       client certificate required, server without TLS)";
+       client certificate required, server without TLS)
+  7    Redis refused the credentials (wrong user or password, or none given)";
 
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {
@@ -45,6 +48,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::LeaseLost(_)) => LEASE_LOST,
         Some(ErrorKind::Connection) => UNREACHABLE,
         Some(ErrorKind::Tls(_)) => TLS,
+        Some(ErrorKind::Auth) => AUTH,
         Some(ErrorKind::InvalidInput) => USAGE,
         _ => FAILURE,
     }

@@ -33,8 +33,9 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     code
 }
 
-/// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_PASSWORD` applied when the
-/// URL carries no password and `tls` when given, checked with a `PING`.
+/// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_USERNAME` / `REDIS_PASSWORD`
+/// applied where the URL carries no user name / password and `tls` when given, checked
+/// with a `PING`.
 ///
 /// # Cancel safety
 /// Cancel-safe: only a `PING` is sent.
@@ -45,8 +46,14 @@ pub async fn connect(
     let url = url.unwrap_or(DEFAULT_URL);
     let shown = leasehold::redact_url(url);
     let mut builder = leasehold::Client::builder(url);
+    let (has_user, has_password) = url_credentials(url);
+    if let Ok(user) = std::env::var("REDIS_USERNAME") {
+        if !has_user && !user.is_empty() {
+            builder = builder.username(user);
+        }
+    }
     if let Ok(password) = std::env::var("REDIS_PASSWORD") {
-        if shown == url {
+        if !has_password {
             builder = builder.password(password);
         }
     }
@@ -57,10 +64,21 @@ pub async fn connect(
     if let Err(e) = client.ping().await {
         let context = if e.is_tls() {
             format!("TLS connection to Redis at {shown} failed")
+        } else if e.is_auth() {
+            format!("Redis at {shown} refused to log in")
         } else {
             format!("cannot reach Redis at {shown}")
         };
         return Err(anyhow::Error::new(e).context(context));
     }
     Ok(client)
+}
+
+/// Whether `url` names a user and a password (a URL that does not parse names neither; the
+/// client reports it).
+fn url_credentials(url: &str) -> (bool, bool) {
+    match url::Url::parse(url) {
+        Ok(u) => (!u.username().is_empty(), u.password().is_some()),
+        Err(_) => (false, false),
+    }
 }

@@ -75,6 +75,9 @@ pub enum ErrorKind {
     /// A TLS connection could not be made: the problem says which check failed and what
     /// to change. Nothing was sent.
     Tls(crate::TlsProblem),
+    /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`): a wrong user name or
+    /// password, or none given to a server that requires one. Nothing was sent.
+    Auth,
 }
 
 /// One RedLock node's failure, as reported by [`Error::node_failures`].
@@ -122,6 +125,16 @@ impl Error {
                 self.kind = ErrorKind::Tls(problem);
                 self.message = format!("{}: TLS: {problem}", self.message);
             }
+        }
+        // Refused credentials are neither "unreachable" nor a failed command.
+        if matches!(self.kind, ErrorKind::Connection | ErrorKind::Server)
+            && is_auth_refusal(&source)
+        {
+            self.kind = ErrorKind::Auth;
+            self.message = format!(
+                "{}: Redis refused the credentials (check the user name and password)",
+                self.message
+            );
         }
         self.source = Some(source);
         self
@@ -210,6 +223,11 @@ impl Error {
         self.kind == ErrorKind::Connection
     }
 
+    /// Redis refused the credentials (see [`ErrorKind::Auth`]).
+    pub fn is_auth(&self) -> bool {
+        self.kind == ErrorKind::Auth
+    }
+
     /// A TLS handshake failed (see [`ErrorKind::Tls`]).
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, ErrorKind::Tls(_))
@@ -274,6 +292,18 @@ pub(crate) fn list_failures(failures: &[NodeFailure]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Whether Redis refused the client's credentials.
+fn is_auth_refusal(err: &redis::RedisError) -> bool {
+    if matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+        || err.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        return true;
+    }
+    // A refusal inside a pipeline's failures carries the code in its text only.
+    let text = err.to_string();
+    text.contains("\"NOAUTH\"") || text.contains("\"WRONGPASS\"")
 }
 
 /// Whether Redis itself answered with an error reply (as opposed to an I/O failure).

@@ -254,8 +254,18 @@ impl Connector {
                     .unwrap_or_default();
                 Some((id, run_id))
             }
-            Ok(Err(e)) if e.code() == Some("NOPERM") => {
-                self.deny_fencing();
+            Ok(Err(e)) if e.code() == Some("NOPERM") || e.to_string().contains("NOPERM") => {
+                // Which of the two was denied decides what the warning asks for.
+                let client_id = timeout(
+                    left,
+                    redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut con),
+                )
+                .await;
+                let denied = match client_id {
+                    Ok(Ok(_)) => Denied::Info,
+                    _ => Denied::ClientId,
+                };
+                self.deny_fencing(denied);
                 None
             }
             Ok(Err(e)) => return Err(Failure::NotSent(Some(e))),
@@ -336,9 +346,17 @@ impl Connector {
         }
     }
 
-    fn deny_fencing(&self) {
+    fn deny_fencing(&self, denied: Denied) {
         if !self.fencing_denied.swap(true, Ordering::Relaxed) {
-            tracing::warn!("the Redis user may not run CLIENT ID/KILL: a command on an abandoned connection cannot be fenced off; grant +client|id and +client|kill for deterministic cleanup");
+            let (command, grant) = match denied {
+                Denied::ClientId => ("CLIENT ID", "+client|id and +client|kill"),
+                Denied::ClientKill => ("CLIENT KILL", "+client|kill"),
+                Denied::Info => ("INFO", "+info"),
+            };
+            tracing::warn!(
+                denied = command,
+                "the Redis user may not run {command}, so a command on an abandoned connection cannot be fenced off (INFO tells a restarted server apart before CLIENT KILL); grant {grant} for deterministic cleanup"
+            );
         }
         self.to_fence
             .lock()
@@ -399,7 +417,7 @@ impl Connector {
                     // The number of connections closed: 1, or 0 if it was already gone.
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) if e.code() == Some("NOPERM") => {
-                        self.deny_fencing();
+                        self.deny_fencing(Denied::ClientKill);
                         return Ok(());
                     }
                     Ok(Err(e)) if is_server_reply(&e) => return Err(Failure::NotSent(Some(e))),
@@ -613,4 +631,12 @@ fn silent_tls(addr: &redis::ConnectionAddr, wait: Duration) -> redis::RedisError
             wait.as_millis()
         ),
     ))
+}
+
+/// The command an ACL denied, which turned fencing of abandoned connections off.
+#[derive(Debug, Clone, Copy)]
+enum Denied {
+    ClientId,
+    ClientKill,
+    Info,
 }
