@@ -200,10 +200,39 @@ async fn cluster_settings_are_checked_before_any_io() {
         .build()
         .unwrap_err();
     assert!(e.is_invalid_input(), "{e}");
-    let client = Client::cluster_builder(["redis://127.0.0.1:7000"])
-        .build()
-        .unwrap();
-    assert!(client.list("*").await.unwrap_err().is_invalid_input());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_listing_scans_every_primary() {
+    let cluster = RedisCluster::start(3);
+    let client = cluster_client(cluster.urls()).build().unwrap();
+    // Names whose keys land on each of the three primaries.
+    let mut names: Vec<String> = Vec::new();
+    let mut on_node = [false; 3];
+    for i in 0..200 {
+        let name = format!("jobs/{i}");
+        let node = cluster.node_for_slot(key_slot(lock_key(&name).as_bytes()));
+        if !on_node[node] {
+            on_node[node] = true;
+            names.push(name);
+        }
+        if on_node.iter().all(|x| *x) {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 3, "a name for each primary");
+    let mut guards = Vec::new();
+    for name in &names {
+        guards.push(client.lock(name).unwrap().acquire().await.unwrap());
+    }
+    let mut listed = client.list("jobs/*").await.unwrap();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
+    for g in guards {
+        g.release().await.unwrap();
+    }
+    client.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

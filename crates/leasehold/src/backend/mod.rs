@@ -70,10 +70,6 @@ pub(crate) enum Capability {
     /// Waiter queues and lease sets on the server: fair locks, semaphores, read-write
     /// locks (not across RedLock's independent masters).
     ServerQueues,
-    /// One keyspace to read: inspect, list, force release (not RedLock's several).
-    OneKeyspace,
-    /// One `SCAN` that sees every lock: list (not Cluster's several nodes, nor RedLock's).
-    ScanAll,
 }
 
 /// Whether the client's topology can do `what`; the error names both.
@@ -81,8 +77,7 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
     let topology = Topology::of(inner);
     let supported = match what {
         Capability::ReplicaAcks => topology == Topology::Server,
-        Capability::ServerQueues | Capability::OneKeyspace => topology != Topology::RedLock,
-        Capability::ScanAll => topology == Topology::Server,
+        Capability::ServerQueues => topology != Topology::RedLock,
     };
     if supported {
         return Ok(());
@@ -95,14 +90,6 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
         Capability::ServerQueues => (
             "fair locks, semaphores and read-write locks",
             "use a plain lock, or one server, Sentinel or Cluster",
-        ),
-        Capability::OneKeyspace => (
-            "inspect, list and force release",
-            "they read one server: use a client for each node",
-        ),
-        Capability::ScanAll => (
-            "lock listings",
-            "a listing is one SCAN of one server: inspect a lock by name instead",
         ),
     };
     Err(Error::invalid(format!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::backend::keyspace::{HolderReply, InspectReply, Views};
 use crate::client::Client;
 use crate::error::Result;
 use crate::protocol::keys::{validate_name, LockKeys};
@@ -46,6 +47,78 @@ pub struct LockInfo {
     pub waiters: u64,
     /// The last fencing token issued for this name, if the counter exists.
     pub last_token: Option<u64>,
+    /// RedLock: each node's view (empty otherwise). [`holder`](Self::holder) is then the
+    /// holder a majority of nodes agree on, with the shortest TTL among them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeView>,
+}
+
+/// One RedLock node's view of a lock (see [`LockInfo::nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct NodeView {
+    /// The node's address (without credentials).
+    pub node: String,
+    /// The holder this node knows of.
+    pub holder: Option<HolderInfo>,
+    /// Why the node could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The holder a majority of `views` agree on: the same owner id on at least `needed`
+/// nodes. Its token is the one most of those nodes store (a quorum grant writes its
+/// settled token back to the nodes that granted it; a node that granted too late keeps
+/// its own); its TTL is the shortest among them.
+fn agreed(views: &[NodeView], needed: usize) -> Option<HolderInfo> {
+    let holders: Vec<&HolderInfo> = views.iter().filter_map(|v| v.holder.as_ref()).collect();
+    holders.iter().find_map(|h| {
+        let same: Vec<&HolderInfo> = holders
+            .iter()
+            .copied()
+            .filter(|o| o.owner_id == h.owner_id)
+            .collect();
+        if same.len() < needed {
+            return None;
+        }
+        let votes = |t: u64| same.iter().filter(|o| o.fencing_token == t).count();
+        let token = same
+            .iter()
+            .map(|o| o.fencing_token)
+            .max_by_key(|t| (votes(*t), *t))?;
+        let mut best = (*same.iter().find(|o| o.fencing_token == token)?).clone();
+        best.ttl_remaining = same.iter().map(|o| o.ttl_remaining).min()?;
+        Some(best)
+    })
+}
+
+/// Too few RedLock nodes answered to judge by quorum.
+fn no_quorum(what: &str, views: &[NodeView]) -> Option<crate::Error> {
+    let answered = views.iter().filter(|v| v.error.is_none()).count();
+    let needed = crate::backend::quorum::quorum(views.len());
+    if answered >= needed {
+        return None;
+    }
+    let failures: Vec<crate::NodeFailure> = views
+        .iter()
+        .filter_map(|v| {
+            v.error.as_ref().map(|e| crate::NodeFailure {
+                node: v.node.clone(),
+                reason: e.clone(),
+            })
+        })
+        .collect();
+    Some(
+        crate::Error::new(
+            crate::ErrorKind::NoQuorum { answered, needed },
+            format!(
+                "{what}: only {answered} of {} RedLock nodes answered ({})",
+                views.len(),
+                crate::error::list_failures(&failures)
+            ),
+        )
+        .with_node_failures(failures),
+    )
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -81,15 +154,52 @@ impl Client {
         validate_name(name)?;
         self.inner.check_open()?;
         let keys = LockKeys::new(&self.inner.prefix, name);
-        let (owner, token, count, meta, pttl, waiters, fence) =
-            crate::backend::keyspace::inspect(&self.inner, name, &keys).await?;
-        let holder = holder_from(owner, &token, &count, &meta, pttl);
-        Ok(LockInfo {
-            name: name.to_string(),
-            holder,
-            waiters: u64::try_from(waiters).unwrap_or(0),
-            last_token: fence.parse().ok(),
-        })
+        let shape = |(owner, token, count, meta, pttl, waiters, fence): InspectReply| {
+            let holder = holder_from(owner, &token, &count, &meta, pttl);
+            LockInfo {
+                name: name.to_string(),
+                holder,
+                waiters: u64::try_from(waiters).unwrap_or(0),
+                last_token: fence.parse().ok(),
+                nodes: Vec::new(),
+            }
+        };
+        match crate::backend::keyspace::inspect(&self.inner, name, &keys).await? {
+            Views::One(reply) => Ok(shape(reply)),
+            Views::Nodes(replies) => {
+                let mut last_token = None;
+                let views: Vec<NodeView> = replies
+                    .into_iter()
+                    .map(|(node, reply)| match reply {
+                        Ok(reply) => {
+                            let info = shape(reply);
+                            last_token = last_token.max(info.last_token);
+                            NodeView {
+                                node,
+                                holder: info.holder,
+                                error: None,
+                            }
+                        }
+                        Err(e) => NodeView {
+                            node,
+                            holder: None,
+                            error: Some(e.to_string()),
+                        },
+                    })
+                    .collect();
+                if let Some(e) = no_quorum(&format!("inspect {name:?}"), &views) {
+                    return Err(e);
+                }
+                let needed = crate::backend::quorum::quorum(views.len());
+                Ok(LockInfo {
+                    name: name.to_string(),
+                    holder: agreed(&views, needed),
+                    waiters: 0,
+                    last_token,
+                    nodes: views,
+                })
+            }
+        }
     }
 
     /// The names of held locks whose name matches `pattern` (a Redis glob: `*`, `?`,
@@ -120,9 +230,35 @@ impl Client {
         validate_name(name)?;
         self.inner.check_open()?;
         let keys = LockKeys::new(&self.inner.prefix, name);
-        let (owner, token, count, meta, pttl) =
-            crate::backend::keyspace::force_release(&self.inner, name, &keys).await?;
-        let removed = holder_from(owner, &token, &count, &meta, pttl);
+        let shape = |(owner, token, count, meta, pttl): HolderReply| {
+            holder_from(owner, &token, &count, &meta, pttl)
+        };
+        let removed =
+            match crate::backend::keyspace::force_release(&self.inner, name, &keys).await? {
+                Views::One(reply) => shape(reply),
+                Views::Nodes(replies) => {
+                    let views: Vec<NodeView> = replies
+                        .into_iter()
+                        .map(|(node, reply)| match reply {
+                            Ok(reply) => NodeView {
+                                node,
+                                holder: shape(reply),
+                                error: None,
+                            },
+                            Err(e) => NodeView {
+                                node,
+                                holder: None,
+                                error: Some(e.to_string()),
+                            },
+                        })
+                        .collect();
+                    if let Some(e) = no_quorum(&format!("force release {name:?}"), &views) {
+                        return Err(e);
+                    }
+                    // Whatever any node removed; the holder most nodes knew of first.
+                    agreed(&views, 1)
+                }
+            };
         if removed.is_some() {
             self.inner.waker.notify_local(&keys.channel);
             tracing::warn!(lock = %name, "lock force-released by an operator");

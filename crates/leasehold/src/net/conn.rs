@@ -569,6 +569,34 @@ impl Connector {
     }
 
     /// Run a plain command within `budget`.
+    /// Like [`query`](Self::query), on the Cluster node at `host:port` (a one-server
+    /// client sends it to its server).
+    pub(crate) async fn query_at<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        host: &str,
+        port: u16,
+        budget: Duration,
+    ) -> Result<T, Failure> {
+        let (generation, con, until) = self.ready(budget.min(self.response_timeout)).await?;
+        let Con::Cluster(mut cluster) = con else {
+            return self.query(cmd, budget).await;
+        };
+        let route = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                host: host.to_string(),
+                port,
+            },
+        );
+        let left = until.saturating_duration_since(Instant::now());
+        match timeout(left, cluster.route_command(cmd.clone(), route)).await {
+            Ok(Ok(v)) => T::from_redis_value(v).map_err(|e| Failure::Server(e.into())),
+            other => Err(self
+                .classify(generation, other)
+                .unwrap_or(Failure::Unknown(None))),
+        }
+    }
+
     pub(crate) async fn query<T: FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
