@@ -14,15 +14,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, after_help = crate::exit::TABLE)]
 pub struct Cli {
-    /// Redis URL, like redis://user:password@host:6379/0 (rediss:// for TLS).
-    /// The password may also come from REDIS_PASSWORD. Default: redis://127.0.0.1:6379/
-    #[arg(
-        long = "redis",
-        env = "REDIS_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    pub redis: Option<String>,
+    /// Where Redis is (one server, Sentinel, Cluster or RedLock).
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// TLS settings (redis-cli's flags).
     #[command(flatten)]
@@ -35,6 +29,51 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where Redis is. One `--redis` URL is one server; several need `--cluster` (they are seed
+/// nodes) or `--redlock` (each is an independent master); `--sentinel` finds the master
+/// that the sentinels name `--master-name`.
+#[derive(Debug, Default, Args)]
+pub struct TargetArgs {
+    /// Redis URL, like redis://user:password@host:6379/0 (rediss:// for TLS); repeat it
+    /// for --cluster and --redlock. User name and password may also come from
+    /// REDIS_USERNAME / REDIS_PASSWORD. Default: redis://127.0.0.1:6379/
+    #[arg(
+        long = "redis",
+        value_name = "URL",
+        env = "REDIS_URL",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis: Vec<String>,
+    /// A sentinel, as HOST:PORT or a redis:// URL (repeatable); needs --master-name.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "LEASEHOLD_SENTINEL",
+        value_delimiter = ',',
+        global = true,
+        requires = "master_name",
+        conflicts_with_all = ["cluster", "redlock"]
+    )]
+    pub sentinel: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "LEASEHOLD_MASTER_NAME",
+        global = true,
+        requires = "sentinel"
+    )]
+    pub master_name: Option<String>,
+    /// The --redis URLs are seed nodes of a Redis Cluster.
+    #[arg(long, global = true, env = "LEASEHOLD_CLUSTER", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true", conflicts_with = "redlock")]
+    pub cluster: bool,
+    /// Each --redis URL is an independent master, locked by quorum (RedLock).
+    #[arg(long, global = true, env = "LEASEHOLD_REDLOCK", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
+    pub redlock: bool,
 }
 
 /// TLS, as redis-cli spells it. Any of these turns TLS on, for every server the command

@@ -21,7 +21,7 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
-    let client = connect(cli.redis.as_deref(), cli.tls.config()).await?;
+    let client = connect(&cli.target, cli.tls.config()).await?;
     let code = match cli.command {
         Command::Run(a) => run::run(&client, &a).await,
         Command::Elect(a) => run::elect(&client, &a).await,
@@ -33,20 +33,23 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     code
 }
 
-/// A client for `url` (default [`DEFAULT_URL`]), with `REDIS_USERNAME` / `REDIS_PASSWORD`
-/// applied where the URL carries no user name / password and `tls` when given, checked
-/// with a `PING`.
+/// A client for `target` (default [`DEFAULT_URL`]): one server, Sentinel, Cluster or
+/// RedLock, with `REDIS_USERNAME` / `REDIS_PASSWORD` applied where the URLs carry no user
+/// name / password and `tls` when given, checked with a `PING`.
 ///
 /// # Cancel safety
 /// Cancel-safe: only a `PING` is sent.
 pub async fn connect(
-    url: Option<&str>,
+    target: &args::TargetArgs,
     tls: Option<leasehold::TlsConfig>,
 ) -> anyhow::Result<leasehold::Client> {
-    let url = url.unwrap_or(DEFAULT_URL);
-    let shown = leasehold::redact_url(url);
-    let mut builder = leasehold::Client::builder(url);
-    let (has_user, has_password) = url_credentials(url);
+    let (mut builder, shown, urls) = target_builder(target)?;
+    let (mut has_user, mut has_password) = (false, false);
+    for url in &urls {
+        let (user, password) = url_credentials(url);
+        has_user |= user;
+        has_password |= password;
+    }
     if let Ok(user) = std::env::var("REDIS_USERNAME") {
         if !has_user && !user.is_empty() {
             builder = builder.username(user);
@@ -72,6 +75,67 @@ pub async fn connect(
         return Err(anyhow::Error::new(e).context(context));
     }
     Ok(client)
+}
+
+/// The client builder for `target`, how to name it in messages (no secrets), and the
+/// URLs whose credentials count.
+fn target_builder(
+    target: &args::TargetArgs,
+) -> anyhow::Result<(leasehold::ClientBuilder, String, Vec<String>)> {
+    let redacted = |urls: &[String]| {
+        urls.iter()
+            .map(|u| leasehold::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !target.sentinel.is_empty() {
+        if !target.redis.is_empty() {
+            return Err(exit::UsageError(
+                "--redis and --sentinel: with --sentinel the master is found by name; give its credentials with REDIS_USERNAME / REDIS_PASSWORD".into(),
+            )
+            .into());
+        }
+        let name = target.master_name.clone().unwrap_or_default();
+        let sentinels: Vec<String> = target
+            .sentinel
+            .iter()
+            .map(|s| {
+                if s.contains("://") {
+                    s.clone()
+                } else {
+                    format!("redis://{s}/")
+                }
+            })
+            .collect();
+        let shown = format!("the master {name:?} of sentinels {}", redacted(&sentinels));
+        let builder = leasehold::Client::sentinel_builder(sentinels.clone(), name);
+        return Ok((builder, shown, Vec::new()));
+    }
+    let urls = if target.redis.is_empty() {
+        vec![DEFAULT_URL.to_string()]
+    } else {
+        target.redis.clone()
+    };
+    let (builder, shown) = if target.cluster {
+        (
+            leasehold::Client::cluster_builder(urls.clone()),
+            format!("the Redis Cluster of {}", redacted(&urls)),
+        )
+    } else if target.redlock {
+        (
+            leasehold::Client::redlock_builder(urls.clone()),
+            format!("the RedLock masters {}", redacted(&urls)),
+        )
+    } else if urls.len() > 1 {
+        return Err(exit::UsageError(format!(
+            "{} --redis URLs: add --cluster (they are seed nodes of one cluster) or --redlock (each is an independent master)",
+            urls.len()
+        ))
+        .into());
+    } else {
+        (leasehold::Client::builder(&urls[0]), redacted(&urls))
+    };
+    Ok((builder, shown, urls))
 }
 
 /// Whether `url` names a user and a password (a URL that does not parse names neither; the

@@ -37,7 +37,8 @@ pub(crate) async fn status(client: &Client, name: &str, json: bool) -> anyhow::R
         return Ok(OK);
     }
     match &info.holder {
-        None => println!("{name}: free ({} waiting)", info.waiters),
+        None if info.nodes.is_empty() => println!("{name}: free ({} waiting)", info.waiters),
+        None => println!("{name}: no majority of the RedLock nodes holds it"),
         Some(h) => {
             println!("lock       {name}");
             println!("held by    {}", holder_text(h));
@@ -46,6 +47,38 @@ pub(crate) async fn status(client: &Client, name: &str, json: bool) -> anyhow::R
             println!("ttl        {}", ttl_text(h));
             println!("holds      {}", h.hold_count);
             println!("waiters    {}", info.waiters);
+        }
+    }
+    if !info.nodes.is_empty() {
+        let agreeing = info
+            .nodes
+            .iter()
+            .filter(|v| {
+                v.holder.as_ref().map(|h| &h.owner_id) == info.holder.as_ref().map(|h| &h.owner_id)
+                    && v.holder.is_some()
+            })
+            .count();
+        println!(
+            "quorum     {}",
+            if info.holder.is_some() {
+                format!("held on {agreeing} of {} nodes", info.nodes.len())
+            } else {
+                format!("not held by a majority of {} nodes", info.nodes.len())
+            }
+        );
+        for v in &info.nodes {
+            let view = match (&v.error, &v.holder) {
+                (Some(e), _) => format!("unreadable: {e}"),
+                (None, None) => "free".to_string(),
+                (None, Some(h)) => format!(
+                    "held by {} (owner {}, token {}, ttl {})",
+                    holder_text(h),
+                    h.owner_id,
+                    h.fencing_token,
+                    ttl_text(h)
+                ),
+            };
+            println!("node       {}: {view}", v.node);
         }
     }
     Ok(OK)

@@ -103,7 +103,14 @@ pub async fn run(redis_url: Option<&str>, args: &DemoArgs) -> anyhow::Result<u8>
             server.url()
         }
     };
-    let client = leasehold_cli::connect(Some(&url), None).await?;
+    let client = leasehold_cli::connect(
+        &leasehold_cli::args::TargetArgs {
+            redis: vec![url.clone()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await?;
     let local = loopback_addr(&url);
     let total = 4;
     let mut rows = Vec::new();
