@@ -392,7 +392,10 @@ async fn acl_user_and_password_from_the_url_or_the_builder() {
         .build()
         .unwrap();
     let err = wrong.lock("acl").unwrap().try_acquire().await.unwrap_err();
-    assert!(err.is_auth(), "refused credentials are their own kind: {err}");
+    assert!(
+        err.is_auth(),
+        "refused credentials are their own kind: {err}"
+    );
     assert!(
         !err.to_string().contains("s3cret") && !err.to_string().contains("wrong"),
         "{err}"

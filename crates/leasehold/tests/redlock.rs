@@ -342,25 +342,28 @@ async fn inspecting_a_redlock_lock_shows_each_node_and_the_holder_a_majority_agr
         .acquire()
         .await
         .unwrap();
+    let key = client.lock("redlock/seen").unwrap().redis_key().to_string();
     let info = client.inspect("redlock/seen").await.unwrap();
     assert_eq!(info.nodes.len(), 3);
-    let holder = info.holder.expect("a majority holds it");
+    let holder = info.holder.clone().expect("a majority holds it");
     assert_eq!(holder.owner_id, guard.owner_id());
     assert_eq!(holder.fencing_token, guard.fencing_token());
-    assert!(info
-        .nodes
-        .iter()
-        .all(|v| v.holder.is_some() && v.error.is_none()));
+    assert!(info.nodes.iter().all(|v| v.error.is_none()), "{info:?}");
+    // A quorum grant is on 2 or 3 nodes (one that answered after the quorum may not hold it).
+    let holding: Vec<usize> = (0..3).filter(|i| info.nodes[*i].holder.is_some()).collect();
+    assert!(holding.len() >= 2, "{info:?}");
+    let (keep, lose) = (holding[0], holding[1]);
+    let stop = (0..3).find(|i| *i != keep && *i != lose).unwrap();
 
     // One node down: the other two still agree; its view says why it is missing.
-    masters.stop(2);
+    masters.stop(stop);
     let info = client.inspect("redlock/seen").await.unwrap();
-    assert!(info.holder.is_some());
-    assert!(info.nodes[2].error.is_some(), "{:?}", info.nodes);
+    assert!(info.holder.is_some(), "{info:?}");
+    assert!(info.nodes[stop].error.is_some(), "{:?}", info.nodes);
     // On one node only, the lock is no majority's: not held.
-    let mut con = masters.server(1).async_connection().await;
+    let mut con = masters.server(lose).async_connection().await;
     let _: () = redis::cmd("DEL")
-        .arg(client.lock("redlock/seen").unwrap().redis_key())
+        .arg(&key)
         .query_async(&mut con)
         .await
         .unwrap();
@@ -369,7 +372,7 @@ async fn inspecting_a_redlock_lock_shows_each_node_and_the_holder_a_majority_agr
     // An operator's force release removes it from every node that answers.
     let removed = client.force_release("redlock/seen").await.unwrap();
     assert_eq!(
-        removed.expect("node 0 still held it").owner_id,
+        removed.expect("one node still held it").owner_id,
         guard.owner_id()
     );
     let info = client.inspect("redlock/seen").await.unwrap();
