@@ -160,6 +160,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check the server settings that can break a lock (eviction, persistence, ACL
+    /// permissions, pub/sub, cluster state, version), on every server; exit 8 if any is
+    /// unsafe.
+    #[command(after_help = crate::exit::TABLE)]
+    Doctor {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What to do with the command when the lease is lost.

@@ -20,6 +20,8 @@ pub const UNREACHABLE: u8 = 5;
 pub const TLS: u8 = 6;
 /// Redis refused the credentials (wrong user name or password, or none given).
 pub const AUTH: u8 = 7;
+/// `doctor` found a setting that can break a lock.
+pub const UNSAFE: u8 = 8;
 
 /// The exit-code table shown by `--help`.
 pub const TABLE: &str = "\
@@ -32,7 +34,8 @@ Exit codes:
   5    Redis unreachable
   6    TLS handshake failed (unknown CA, host name mismatch, expired certificate,
        client certificate required, server without TLS)
-  7    Redis refused the credentials (wrong user or password, or none given)";
+  7    Redis refused the credentials (wrong user or password, or none given)
+  8    doctor: a server setting can break a lock (see its output)";
 
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {

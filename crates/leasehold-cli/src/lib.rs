@@ -28,6 +28,7 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
         Command::Status { name, json } => status::status(&client, &name, json).await,
         Command::List { pattern, json } => status::list(&client, &pattern, json).await,
         Command::Release { name, force } => status::release(&client, &name, force).await,
+        Command::Doctor { json } => status::doctor(&client, json).await,
     };
     client.shutdown().await;
     code

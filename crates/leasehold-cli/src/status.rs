@@ -143,3 +143,45 @@ pub(crate) async fn release(client: &Client, name: &str, force: bool) -> anyhow:
     }
     Ok(OK)
 }
+
+/// `leasehold doctor`: every check on every server, worst first in the exit code.
+pub(crate) async fn doctor(client: &Client, json: bool) -> anyhow::Result<u8> {
+    let diagnosis = client.diagnose().await?;
+    let code = if diagnosis.is_unsafe() {
+        crate::exit::UNSAFE
+    } else {
+        OK
+    };
+    if json {
+        let out = serde_json::json!({
+            "schema": 1,
+            "unsafe": diagnosis.is_unsafe(),
+            "checks": diagnosis.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(code);
+    }
+    let mut server = "";
+    for check in &diagnosis.checks {
+        if check.server != server {
+            server = &check.server;
+            println!("{server}");
+        }
+        let tag = match check.status {
+            leasehold::CheckStatus::Ok => "ok    ",
+            leasehold::CheckStatus::Warn => "WARN  ",
+            _ => "UNSAFE",
+        };
+        println!("  {tag} {:<18} {}", check.name, check.detail);
+    }
+    let (unsafe_n, warn_n) = diagnosis
+        .checks
+        .iter()
+        .fold((0, 0), |(u, w), c| match c.status {
+            leasehold::CheckStatus::Ok => (u, w),
+            leasehold::CheckStatus::Warn => (u, w + 1),
+            _ => (u + 1, w),
+        });
+    println!("{unsafe_n} unsafe, {warn_n} warnings");
+    Ok(code)
+}

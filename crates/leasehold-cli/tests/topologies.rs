@@ -1,6 +1,6 @@
 //! The `leasehold` binary against every topology the library supports: a Sentinel group,
-//! a 3-master Cluster and 5 independent RedLock masters, for run, status, list and
-//! release.
+//! a 3-master Cluster and 5 independent RedLock masters, for run, status, list, release
+//! and doctor.
 
 use std::process::{Command, Output, Stdio};
 
@@ -183,4 +183,30 @@ fn several_urls_without_a_topology_are_a_usage_error() {
         err.contains("--cluster") && err.contains("--redlock"),
         "{err}"
     );
+}
+
+#[test]
+fn doctor_checks_a_cluster_primary_by_primary_with_its_state() {
+    let cluster = RedisCluster::start(3);
+    let mut target = vec!["--cluster".to_string()];
+    for url in cluster.urls() {
+        target.push("--redis".into());
+        target.push(url);
+    }
+    let out = run(leasehold(&target).args(["doctor", "--json"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let checks = json["checks"].as_array().unwrap();
+    let servers: std::collections::HashSet<&str> = checks
+        .iter()
+        .map(|c| c["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers.len(), 3, "one set of checks per primary: {text}");
+    let states: Vec<&serde_json::Value> = checks
+        .iter()
+        .filter(|c| c["name"] == "cluster state")
+        .collect();
+    assert_eq!(states.len(), 3, "{text}");
+    assert!(states.iter().all(|c| c["status"] == "ok"), "{text}");
 }

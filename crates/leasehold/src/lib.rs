@@ -63,6 +63,7 @@ mod primitives;
 mod protocol;
 mod validate;
 
+pub use client::diagnose::{Check, CheckStatus, Diagnosis};
 pub use client::inspect::{HolderInfo, HolderMetadata, LockInfo, NodeView, LIST_LIMIT};
 pub use client::{
     redact_url, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,

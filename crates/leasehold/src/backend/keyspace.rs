@@ -88,7 +88,7 @@ pub(crate) async fn list(inner: &Arc<Inner>, pattern: &str, limit: usize) -> Res
 }
 
 /// The primaries of the client's Cluster, as (host, port), from `CLUSTER SLOTS`.
-async fn primaries(inner: &Inner) -> Result<Vec<(String, u16)>> {
+pub(crate) async fn primaries(inner: &Inner) -> Result<Vec<(String, u16)>> {
     let slots: Vec<redis::Value> = inner
         .conn
         .query(redis::cmd("CLUSTER").arg("SLOTS"), budget(inner))

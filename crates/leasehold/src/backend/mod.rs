@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod cleanup;
+pub(crate) mod diagnose;
 pub(crate) mod keyspace;
 mod node;
 pub(crate) mod quorum;

@@ -8,6 +8,7 @@
 //! every grant stores); invalid settings are rejected by [`ClientBuilder::build`].
 
 pub(crate) mod context;
+pub(crate) mod diagnose;
 pub(crate) mod inspect;
 
 use std::collections::HashMap;
