@@ -33,7 +33,9 @@ fn ttl_text(h: &HolderInfo) -> String {
 pub(crate) async fn status(client: &Client, name: &str, json: bool) -> anyhow::Result<u8> {
     let info = client.inspect(name).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        let mut doc = serde_json::to_value(&info)?;
+        doc["schema"] = serde_json::json!(1);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(OK);
     }
     match &info.holder {
@@ -94,7 +96,8 @@ pub(crate) async fn list(client: &Client, pattern: &str, json: bool) -> anyhow::
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&infos)?);
+        let doc = serde_json::json!({ "schema": 1, "locks": infos });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(OK);
     }
     if infos.is_empty() {

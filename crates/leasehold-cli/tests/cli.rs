@@ -248,6 +248,7 @@ fn status_and_list_show_the_holder_and_release_force_removes_it() {
     let out = run(leasehold(&server.url()).args(["status", "reports/daily", "--json"]));
     assert_eq!(code(&out), 0, "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1, "{v}");
     assert_eq!(v["holder"]["metadata"]["label"], "nightly");
     let ttl = v["holder"]["ttl_remaining_ms"].as_u64().unwrap();
     assert!(ttl > 10_000 && ttl <= 20_000, "{ttl}");
@@ -261,8 +262,9 @@ fn status_and_list_show_the_holder_and_release_force_removes_it() {
 
     let out = run(leasehold(&server.url()).args(["list", "reports/*", "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
-    assert_eq!(v[0]["name"], "reports/daily");
+    assert_eq!(v["schema"], 1, "{v}");
+    assert_eq!(v["locks"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["locks"][0]["name"], "reports/daily");
     let out = run(leasehold(&server.url()).args(["list"]));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("reports/daily"),

@@ -608,6 +608,36 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
     Ok(leasehold_cli::exit::OK)
 }
 
+/// A table cell as JSON: its text, and its first number with that number's unit (the
+/// word after it, or `×`, `%`), so machines read numbers, not strings.
+fn cell_json(text: &str) -> serde_json::Value {
+    match first_number(text) {
+        Some((value, unit)) => serde_json::json!({ "text": text, "value": value, "unit": unit }),
+        None => serde_json::json!({ "text": text, "value": null, "unit": null }),
+    }
+}
+
+/// The first decimal number in `text` and what follows it (`×`, `%`, or a unit word).
+fn first_number(text: &str) -> Option<(f64, String)> {
+    let chars: Vec<char> = text.chars().collect();
+    let start = chars.iter().position(|c| c.is_ascii_digit())?;
+    let mut end = start;
+    while end < chars.len() && (chars[end].is_ascii_digit() || chars[end] == '.') {
+        end += 1;
+    }
+    let value: f64 = chars[start..end].iter().collect::<String>().parse().ok()?;
+    let rest: String = chars[end..].iter().collect();
+    let rest = rest.trim_start();
+    let unit: String = if rest.starts_with(['×', '%']) {
+        rest.chars().take(1).collect()
+    } else {
+        rest.chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ';' | ')' | '('))
+            .collect()
+    };
+    Some((value, unit))
+}
+
 fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {
     if json {
         let out: Vec<serde_json::Value> = rows
@@ -616,16 +646,18 @@ fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {
                 // Cells hold no `|`; empty cells stay empty strings.
                 let inner = r.trim().trim_start_matches('|').trim_end_matches('|');
                 let f: Vec<&str> = inner.split('|').map(str::trim).collect();
+                let cell = |i: usize| cell_json(f.get(i).copied().unwrap_or(""));
                 serde_json::json!({
                     "measurement": f.first().copied().unwrap_or(""),
-                    "leasehold": f.get(1).copied().unwrap_or(""),
-                    "baseline": f.get(2).copied().unwrap_or(""),
-                    "ratio": f.get(3).copied().unwrap_or(""),
-                    "target": f.get(4).copied().unwrap_or(""),
+                    "leasehold": cell(1),
+                    "baseline": cell(2),
+                    "ratio": cell(3),
+                    "target": cell(4),
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        let doc = serde_json::json!({ "schema": 1, "rows": out });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("| measurement | leasehold | baseline | ratio | target |");
         println!("|---|---|---|---|---|");
@@ -634,4 +666,24 @@ fn print_rows(rows: &[String], json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_number;
+
+    #[test]
+    fn table_cells_give_their_first_number_and_its_unit() {
+        assert_eq!(
+            first_number("20543 cycles/s"),
+            Some((20543.0, "cycles/s".into()))
+        );
+        assert_eq!(first_number("0.86×"), Some((0.86, "×".into())));
+        assert_eq!(
+            first_number("raw PING RTT 16.6 µs; rslock: 95 µs"),
+            Some((16.6, "µs".into()))
+        );
+        assert_eq!(first_number("≥ 0.90×"), Some((0.9, "×".into())));
+        assert_eq!(first_number(""), None);
+    }
 }

@@ -23,6 +23,10 @@ pub async fn execute(cli: args::LabCli) -> anyhow::Result<u8> {
     match cli.command {
         LabCommand::Demo(demo) => demo::run(cli.redis.as_deref(), &demo).await,
         LabCommand::Bench(bench) => bench::run(cli.redis.as_deref(), &bench).await,
+        LabCommand::Torture(_) if cli.redis.is_some() => Err(leasehold_cli::exit::UsageError(
+            "torture starts, pauses, kills and restarts its own redis-server processes: it cannot use --redis (or REDIS_URL)".into(),
+        )
+        .into()),
         LabCommand::Torture(t) => torture::command(&t.scenarios, &t.locks, t.secs, t.json).await,
     }
 }

@@ -308,7 +308,8 @@ pub async fn command(
     }
     pb.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        let out = serde_json::json!({ "schema": 1, "outcomes": outcomes });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&outcomes);
     }

@@ -88,3 +88,15 @@ fn the_lab_binary_offers_the_demo_the_benchmark_and_the_torture_suite() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn torture_refuses_a_redis_url_instead_of_ignoring_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold-lab"))
+        .args(["--redis", "redis://127.0.0.1:9/", "torture", "--secs", "1"])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("its own redis-server"), "{err}");
+}
