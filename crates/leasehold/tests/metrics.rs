@@ -25,15 +25,31 @@ impl metrics::CounterFn for Cell {
     }
 }
 
+impl metrics::GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.0.fetch_add(value as u64, Ordering::Relaxed);
+    }
+    fn decrement(&self, value: f64) {
+        self.0.fetch_sub(value as u64, Ordering::Relaxed);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value as u64, Ordering::Relaxed);
+    }
+}
+
 impl metrics::HistogramFn for Cell {
     fn record(&self, _value: f64) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Counts counter increments and histogram samples per series (`name{k=v,...}`).
+/// Counts counter increments and histogram samples per series (`name{k=v,...}`), keeps
+/// gauges' values, and records each description's unit.
 #[derive(Default)]
-struct Counting(Mutex<HashMap<String, Arc<Cell>>>);
+struct Counting(
+    Mutex<HashMap<String, Arc<Cell>>>,
+    Mutex<HashMap<String, (Option<Unit>, String)>>,
+);
 
 impl Counting {
     fn cell(&self, key: &Key) -> Arc<Cell> {
@@ -56,14 +72,29 @@ impl Counting {
 }
 
 impl Recorder for &'static Counting {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.1
+            .lock()
+            .unwrap()
+            .insert(name.as_str().to_string(), (unit, text.to_string()));
+    }
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.1
+            .lock()
+            .unwrap()
+            .insert(name.as_str().to_string(), (unit, text.to_string()));
+    }
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.1
+            .lock()
+            .unwrap()
+            .insert(name.as_str().to_string(), (unit, text.to_string()));
+    }
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.cell(key))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(self.cell(key))
@@ -85,7 +116,13 @@ async fn acquisitions_contention_renewals_losses_and_unknown_outcomes_are_counte
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let mut con = server.async_connection().await;
-    let c = client(&proxy.url());
+    // Lock names as a label only when asked for.
+    let c = leasehold::Client::builder(proxy.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(250))
+        .metrics_lock_names(true)
+        .build()
+        .unwrap();
 
     let held = c
         .lock("m")
@@ -104,7 +141,7 @@ async fn acquisitions_contention_renewals_losses_and_unknown_outcomes_are_counte
         .unwrap_err()
         .is_contended());
     common::poll_until(Duration::from_secs(5), "a renewal", || {
-        let n = m.get("leasehold_renewals_total{lock=m}");
+        let n = m.get("leasehold_renewals_total{kind=lock,lock=m}");
         async move { n >= 1 }
     })
     .await;
@@ -132,17 +169,76 @@ async fn acquisitions_contention_renewals_losses_and_unknown_outcomes_are_counte
         .await
         .unwrap();
 
-    assert!(m.get("leasehold_acquisitions_total{lock=m,outcome=granted}") >= 2);
+    assert!(m.get("leasehold_acquisitions_total{kind=lock,lock=m,outcome=granted}") >= 2);
+    // The rival's client does not label by name: its refusal counts under its kind only.
     assert_eq!(
-        m.get("leasehold_acquisitions_total{lock=m,outcome=contended}"),
+        m.get("leasehold_acquisitions_total{kind=lock,outcome=contended}"),
         1
     );
-    assert!(m.get("leasehold_contention_total{lock=m}") >= 1);
-    assert!(m.get("leasehold_wait_seconds{lock=m}") >= 2);
-    assert!(m.get("leasehold_hold_seconds{lock=m}") >= 2);
+    assert!(m.get("leasehold_contention_total{kind=lock}") >= 1);
+    assert!(m.get("leasehold_wait_seconds{kind=lock,lock=m}") >= 2);
+    assert!(m.get("leasehold_hold_seconds{kind=lock,lock=m}") >= 2);
     assert_eq!(
-        m.get("leasehold_leases_lost_total{lock=m,reason=expired}"),
+        m.get("leasehold_leases_lost_total{kind=lock,lock=m,reason=expired}"),
         1
     );
-    assert!(m.get("leasehold_unknown_outcomes_total{lock=m,op=acquire}") >= 1);
+    assert!(m.get("leasehold_unknown_outcomes_total{kind=lock,lock=m,op=acquire}") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_bounded_by_default_every_series_is_described_and_held_leases_are_a_gauge() {
+    let m = recorder();
+    let server = RedisServer::start();
+    let c = client(&server.url());
+    // A name per order would be a series per order: by default only kind and group.
+    let lock = c.lock("order/4711").unwrap().metrics_group("orders");
+    let guard = lock.acquire().await.unwrap();
+    let held = "leasehold_leases_held{group=orders,kind=lock}";
+    assert_eq!(m.get(held), 1);
+    guard.release().await.unwrap();
+    assert_eq!(m.get(held), 0);
+    assert_eq!(
+        m.get("leasehold_acquisitions_total{group=orders,kind=lock,outcome=granted}"),
+        1
+    );
+    let sem = c.semaphore("order/4712", 2).unwrap();
+    sem.acquire().await.unwrap().release().await.unwrap();
+    assert_eq!(
+        m.get("leasehold_acquisitions_total{kind=semaphore,outcome=granted}"),
+        1
+    );
+    let series: Vec<String> = m.0.lock().unwrap().keys().cloned().collect();
+    assert!(
+        !series
+            .iter()
+            .any(|s| s.contains("4711") || s.contains("4712")),
+        "a lock name leaked into a label: {series:?}"
+    );
+    // Every series has a unit and a description.
+    let described = m.1.lock().unwrap().clone();
+    for (name, unit) in [
+        ("leasehold_acquisitions_total", Unit::Count),
+        ("leasehold_wait_seconds", Unit::Seconds),
+        ("leasehold_hold_seconds", Unit::Seconds),
+        ("leasehold_leases_held", Unit::Count),
+        ("leasehold_leases_lost_total", Unit::Count),
+        ("leasehold_renewals_total", Unit::Count),
+        ("leasehold_contention_total", Unit::Count),
+        ("leasehold_unknown_outcomes_total", Unit::Count),
+    ] {
+        let (u, text) = described
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} undescribed"));
+        assert_eq!(*u, Some(unit), "{name}");
+        assert!(!text.is_empty(), "{name}");
+    }
+    let err = c
+        .lock("x")
+        .unwrap()
+        .metrics_group("")
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    c.shutdown().await;
 }

@@ -117,6 +117,8 @@ pub(crate) struct LockRequest<'a> {
     /// How long a waiting caller's place at the server lives between refreshes.
     pub place_ttl: Duration,
     pub metadata: &'a Arc<str>,
+    /// The labels of this lock's metrics.
+    pub series: &'a Arc<crate::metrics::Series>,
     /// Replica acknowledgements to wait for after a grant (one server only).
     pub replica_acks: Option<(u32, Duration)>,
 }
@@ -219,6 +221,12 @@ async fn ping_quorum(inner: &Arc<Inner>) -> Result<()> {
 
 /// Make `st`'s hold last at least `ttl` from now (see [`LockGuard::extend`](crate::LockGuard::extend)).
 pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> Result<()> {
+    let span =
+        tracing::debug_span!("leasehold.extend", lock = %st.name, ttl_ms = ttl.as_millis() as u64);
+    tracing::Instrument::instrument(extend_in_span(inner, st, ttl), span).await
+}
+
+async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> Result<()> {
     let lost = |reason: LostReason| {
         Error::new(
             ErrorKind::LeaseLost(reason),
@@ -289,6 +297,20 @@ pub(crate) async fn extend(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -
 /// the outcome and whether the hold is settled; if not (the outcome is unknown), the
 /// caller keeps releasing it in the background.
 pub(crate) async fn release(
+    inner: &Arc<Inner>,
+    st: &LeaseState,
+    lease_ok_at_send: bool,
+    resolve_by: Instant,
+) -> (Result<ReleaseOutcome>, bool) {
+    let span = tracing::debug_span!("leasehold.release", lock = %st.name);
+    tracing::Instrument::instrument(
+        release_in_span(inner, st, lease_ok_at_send, resolve_by),
+        span,
+    )
+    .await
+}
+
+async fn release_in_span(
     inner: &Arc<Inner>,
     st: &LeaseState,
     lease_ok_at_send: bool,
@@ -535,51 +557,57 @@ pub(crate) fn in_planned_calls(
 /// reply is awaited until `reply_by` at the latest.
 fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, reply_by: Instant) {
     let inner = client.clone();
-    client.handle.spawn(async move {
-        let items = batch.iter().map(Renewal::item);
-        let mut inv = crate::protocol::renew(&inner.scripts, members, items);
-        let sent = Instant::now();
-        // Never wait past the earliest deadline in the batch: after it, a late success
-        // would refresh a lease its holder was already told is lost.
-        let budget = reply_by.saturating_duration_since(sent);
-        if budget < MIN_BUDGET {
-            // The task started too late (a busy runtime): try again, the deadline decides.
-            for r in batch {
-                inner.renewer.retry_soon(&inner, r);
-            }
-            return;
-        }
-        let result = inner.conn.eval_tagged(&mut inv, budget).await;
-        inner.renewer.note_call(sent.elapsed());
-        let decoded = match result {
-            Ok(codes) => {
-                crate::protocol::decode_renewals(&codes, batch.len()).map_err(|u| u.to_string())
-            }
-            Err(f) => Err(f.describe()),
-        };
-        match decoded {
-            Ok(kept) => {
-                let refused = kept.iter().filter(|k| **k != Kept::Confirmed).count();
-                if refused > 0 {
-                    tracing::warn!(leases = refused, "renewal refused: leases lost");
-                }
-                for (r, k) in batch.into_iter().zip(kept) {
-                    match k {
-                        Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
-                        Kept::HeldByOther => {
-                            inner.renewer.refused_one(r.lease, LostReason::HeldByOther)
-                        }
-                        Kept::NotHeld => inner.renewer.refused_one(r.lease, LostReason::Expired),
-                    }
-                }
-            }
-            Err(cause) => {
-                inner.renewer.note_failed_call();
-                tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
+    let span = tracing::debug_span!("leasehold.renew", leases = batch.len(), members);
+    client.handle.spawn(tracing::Instrument::instrument(
+        async move {
+            let items = batch.iter().map(Renewal::item);
+            let mut inv = crate::protocol::renew(&inner.scripts, members, items);
+            let sent = Instant::now();
+            // Never wait past the earliest deadline in the batch: after it, a late success
+            // would refresh a lease its holder was already told is lost.
+            let budget = reply_by.saturating_duration_since(sent);
+            if budget < MIN_BUDGET {
+                // The task started too late (a busy runtime): try again, the deadline decides.
                 for r in batch {
                     inner.renewer.retry_soon(&inner, r);
                 }
+                return;
             }
-        }
-    });
+            let result = inner.conn.eval_tagged(&mut inv, budget).await;
+            inner.renewer.note_call(sent.elapsed());
+            let decoded = match result {
+                Ok(codes) => {
+                    crate::protocol::decode_renewals(&codes, batch.len()).map_err(|u| u.to_string())
+                }
+                Err(f) => Err(f.describe()),
+            };
+            match decoded {
+                Ok(kept) => {
+                    let refused = kept.iter().filter(|k| **k != Kept::Confirmed).count();
+                    if refused > 0 {
+                        tracing::warn!(leases = refused, "renewal refused: leases lost");
+                    }
+                    for (r, k) in batch.into_iter().zip(kept) {
+                        match k {
+                            Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
+                            Kept::HeldByOther => {
+                                inner.renewer.refused_one(r.lease, LostReason::HeldByOther)
+                            }
+                            Kept::NotHeld => {
+                                inner.renewer.refused_one(r.lease, LostReason::Expired)
+                            }
+                        }
+                    }
+                }
+                Err(cause) => {
+                    inner.renewer.note_failed_call();
+                    tracing::warn!(leases = batch.len(), %cause, "lease renewal failed; retrying");
+                    for r in batch {
+                        inner.renewer.retry_soon(&inner, r);
+                    }
+                }
+            }
+        },
+        span,
+    ));
 }

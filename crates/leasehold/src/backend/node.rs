@@ -79,7 +79,7 @@ pub(crate) async fn acquire(
     loop {
         if attempts > 0 && Instant::now() >= deadline {
             tracing::debug!(outcome = "timed_out", attempts, "lock not granted in time");
-            crate::metrics::acquisition(lock.name, "timed_out");
+            crate::metrics::acquisition(lock.series, "timed_out");
             return Err(Error::timed_out(lock.name, started.elapsed()));
         }
         let seen = sub.as_ref().map(crate::net::wait::Subscription::version);
@@ -123,8 +123,8 @@ pub(crate) async fn acquire(
                     waited_us = started.elapsed().as_micros() as u64,
                     "lock granted"
                 );
-                crate::metrics::acquisition(lock.name, "granted");
-                crate::metrics::waited(lock.name, started.elapsed());
+                crate::metrics::acquisition(lock.series, "granted");
+                crate::metrics::waited(lock.series, started.elapsed());
                 let shortfall = lock
                     .replica_acks
                     .and_then(|(wanted, _)| (acks.unwrap_or(0) < wanted).then_some((wanted, acks)));
@@ -137,9 +137,9 @@ pub(crate) async fn acquire(
                 });
             }
             Attempt::Contended { pttl, reserved } => {
-                crate::metrics::contended(lock.name);
+                crate::metrics::contended(lock.series);
                 if !waiting {
-                    crate::metrics::acquisition(lock.name, "contended");
+                    crate::metrics::acquisition(lock.series, "contended");
                     tracing::debug!(outcome = "contended", pttl, reserved, "lock is held");
                     let name = lock.name;
                     let why = match lock.mode {
@@ -263,7 +263,7 @@ async fn attempt(
         {
             let failure = last.take().map(|f| f.describe()).unwrap_or_default();
             if maybe_applied {
-                crate::metrics::acquisition(lock.name, "ambiguous");
+                crate::metrics::acquisition(lock.series, "ambiguous");
                 tracing::warn!(
                     lock = %lock.name,
                     outcome = "ambiguous",
@@ -333,7 +333,7 @@ async fn attempt(
                 if maybe_applied {
                     // An earlier try may have been granted; this error says nothing
                     // about it.
-                    crate::metrics::acquisition(lock.name, "ambiguous");
+                    crate::metrics::acquisition(lock.series, "ambiguous");
                     return Err(Error::new(
                         ErrorKind::Ambiguous,
                         format!(
@@ -364,7 +364,7 @@ async fn attempt(
                 sleep_until((Instant::now() + pause).min(resolve_by)).await;
             }
             Err(f @ Failure::Unknown(_)) => {
-                crate::metrics::unknown_outcome(lock.name, "acquire");
+                crate::metrics::unknown_outcome(lock.series, "acquire");
                 maybe_applied = true;
                 pending.abandoned_connection = true;
                 tracing::warn!(

@@ -273,8 +273,8 @@ pub(crate) async fn acquire(
                     attempts,
                     "RedLock quorum granted"
                 );
-                crate::metrics::acquisition(lock.name, "granted");
-                crate::metrics::waited(lock.name, started.elapsed());
+                crate::metrics::acquisition(lock.series, "granted");
+                crate::metrics::waited(lock.series, started.elapsed());
                 return Ok(Grant {
                     req,
                     token,
@@ -324,7 +324,7 @@ pub(crate) async fn acquire(
         backoff = (backoff * 2).min(Duration::from_millis(200));
         if !waiting || retry_at >= deadline {
             if answered < needed {
-                crate::metrics::acquisition(lock.name, "no_quorum");
+                crate::metrics::acquisition(lock.series, "no_quorum");
                 let list = crate::error::list_failures(&outcome_failures);
                 return Err(Error::new(
                     ErrorKind::NoQuorum { answered, needed },
@@ -336,7 +336,7 @@ pub(crate) async fn acquire(
                 .with_node_failures(outcome_failures));
             }
             if !waiting {
-                crate::metrics::acquisition(lock.name, "contended");
+                crate::metrics::acquisition(lock.series, "contended");
                 return Err(Error::new(
                     ErrorKind::Contended,
                     format!(
@@ -348,12 +348,12 @@ pub(crate) async fn acquire(
                 )
                 .with_node_failures(outcome_failures));
             }
-            crate::metrics::acquisition(lock.name, "timed_out");
+            crate::metrics::acquisition(lock.series, "timed_out");
             return Err(
                 Error::timed_out(lock.name, started.elapsed()).with_node_failures(outcome_failures)
             );
         }
-        crate::metrics::contended(lock.name);
+        crate::metrics::contended(lock.series);
         // Wait no longer than the shortest lease still in the way, and never in step with
         // other contenders.
         let shortest = contended
@@ -648,37 +648,41 @@ pub(crate) fn spawn_renewal(client: &Arc<Inner>, batch: Vec<Renewal>) {
 
 fn spawn_quorum_renewal(client: &Arc<Inner>, batch: Vec<Renewal>, reply_by: Instant) {
     let inner = client.clone();
-    client.handle.spawn(async move {
-        let sent = Instant::now();
-        let budget = reply_by.saturating_duration_since(sent);
-        if budget < crate::net::conn::MIN_BUDGET {
-            for r in batch {
-                inner.renewer.retry_soon(&inner, r);
+    let span = tracing::debug_span!("leasehold.renew", leases = batch.len(), quorum = true);
+    client.handle.spawn(tracing::Instrument::instrument(
+        async move {
+            let sent = Instant::now();
+            let budget = reply_by.saturating_duration_since(sent);
+            if budget < crate::net::conn::MIN_BUDGET {
+                for r in batch {
+                    inner.renewer.retry_soon(&inner, r);
+                }
+                return;
             }
-            return;
-        }
-        let batch_ref = &batch;
-        let calls = inner.nodes.iter().map(|node| async move {
-            let items = batch_ref.iter().map(Renewal::item);
-            let mut inv = crate::protocol::renew(&node.scripts, false, items);
-            let reply = node.conn.eval_tagged(&mut inv, budget).await;
-            reply.map(|codes| crate::protocol::decode_renewals(&codes, batch_ref.len()))
-        });
-        let results = futures_util::future::join_all(calls).await;
-        inner.renewer.note_call(sent.elapsed());
-        let n = inner.nodes.len();
-        for (i, r) in batch.into_iter().enumerate() {
-            let mut tally = Tally::default();
-            for kept in results.iter().flatten().flatten() {
-                if let Some(k) = kept.get(i) {
-                    tally.add(*k);
+            let batch_ref = &batch;
+            let calls = inner.nodes.iter().map(|node| async move {
+                let items = batch_ref.iter().map(Renewal::item);
+                let mut inv = crate::protocol::renew(&node.scripts, false, items);
+                let reply = node.conn.eval_tagged(&mut inv, budget).await;
+                reply.map(|codes| crate::protocol::decode_renewals(&codes, batch_ref.len()))
+            });
+            let results = futures_util::future::join_all(calls).await;
+            inner.renewer.note_call(sent.elapsed());
+            let n = inner.nodes.len();
+            for (i, r) in batch.into_iter().enumerate() {
+                let mut tally = Tally::default();
+                for kept in results.iter().flatten().flatten() {
+                    if let Some(k) = kept.get(i) {
+                        tally.add(*k);
+                    }
+                }
+                match tally.verdict(n) {
+                    Some(true) => inner.renewer.renewed_one(&inner, r, sent),
+                    Some(false) => inner.renewer.refused_one(r.lease, tally.lost_reason()),
+                    None => inner.renewer.retry_soon(&inner, r),
                 }
             }
-            match tally.verdict(n) {
-                Some(true) => inner.renewer.renewed_one(&inner, r, sent),
-                Some(false) => inner.renewer.refused_one(r.lease, tally.lost_reason()),
-                None => inner.renewer.retry_soon(&inner, r),
-            }
-        }
-    });
+        },
+        span,
+    ));
 }

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub holder: crate::lock::holder::HolderMetadata,
     /// `holder` as the JSON stored with a grant that has no label.
     pub holder_json: Arc<str>,
+    /// Label metrics with the lock name (see [`crate::metrics`]).
+    pub metrics_lock_names: bool,
 }
 
 impl Drop for Inner {

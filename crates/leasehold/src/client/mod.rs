@@ -99,6 +99,7 @@ pub struct ClientBuilder {
     replica_acks: Option<(u32, Duration)>,
     node_timeout: Option<Duration>,
     tls: Option<TlsConfig>,
+    metrics_lock_names: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -133,7 +134,18 @@ impl ClientBuilder {
             replica_acks: None,
             node_timeout: None,
             tls: None,
+            metrics_lock_names: false,
         }
+    }
+
+    /// Label every metric with the lock's name as `lock` (default: off). Only for a
+    /// bounded set of names: a name per order or per user makes a series each (see
+    /// [`crate::metrics`]; [`Lock::metrics_group`](crate::Lock::metrics_group) is the
+    /// bounded alternative).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn metrics_lock_names(mut self, on: bool) -> Self {
+        self.metrics_lock_names = on;
+        self
     }
 
     /// Use TLS with these settings for every connection: the server, the sentinels and
@@ -261,6 +273,8 @@ impl ClientBuilder {
                 )));
             }
         }
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(crate::metrics::describe);
         let tls = self
             .tls
             .as_ref()
@@ -397,6 +411,7 @@ impl ClientBuilder {
                 cleanup: crate::backend::cleanup::Cleanup::default(),
                 holder_json: Arc::from(holder.to_json()),
                 holder,
+                metrics_lock_names: self.metrics_lock_names,
             }),
         })
     }

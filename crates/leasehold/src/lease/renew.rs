@@ -425,7 +425,7 @@ impl Renewer {
         let Renewal { lease, due } = r;
         lease.confirm(sent, lease.ttl);
         self.renewed.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::renewed(&lease.name);
+        crate::metrics::renewed(&lease.series);
         let every = lease.renew_every.unwrap_or(lease.ttl / 3);
         let at = next_due(due, every, sent);
         inner

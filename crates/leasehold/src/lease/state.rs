@@ -64,6 +64,8 @@ impl std::fmt::Display for LostReason {
 /// The shared state of one held lease.
 pub(crate) struct LeaseState {
     pub name: Arc<str>,
+    /// The labels of this lease's metrics.
+    pub series: Arc<crate::metrics::Series>,
     pub keys: Arc<LockKeys>,
     pub owner_id: String,
     pub req: String,
@@ -82,8 +84,10 @@ pub(crate) struct LeaseState {
 
 impl LeaseState {
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: Arc<str>,
+        series: Arc<crate::metrics::Series>,
         keys: Arc<LockKeys>,
         owner_id: String,
         req: String,
@@ -94,6 +98,7 @@ impl LeaseState {
     ) -> Self {
         LeaseState {
             name,
+            series,
             keys,
             owner_id,
             req,
@@ -132,7 +137,7 @@ impl LeaseState {
             self.cancel.cancel();
             if reason != LostReason::Released {
                 tracing::debug!(lock = %self.name, %reason, "lease lost");
-                crate::metrics::lease_lost(&self.name, reason.label());
+                crate::metrics::lease_lost(&self.series, reason.label());
             }
         }
     }

@@ -59,6 +59,7 @@ impl LockGuard {
         count: u32,
     ) -> Self {
         inner.renewer.watch(&inner, state.clone());
+        crate::metrics::holding(&state.series, true);
         LockGuard {
             inner,
             lease: Lease { state },
@@ -123,7 +124,8 @@ impl LockGuard {
         if !self.lease.state.is_ended() {
             self.lease.state.end();
             self.inner.renewer.ended(&self.lease.state);
-            crate::metrics::held(&self.lease.state.name, self.granted_at.elapsed());
+            crate::metrics::held(&self.lease.state.series, self.granted_at.elapsed());
+            crate::metrics::holding(&self.lease.state.series, false);
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Lock {
     /// [`Lock::fair`] was asked of a lock that cannot be fair (a semaphore's or a
     /// read-write lock's).
     fair_refused: bool,
+    /// The `group` label of this lock's metrics.
+    metrics_group: Option<Arc<str>>,
 }
 
 pub(crate) use crate::protocol::Mode;
@@ -106,6 +108,7 @@ impl Lock {
             mode: Mode::Exclusive,
             place_ttl: None,
             fair_refused: false,
+            metrics_group: None,
         }
     }
 
@@ -205,6 +208,28 @@ impl Lock {
         self
     }
 
+    /// Label this lock's metrics with `group` (e.g. `billing`): a bounded label for
+    /// dashboards, unlike the lock name (see [`crate::metrics`]). At most 64 bytes of
+    /// printable text.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn metrics_group(mut self, group: &str) -> Self {
+        self.metrics_group = Some(Arc::from(group));
+        self
+    }
+
+    /// The labels of this lock's metrics: its kind, group, and name if the client asks.
+    fn series(&self) -> Arc<crate::metrics::Series> {
+        let kind = match self.mode {
+            Mode::Exclusive => "lock",
+            Mode::Fair => "fair_lock",
+            Mode::Permit(_) => "semaphore",
+            Mode::Read => "rwlock_read",
+            Mode::Write => "rwlock_write",
+        };
+        let name = self.inner.metrics_lock_names.then_some(&*self.name);
+        crate::metrics::Series::new(kind, self.metrics_group.as_deref(), name)
+    }
+
     /// What [`run`](Self::run) does when the lease is lost (default: cancel the work).
     #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn on_lost(mut self, on_lost: OnLost) -> Self {
@@ -274,6 +299,13 @@ impl Lock {
                     "renewal interval {every:?} must be at least 1 ms and shorter than the lease {:?} minus its drift allowance",
                     self.ttl
                 )));
+            }
+        }
+        if let Some(group) = &self.metrics_group {
+            if group.is_empty() || group.len() > 64 || group.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "metrics group must be 1 to 64 bytes of printable text",
+                ));
             }
         }
         if let Some(label) = &self.label {
@@ -495,7 +527,7 @@ impl Lock {
                     Ok(Ok(p)) => p,
                     _ => {
                         tracing::debug!(outcome = "timed_out", "waited in the local queue");
-                        crate::metrics::acquisition(&self.name, "timed_out");
+                        crate::metrics::acquisition(&self.series(), "timed_out");
                         return Err(Error::timed_out(&self.name, started.elapsed()));
                     }
                 }
@@ -516,6 +548,7 @@ impl Lock {
             Some(place)
         };
 
+        let series = self.series();
         let request = crate::backend::LockRequest {
             inner,
             name: &self.name,
@@ -524,6 +557,7 @@ impl Lock {
             ttl: self.ttl,
             place_ttl: self.place_lifetime(),
             metadata: &self.metadata,
+            series: &series,
             replica_acks: self.replica_acks,
         };
         let hold = crate::backend::Hold {
@@ -538,6 +572,7 @@ impl Lock {
         }
         let state = Arc::new(LeaseState::new(
             self.name.clone(),
+            series.clone(),
             self.keys.clone(),
             hold.owner_id,
             grant.req,
@@ -562,7 +597,7 @@ impl Lock {
     /// Release a grant that too few replicas acknowledged, and describe the shortfall.
     async fn not_replicated(&self, guard: LockGuard, wanted: u32, acks: Option<u32>) -> Error {
         let acked = acks.unwrap_or(0);
-        crate::metrics::acquisition(&self.name, "not_replicated");
+        crate::metrics::acquisition(&self.series(), "not_replicated");
         let released = match guard.release().await {
             Ok(outcome) => format!("the grant was released ({outcome:?})"),
             Err(e) => format!("releasing the grant failed ({e}); it is retried in the background"),
