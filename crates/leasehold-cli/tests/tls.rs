@@ -96,6 +96,15 @@ fn each_tls_failure_exits_6_with_one_line_that_names_it() {
         );
         assert_eq!(err.trim_end().lines().count(), 1, "{cert:?}: {err}");
     }
+    // TLS to a port that does not speak it.
+    let s = server(&pki, ServerCert::Good, false);
+    let out = run(leasehold(&s.url().replacen("redis://", "rediss://", 1))
+        .arg("--cacert")
+        .arg(pki.ca())
+        .args(["status", "tls/plain-port"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 6, "{err}");
+    assert!(err.contains("does not speak TLS"), "{err}");
 }
 
 #[test]

@@ -127,9 +127,9 @@ async fn tls_to_a_port_without_tls_is_reported_as_such_and_a_rediss_url_never_pa
     let server = tls_server(&pki, ServerCert::Good, false);
     let plain_port = server.url().replacen("redis://", "rediss://", 1);
     let c = client(&plain_port, TlsConfig::new().ca_file(pki.ca()));
-    // A plain port never answers a TLS hello: the error says what to check.
+    // A plain port never answers a TLS hello: typed, and the message says what to check.
     let err = c.ping().await.unwrap_err();
-    assert!(err.is_connection(), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Tls(TlsProblem::NotTls), "{err}");
     assert!(err.to_string().contains("is that a TLS port?"), "{err}");
     c.shutdown().await;
     // No TLS settings at all: the platform's store does not know the test CA. The point
@@ -182,5 +182,192 @@ async fn redlock_over_tls_applies_the_settings_to_every_node() {
         .unwrap();
     let guard = c.lock("tls/redlock").unwrap().acquire().await.unwrap();
     assert!(guard.release().await.unwrap().is_released());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_reaches_the_sentinels_and_the_master_they_name_with_one_config() {
+    let pki = TestPki::generate();
+    let group = leasehold_testkit::SentinelGroup::start_tls(pki.listener(ServerCert::Good, false));
+    let sentinels: Vec<String> = group.sentinels().iter().map(RedisServer::tls_url).collect();
+    let c = Client::sentinel_builder(sentinels, group.master_name())
+        .connect_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .tls(TlsConfig::new().ca_file(pki.ca()))
+        .build()
+        .unwrap();
+    let guard = c.lock("tls/sentinel").unwrap().acquire().await.unwrap();
+    // The grant is on the master, which the sentinels named by its TLS port.
+    let mut con = group.master().async_connection().await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("leasehold:{tls/sentinel}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(exists);
+    assert!(guard.release().await.unwrap().is_released());
+    // Without the CA, the sentinels themselves refuse the handshake.
+    let untrusting = Client::sentinel_builder(
+        group.sentinels().iter().map(RedisServer::tls_url),
+        group.master_name(),
+    )
+    .tls(TlsConfig::new().ca_file(pki.other_ca()))
+    .build()
+    .unwrap();
+    let err = untrusting.ping().await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Tls(TlsProblem::UnknownAuthority),
+        "{err}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_routes_to_every_primary_with_the_settings_applied_to_each() {
+    let pki = TestPki::generate();
+    let cluster =
+        leasehold_testkit::RedisCluster::start_tls(3, pki.listener(ServerCert::Good, false));
+    let c = Client::cluster_builder(cluster.tls_urls())
+        .connect_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .tls(TlsConfig::new().ca_file(pki.ca()))
+        .build()
+        .unwrap();
+    // Enough names to land on every primary; each grant reaches its node over TLS.
+    let mut guards = Vec::new();
+    for i in 0..12 {
+        guards.push(
+            c.lock(&format!("tls/c{i}"))
+                .unwrap()
+                .acquire()
+                .await
+                .unwrap(),
+        );
+    }
+    let held = c.list("tls/*").await.unwrap();
+    assert_eq!(held.len(), 12, "{held:?}");
+    for g in guards {
+        assert!(g.release().await.unwrap().is_released());
+    }
+    c.shutdown().await;
+}
+
+/// A byte-level loopback proxy for TLS traffic (the fault proxy reads RESP, which TLS
+/// hides): it pipes both ways, and once armed, swallows the next reply the server sends
+/// after a client write and closes that connection — a reply lost after the command ran.
+struct LoseNextReply {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoseNextReply {
+    async fn start(upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (a, l) = (armed.clone(), lost.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let wrote = Arc::new(AtomicBool::new(false));
+                let (armed, lost, wrote2) = (a.clone(), l.clone(), wrote.clone());
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        wrote2.store(true, Ordering::SeqCst);
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if wrote.swap(false, Ordering::SeqCst)
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            // The command ran; its reply never arrives.
+                            lost.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        LoseNextReply {
+            addr,
+            armed,
+            lost,
+            task,
+        }
+    }
+}
+
+impl Drop for LoseNextReply {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_004_over_tls_a_lost_reply_to_acquire_still_grants_exactly_once() {
+    use std::sync::atomic::Ordering;
+    let pki = TestPki::generate();
+    let server = tls_server(&pki, ServerCert::Good, false);
+    let proxy = LoseNextReply::start(server.tls_port().unwrap()).await;
+    let c = client(
+        &format!("rediss://{}/", proxy.addr),
+        TlsConfig::new().ca_file(pki.ca()),
+    );
+    let lock = c
+        .lock("seed004/tls")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .auto_renew(false);
+    // Connect, load the scripts and settle the connection first.
+    lock.try_acquire().await.unwrap().release().await.unwrap();
+    c.ping().await.unwrap();
+
+    proxy.armed.store(true, Ordering::SeqCst);
+    let guard = lock
+        .try_acquire()
+        .await
+        .expect("granted despite the lost reply");
+    assert_eq!(proxy.lost.load(Ordering::SeqCst), 1, "the reply was lost");
+    assert_eq!(guard.hold_count(), 1);
+    let mut con = server.async_connection().await;
+    let count: String = redis::cmd("HGET")
+        .arg("leasehold:{seed004/tls}")
+        .arg("count")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(count, "1", "the retry was counted as a second hold");
+    // The holder is who the server says: releasing frees the lock.
+    assert!(guard.release().await.unwrap().is_released());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("leasehold:{seed004/tls}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(!exists);
     c.shutdown().await;
 }

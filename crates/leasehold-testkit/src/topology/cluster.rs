@@ -105,13 +105,35 @@ impl RedisCluster {
     /// missing; otherwise an error whose message includes `redis-cli`'s
     /// output and the nodes' logs.
     pub fn try_start(masters: usize) -> io::Result<Self> {
+        Self::try_start_with(masters, None)
+    }
+
+    /// Like [`start`](Self::start), with TLS: every node also listens for TLS with
+    /// `listener`'s certificate and the cluster bus runs over TLS (`tls-cluster yes`).
+    /// A TLS client ([`tls_urls`](Self::tls_urls)) is told the nodes' TLS ports; the plain
+    /// ports stay open for the kit's own checks.
+    ///
+    /// # Panics
+    ///
+    /// If the cluster does not form (the message includes the logs).
+    pub fn start_tls(masters: usize, listener: crate::TlsListener) -> Self {
+        Self::try_start_with(masters, Some(listener))
+            .unwrap_or_else(|error| panic!("cannot start a {masters}-node TLS cluster: {error}"))
+    }
+
+    /// The TLS URL of every node, in index order (a cluster from [`start_tls`](Self::start_tls)).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
+    }
+
+    fn try_start_with(masters: usize, tls: Option<crate::TlsListener>) -> io::Result<Self> {
         if masters < MIN_MASTERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a cluster needs at least {MIN_MASTERS} masters, not {masters}"),
             ));
         }
-        let nodes = start_parallel(masters, |_| start_node())?;
+        let nodes = start_parallel(masters, |_| start_node(tls.as_ref()))?;
         let cli = find_cli(&executable_of(&nodes[0])?)?;
         create(&cli, &nodes)?;
         let slots = wait_until_agreed(&nodes)?;
@@ -265,12 +287,21 @@ fn node_logs(nodes: &[RedisServer]) -> String {
 }
 
 /// Starts one cluster-enabled node with its own bus port.
-fn start_node() -> io::Result<RedisServer> {
+fn start_node(tls: Option<&crate::TlsListener>) -> io::Result<RedisServer> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let bus_port = super::free_port()?;
-        let result = RedisServer::builder()
+        let builder = match tls {
+            Some(t) => RedisServer::builder().tls(t.clone()).args([
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ]),
+            None => RedisServer::builder(),
+        };
+        let result = builder
             .args(["--cluster-enabled", "yes"])
             // Relative to the server's `--dir`, its temporary directory.
             .args(["--cluster-config-file", "nodes.conf"])

@@ -80,13 +80,39 @@ impl SentinelGroup {
     /// If a process cannot be started, or the group does not form within
     /// 30 s; the message includes the logs of all processes started so far.
     pub fn try_start() -> io::Result<Self> {
+        Self::try_start_with(None)
+    }
+
+    /// Like [`start`](Self::start), over TLS: the master and the replica replicate
+    /// over TLS, the sentinels listen for TLS ([`RedisServer::tls_url`] of
+    /// [`sentinels`](Self::sentinels)) and reach the servers over TLS, so they name the
+    /// master by its TLS port. Every process presents `listener`'s certificate. The
+    /// plain ports stay open for the kit's own checks.
+    ///
+    /// # Panics
+    ///
+    /// If the group does not form (the message includes the logs).
+    pub fn start_tls(listener: crate::TlsListener) -> Self {
+        Self::try_start_with(Some(listener))
+            .unwrap_or_else(|error| panic!("cannot start a TLS sentinel group: {error}"))
+    }
+
+    fn try_start_with(tls: Option<crate::TlsListener>) -> io::Result<Self> {
         // Diskless sync by default in 7.0, but with a 5 s delay that waits for
         // more replicas; there is only one.
-        let data_server = || RedisServer::builder().args(["--repl-diskless-sync-delay", "0"]);
+        let data_server = || {
+            let b = RedisServer::builder().args(["--repl-diskless-sync-delay", "0"]);
+            match &tls {
+                Some(t) => b.tls(t.clone()).args(["--tls-replication", "yes"]),
+                None => b,
+            }
+        };
         let master = data_server().try_start()?;
+        // Over TLS, servers replicate through and announce their TLS ports.
+        let data_port = |s: &RedisServer| s.tls_port().unwrap_or(s.port());
         let replica = data_server()
             .args(["--replicaof", "127.0.0.1"])
-            .arg(master.port().to_string())
+            .arg(data_port(&master).to_string())
             .try_start()?;
         wait_for_link(&master, &replica)?;
 
@@ -95,9 +121,9 @@ impl SentinelGroup {
             .prefix("leasehold-sentinel-")
             .tempdir()?;
         let shims = (0..SENTINELS)
-            .map(|i| write_sentinel_files(conf_dir.path(), i, &binary, master.port()))
+            .map(|i| write_sentinel_files(conf_dir.path(), i, &binary, data_port(&master)))
             .collect::<io::Result<Vec<_>>>()?;
-        let sentinels = start_parallel(SENTINELS, |i| start_sentinel(&shims[i]))?;
+        let sentinels = start_parallel(SENTINELS, |i| start_sentinel(&shims[i], tls.as_ref()))?;
 
         let group = Self {
             sentinels,
@@ -288,7 +314,11 @@ impl SentinelGroup {
     fn wait_until_formed(&self) -> io::Result<()> {
         let mut probes = self.sentinel_probes();
         let mut last = vec![String::from("not asked yet"); probes.len()];
-        let replica_port = self.replica.port().to_string();
+        let replica_port = self
+            .replica
+            .tls_port()
+            .unwrap_or(self.replica.port())
+            .to_string();
         let formed = poll_until(FORM_TIMEOUT, || {
             probes.iter_mut().zip(&mut last).all(|(probe, last)| {
                 match sentinel_view(probe, &replica_port) {
@@ -451,11 +481,18 @@ fn shell_quote(path: &Path) -> Vec<u8> {
 
 /// Starts one sentinel through its shim, retrying while the freshly written
 /// shim is still briefly "busy" (ETXTBSY) because another thread forked.
-fn start_sentinel(shim: &Path) -> io::Result<RedisServer> {
+fn start_sentinel(shim: &Path, tls: Option<&crate::TlsListener>) -> io::Result<RedisServer> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match RedisServer::builder().binary(shim).try_start() {
+        let builder = match tls {
+            Some(t) => RedisServer::builder()
+                .binary(shim)
+                .tls(t.clone())
+                .args(["--tls-replication", "yes"]),
+            None => RedisServer::builder().binary(shim),
+        };
+        match builder.try_start() {
             Err(error)
                 if error.kind() == io::ErrorKind::ExecutableFileBusy
                     && attempt < SHIM_START_ATTEMPTS =>

@@ -269,7 +269,9 @@ impl fmt::Display for TlsProblem {
             TlsProblem::ClientCertificateRequired => {
                 "the server requires a client certificate it trusts (give a certificate and key)"
             }
-            TlsProblem::NotTls => "the server does not speak TLS on this port",
+            TlsProblem::NotTls => {
+                "the server does not speak TLS on this port (no TLS answer to the handshake)"
+            }
             TlsProblem::Handshake => "the TLS handshake failed",
         })
     }
@@ -298,7 +300,11 @@ pub(crate) fn classify(err: &(dyn std::error::Error + 'static)) -> Option<TlsPro
         TlsProblem::Expired
     } else if has("certificaterequired") || has("peersentnocertificates") {
         TlsProblem::ClientCertificateRequired
-    } else if has("corruptmessage") || has("invalidcontenttype") || has("wrongversionnumber") {
+    } else if has("corruptmessage")
+        || has("invalidcontenttype")
+        || has("wrongversionnumber")
+        || has("isthatatlsport")
+    {
         TlsProblem::NotTls
     } else if has("invalidpeercertificate")
         || has("handshakefailure")

@@ -34,7 +34,7 @@ impl RedisCluster {
     /// the nodes' logs.
     pub fn add_replica(&mut self, master: usize) -> io::Result<usize> {
         let master_url = self.node_url(master)?;
-        let node = start_node()?;
+        let node = start_node(None)?;
         let replica_url = node.url();
         self.nodes.push(node);
         let index = self.nodes.len() - 1;
