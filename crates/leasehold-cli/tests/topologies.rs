@@ -72,11 +72,46 @@ struct Holder(std::process::Child, std::path::PathBuf);
 impl Drop for Holder {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
-            let _ = std::fs::write(&self.1, "");
+            if !self.1.as_os_str().is_empty() {
+                let _ = std::fs::write(&self.1, "");
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
+}
+
+/// Hold `name` with `leasehold run -- sleep`, remove it with `release --force`, and check
+/// that the holder learns it (exit 4) and the lock is free.
+fn force_release_a_held_lock(target: &[String], name: &str) {
+    let mut holder = Holder(
+        leasehold(target)
+            .args(["run", name, "--ttl", "3s", "--", "sleep", "30"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+        std::path::PathBuf::new(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = run(leasehold(target).args(["status", name]));
+        if String::from_utf8_lossy(&out.stdout).contains("held by") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never held");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = ok(&run(leasehold(target).args(["release", name, "--force"])));
+    assert!(out.contains("removed lock"), "{out}");
+    // The holder finds out at its next renewal at the latest (every second).
+    let status = holder.0.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "the holder must stop: lease lost");
+    let out = ok(&run(leasehold(target).args(["status", name])));
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("held by") || l.contains(": held by")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -95,6 +130,7 @@ fn run_status_list_and_release_through_sentinel() {
         let out = ok(&run(leasehold(&target).args(["list", "topo/*"])));
         assert!(out.contains("topo/sentinel"), "{out}");
     });
+    force_release_a_held_lock(&target, "topo/sentinel-held");
     // The same through the environment.
     let out = run(leasehold(&[])
         .env("LEASEHOLD_SENTINEL", group.sentinel_urls().join(","))
@@ -140,6 +176,7 @@ fn list_and_status_on_a_cluster_see_locks_on_every_primary() {
     });
     let out = ok(&run(leasehold(&target).args(["list", "topo/*"])));
     assert!(out.contains("no held locks"), "{out}");
+    force_release_a_held_lock(&target, &names[1]);
 }
 
 #[test]
@@ -166,6 +203,7 @@ fn status_on_redlock_shows_every_node_and_the_quorum() {
     });
     let out = ok(&run(leasehold(&target).args(["status", "topo/redlock"])));
     assert!(out.contains("not held by a majority"), "{out}");
+    force_release_a_held_lock(&target, "topo/redlock-held");
 }
 
 #[test]
