@@ -151,3 +151,36 @@ async fn sentinel_settings_are_checked_before_any_io() {
         .unwrap_err();
     assert!(e.is_invalid_input(), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diagnosis_says_when_there_are_fewer_replicas_than_the_required_acknowledgements() {
+    let group = SentinelGroup::start();
+    let status_of = |d: &leasehold::Diagnosis| {
+        d.checks
+            .iter()
+            .find(|c| c.name == "replicas")
+            .map(|c| (c.status, c.detail.clone()))
+            .expect("a replicas check")
+    };
+    // One replica, two acknowledgements asked of every grant: every acquire would fail.
+    let greedy = sentinel_client(&group)
+        .replica_acks(2, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let d = greedy.diagnose().await.unwrap();
+    let (status, detail) = status_of(&d);
+    assert_eq!(status, leasehold::CheckStatus::Unsafe, "{detail}");
+    assert!(
+        detail.contains("1 connected") && detail.contains("2"),
+        "{detail}"
+    );
+    assert!(d.is_unsafe());
+    let enough = sentinel_client(&group)
+        .replica_acks(1, Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let d = enough.diagnose().await.unwrap();
+    assert_eq!(status_of(&d).0, leasehold::CheckStatus::Ok, "{d:?}");
+    greedy.shutdown().await;
+    enough.shutdown().await;
+}
