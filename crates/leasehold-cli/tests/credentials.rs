@@ -78,6 +78,8 @@ fn refused_credentials_exit_7_and_never_print_the_password() {
     let text = all_output(&out);
     assert_eq!(out.status.code(), Some(7), "{text}");
     assert!(!text.contains(&encoded) && !text.contains(NASTY), "{text}");
+    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+    assert!(text.contains("refused to log in"), "{text}");
     // No password at all for a server that requires one.
     let guarded = RedisServer::builder().requirepass("right").start();
     let out = run(leasehold().args(["--redis", &url(&guarded, ""), "status", "creds/b"]));

@@ -112,6 +112,19 @@ fn missing_acl_permissions_are_named_and_scripts_denied_is_unsafe() {
         .args([
             "--user", "noclient", "on", ">pw", "~*", "&*", "+@all", "-client",
         ])
+        .args([
+            "--user",
+            "nosub",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-subscribe",
+        ])
+        .args([
+            "--user", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info",
+        ])
         .start();
     let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/", server.port());
     let (code, text) = doctor(&["--redis".into(), url("noscripts")], true);
@@ -127,4 +140,15 @@ fn missing_acl_permissions_are_named_and_scripts_denied_is_unsafe() {
     assert_eq!(status_of(&json, "ACL CLIENT ID"), "warn");
     assert_eq!(status_of(&json, "ACL CLIENT KILL"), "warn");
     assert_eq!(status_of(&json, "ACL EVALSHA"), "ok");
+
+    // No SUBSCRIBE: waiters would poll.
+    let (code, text) = doctor(&["--redis".into(), url("nosub")], true);
+    let json: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status_of(&json, "pub/sub"), "warn");
+    // No INFO: the settings cannot be read, and it says so.
+    let (code, text) = doctor(&["--redis".into(), url("noinfo")], true);
+    let json: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status_of(&json, "INFO"), "warn");
 }

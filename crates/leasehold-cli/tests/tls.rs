@@ -121,6 +121,53 @@ fn insecure_connects_past_a_bad_certificate_and_warns_about_it() {
 }
 
 #[test]
+fn the_platform_store_is_trusted_by_default() {
+    // rustls-native-certs reads the store named by SSL_CERT_FILE, as OpenSSL does: a CA
+    // put in the platform's store is trusted without --cacert.
+    let pki = TestPki::generate();
+    let s = server(&pki, ServerCert::Good, false);
+    let out = run(leasehold(&s.tls_url())
+        .env("SSL_CERT_FILE", pki.ca())
+        .args(["status", "tls/platform"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // And one that is not in it is refused.
+    let out = run(leasehold(&s.tls_url())
+        .env("SSL_CERT_FILE", pki.other_ca())
+        .args(["status", "tls/platform"]));
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+}
+
+#[test]
+fn bad_tls_files_are_usage_errors_on_one_line_naming_the_file() {
+    let pki = TestPki::generate();
+    let missing = pki.dir().join("missing-ca.crt");
+    let (cert, _) = pki.client();
+    for (flag, file, says) in [
+        ("--cacert", missing.clone(), "missing-ca.crt"),
+        ("--cacert", cert.clone(), ""),
+    ] {
+        let mut cmd = leasehold("rediss://127.0.0.1:9/");
+        cmd.arg(flag).arg(&file).args(["status", "x"]);
+        if says.is_empty() {
+            // A client certificate given as the CA still parses as a certificate; a key
+            // given as a certificate does not.
+            cmd = leasehold("rediss://127.0.0.1:9/");
+            cmd.arg("--cert")
+                .arg(pki.client().1)
+                .arg("--key")
+                .arg(pki.client().1)
+                .args(["status", "x"]);
+        }
+        let out = run(&mut cmd);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("TLS"), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn a_client_certificate_without_its_key_is_a_usage_error() {
     let pki = TestPki::generate();
     let (cert, _) = pki.client();
