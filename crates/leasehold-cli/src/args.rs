@@ -169,6 +169,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: the guard process between `run`/`elect` and the command.
+    #[command(name = "__guard", hide = true)]
+    Guard(GuardArgs),
+}
+
+/// The guard process's arguments (see the `guard` module); set by `run` and `elect`.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The holding process's socket.
+    #[arg(long)]
+    pub socket: std::path::PathBuf,
+    /// The first deadline, CLOCK_MONOTONIC nanoseconds.
+    #[arg(long)]
+    pub deadline_ns: u128,
+    /// SIGTERM-to-SIGKILL grace, in milliseconds.
+    #[arg(long)]
+    pub grace_ms: u64,
+    /// The command.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// What to do with the command when the lease is lost.

@@ -1,10 +1,10 @@
-//! The supervised child command of `run` and `elect`: started in its own process group
-//! with the lease in its environment (and without leasehold's Redis credentials), sent
-//! INT/TERM when leasehold gets them, stopped when the lease is lost (SIGTERM, then
-//! SIGKILL after the grace period — but never later than the moment another holder could
-//! be granted the lock — or SIGKILL at once), and its exit status turned into leasehold's
-//! (128+N for a signal, as shells do). Signals reach the whole process group, so
-//! grandchildren (`sh -c '…'`) stop too.
+//! The supervised command of `run` and `elect`, seen from the holding process: started
+//! under its guard (see [`crate::guard`]) with the lease in its environment (and without
+//! leasehold's Redis credentials); each newer confirmed deadline passed on to the guard;
+//! HUP, INT, TERM, QUIT, USR1, USR2, ALRM and PIPE forwarded to its process group; stopped
+//! when the lease is lost (SIGTERM, then SIGKILL after the grace period — never later than
+//! the moment another holder could be granted the lock — or SIGKILL at once); and its exit
+//! status turned into leasehold's (128+N for a signal, as shells do).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -12,32 +12,45 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use leasehold::{Lease, LostReason};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::OnLostAction;
 
-/// INT and TERM, caught from before the child starts until leasehold exits.
+/// The catchable terminating signals, caught from before the child starts until
+/// leasehold exits: HUP, INT, TERM, QUIT, USR1, USR2, ALRM and PIPE.
 pub(crate) struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    each: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
     pub(crate) fn install() -> anyhow::Result<Self> {
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
+        let mut each = Vec::new();
+        for sig in [
+            Signal::SIGHUP,
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGALRM,
+            Signal::SIGPIPE,
+        ] {
+            each.push((sig, signal(SignalKind::from_raw(sig as i32))?));
+        }
+        Ok(Signals { each })
     }
 
-    /// The next INT or TERM.
+    /// The next of them.
     pub(crate) async fn recv(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.int.recv() => Signal::SIGINT,
-            _ = self.term.recv() => Signal::SIGTERM,
-        }
+        let waits = self.each.iter_mut().map(|(sig, s)| {
+            let sig = *sig;
+            Box::pin(async move {
+                s.recv().await;
+                sig
+            })
+        });
+        futures_util::future::select_all(waits).await.0
     }
 }
 
@@ -46,36 +59,40 @@ pub(crate) fn interrupted(sig: Signal) -> u8 {
     u8::try_from(128 + sig as i32).unwrap_or(crate::exit::FAILURE)
 }
 
-/// Start `command` in its own process group with the lease's details in its environment.
-pub(crate) fn spawn(
+/// The command under its guard (see [`crate::guard`]), and the line to the guard.
+pub(crate) struct Supervised {
+    guard: tokio::process::Child,
+    line: crate::guard::Line,
+}
+
+/// Start `command` under a guard process that kills its process group at the lease's
+/// deadline unless told a later one, or if this process goes away.
+pub(crate) async fn spawn(
     command: &[String],
     lock: &str,
     token: u64,
-    remaining: Duration,
-) -> anyhow::Result<tokio::process::Child> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| crate::exit::UsageError("no command given after --".into()))?;
-    let deadline = humantime::format_rfc3339_millis(SystemTime::now() + remaining);
-    tokio::process::Command::new(program)
-        .args(args)
-        .env("LEASEHOLD_LOCK", lock)
-        .env("LEASEHOLD_FENCING_TOKEN", token.to_string())
-        .env("LEASEHOLD_LEASE_DEADLINE", deadline.to_string())
-        // The command has no use for leasehold's Redis credentials.
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("REDIS_USERNAME")
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {program:?}"))
-}
-
-fn send(child: &tokio::process::Child, sig: Signal) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = killpg(Pid::from_raw(pid), sig);
+    lease: &Lease,
+    grace: Duration,
+) -> anyhow::Result<Supervised> {
+    if command.is_empty() {
+        return Err(crate::exit::UsageError("no command given after --".into()).into());
     }
+    let deadline = humantime::format_rfc3339_millis(SystemTime::now() + lease.remaining());
+    let link = crate::guard::Link::new()?;
+    let mut guard = crate::guard::spawn(
+        &link,
+        lease.valid_until(),
+        grace,
+        command,
+        &[
+            ("LEASEHOLD_LOCK", lock.to_string()),
+            ("LEASEHOLD_FENCING_TOKEN", token.to_string()),
+            ("LEASEHOLD_LEASE_DEADLINE", deadline.to_string()),
+        ],
+    )
+    .context("cannot start the guard process")?;
+    let line = link.accept(&mut guard).await?;
+    Ok(Supervised { guard, line })
 }
 
 /// The exit code that reports `status` (128+N for signal N).
@@ -99,10 +116,11 @@ fn takeover(lease: &Lease, reason: LostReason, ttl: Duration) -> tokio::time::In
     }
 }
 
-/// Wait for the child, forwarding INT/TERM to its process group and stopping it if the
-/// lease is lost. Returns its exit status and the reason the lease was lost, if it was.
+/// Wait for the command, renewing its guard's deadline, forwarding signals to its process
+/// group and stopping it if the lease is lost. Returns its exit status and the reason the
+/// lease was lost, if it was.
 pub(crate) async fn supervise(
-    mut child: tokio::process::Child,
+    sup: Supervised,
     lease: Lease,
     ttl: Duration,
     on_lost: OnLostAction,
@@ -110,37 +128,51 @@ pub(crate) async fn supervise(
     signals: &mut Signals,
     what: &str,
 ) -> anyhow::Result<(ExitStatus, Option<LostReason>)> {
+    let Supervised {
+        mut guard,
+        mut line,
+    } = sup;
     let lost = lease.lost();
     tokio::pin!(lost);
     let mut lost_reason = None;
-    let mut kill_at: Option<tokio::time::Instant> = None;
+    // Tell the guard each newer deadline soon after it is confirmed.
+    let tick = (ttl / 20).clamp(Duration::from_millis(10), Duration::from_millis(200));
+    let mut told = lease.valid_until();
+    let mut ticks = tokio::time::interval(tick);
+    let _ = grace;
     loop {
         tokio::select! {
-            status = child.wait() => return Ok((status?, lost_reason)),
+            status = guard.wait() => return Ok((status?, lost_reason)),
             reason = &mut lost, if lost_reason.is_none() => {
                 lost_reason = Some(reason);
+                let until = takeover(&lease, reason, ttl)
+                    .saturating_duration_since(tokio::time::Instant::now());
                 match on_lost {
                     OnLostAction::Term => {
-                        eprintln!("leasehold: {what} lost ({reason}); sending SIGTERM to the command");
-                        send(&child, Signal::SIGTERM);
-                        let now = tokio::time::Instant::now();
-                        kill_at = Some((now + grace).min(takeover(&lease, reason, ttl)).max(now));
+                        eprintln!(
+                            "leasehold: {what} lost ({reason}); sending SIGTERM to the command (SIGKILL in {})",
+                            crate::human(grace.min(until))
+                        );
+                        line.send("T").await;
                     }
                     OnLostAction::Kill => {
                         eprintln!("leasehold: {what} lost ({reason}); killing the command");
-                        send(&child, Signal::SIGKILL);
+                        line.send("K").await;
                     }
                     OnLostAction::Ignore => {
                         eprintln!("leasehold: {what} lost ({reason}); the command keeps running (--on-lost ignore)");
+                        line.send("I").await;
                     }
                 }
             }
-            () = async { tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)).await }, if kill_at.is_some() => {
-                eprintln!("leasehold: the command is still running; sending SIGKILL");
-                kill_at = None;
-                send(&child, Signal::SIGKILL);
+            _ = ticks.tick(), if lost_reason.is_none() => {
+                let now = lease.valid_until();
+                if now > told {
+                    told = now;
+                    line.deadline(now).await;
+                }
             }
-            sig = signals.recv() => send(&child, sig),
+            sig = signals.recv() => line.send(&format!("S {}", sig as i32)).await,
         }
     }
 }

@@ -26,7 +26,8 @@ pub const UNSAFE: u8 = 8;
 /// The exit-code table shown by `--help`.
 pub const TABLE: &str = "\
 Exit codes:
-  0    success (run/elect: the command's own status; a command killed by signal N: 128+N)
+  0    success (run/elect: the command's own status; a command killed by signal N: 128+N;
+       a command not found: 127, not executable: 126)
   1    other failure (Redis error reply, ambiguous outcome, I/O error)
   2    usage error (unknown flag, bad duration, bad URL, bad lock name)
   3    not acquired within --wait (or at once, with --no-wait)

@@ -7,6 +7,7 @@
 pub mod args;
 mod child;
 pub mod exit;
+pub mod guard;
 pub mod logging;
 pub mod main_shape;
 mod run;
@@ -21,6 +22,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
+    if let Command::Guard(g) = &cli.command {
+        let grace = std::time::Duration::from_millis(g.grace_ms);
+        return Ok(guard::run(&g.socket, g.deadline_ns, grace, &g.command).await);
+    }
     let client = connect(&cli.target, cli.tls.config()).await?;
     let code = match cli.command {
         Command::Run(a) => run::run(&client, &a).await,
@@ -29,6 +34,7 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
         Command::List { pattern, json } => status::list(&client, &pattern, json).await,
         Command::Release { name, force } => status::release(&client, &name, force).await,
         Command::Doctor { json } => status::doctor(&client, json).await,
+        Command::Guard(_) => unreachable!("handled before connecting"),
     };
     client.shutdown().await;
     code
@@ -145,5 +151,15 @@ fn url_credentials(url: &str) -> (bool, bool) {
     match url::Url::parse(url) {
         Ok(u) => (!u.username().is_empty(), u.password().is_some()),
         Err(_) => (false, false),
+    }
+}
+
+/// A duration as people write it, to the millisecond ("1s 2ms", "250ms").
+pub(crate) fn human(d: std::time::Duration) -> String {
+    let ms = std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if ms.is_zero() {
+        "0ms".to_string()
+    } else {
+        humantime::format_duration(ms).to_string()
     }
 }

@@ -32,8 +32,11 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
         &a.command,
         &a.name,
         guard.fencing_token(),
-        guard.remaining(),
-    ) {
+        &guard.lease(),
+        a.grace,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = guard.release().await;
@@ -88,12 +91,8 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
             leadership.fencing_token()
         );
         let lease = leadership.lease();
-        let child = child::spawn(
-            &a.command,
-            &a.name,
-            lease.fencing_token(),
-            lease.remaining(),
-        )?;
+        let child =
+            child::spawn(&a.command, &a.name, lease.fencing_token(), &lease, a.grace).await?;
         let what = format!("leadership of {:?}", a.name);
         let (status, lost) = child::supervise(
             child,

@@ -1,0 +1,238 @@
+//! The command never outlives the lease, whatever happens to `leasehold`: killed (any
+//! signal, SIGKILL included) or stopped, its command and the command's children stop by
+//! the lease's local deadline; catchable signals are forwarded and the lock released.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use leasehold_testkit::RedisServer;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn leasehold(url: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+    c.arg("--redis")
+        .arg(url)
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD");
+    c
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Heartbeats (wall-clock ns) written to `file` every 20 ms by a background job of `sh`
+/// (a grandchild of leasehold), for at most about 60 s.
+fn heartbeat_script(file: &Path) -> String {
+    format!(
+        "sh -c 'i=0; while [ $i -lt 3000 ]; do date +%s%N >> {0}; sleep 0.02; i=$((i+1)); done' & wait",
+        file.display()
+    )
+}
+
+fn beats(file: &Path) -> Vec<u128> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A `leasehold run` holder whose command writes heartbeats; killed on drop.
+struct Holder {
+    child: Child,
+    beats: PathBuf,
+}
+
+impl Holder {
+    fn start(url: &str, name: &str, dir: &Path, ttl: &str) -> Self {
+        let beats = dir.join(format!("{}.beats", name.replace('/', "_")));
+        let child = leasehold(url)
+            .args([
+                "run",
+                name,
+                "--ttl",
+                ttl,
+                "--",
+                "sh",
+                "-c",
+                &heartbeat_script(&beats),
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = beats.clone();
+        wait_for(Duration::from_secs(10), "the first heartbeat", || {
+            !self::beats(&b).is_empty()
+        });
+        Holder { child, beats }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Heartbeats keep coming for at most `limit` after `since`, and none after a second
+/// holder got the lock.
+fn stops_before_the_next_holder(server: &RedisServer, name: &str, h: &Holder, limit: Duration) {
+    let since = now_ns();
+    // Wait until the beats stop growing for a while.
+    let mut last_len = 0;
+    let mut still_since = Instant::now();
+    wait_for(
+        limit + Duration::from_secs(1),
+        "the heartbeats to stop",
+        || {
+            let n = beats(&h.beats).len();
+            if n != last_len {
+                last_len = n;
+                still_since = Instant::now();
+            }
+            still_since.elapsed() > Duration::from_millis(300)
+        },
+    );
+    let last = beats(&h.beats).into_iter().max().unwrap();
+    assert!(
+        last <= since + limit.as_nanos(),
+        "the command beat {} ms after leasehold died",
+        (last - since) / 1_000_000
+    );
+    // A second holder gets the lock; the first command never beats again.
+    let out = leasehold(&server.url())
+        .args(["run", name, "--wait", "30s", "--", "true"])
+        .output()
+        .unwrap();
+    let granted = now_ns();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        beats(&h.beats).into_iter().all(|b| b < granted),
+        "a heartbeat after the second holder was granted"
+    );
+}
+
+#[test]
+fn sigkill_of_leasehold_stops_the_command_and_its_children_within_a_second() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let h = Holder::start(&server.url(), "sup/kill9", dir.path(), "3s");
+    kill(h.pid(), Signal::SIGKILL).unwrap();
+    stops_before_the_next_holder(&server, "sup/kill9", &h, Duration::from_secs(1));
+}
+
+#[test]
+fn hup_usr1_alrm_and_quit_stop_the_command_and_release_the_lock() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, sig) in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGALRM,
+        Signal::SIGQUIT,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("sup/sig{i}");
+        let mut h = Holder::start(&server.url(), &name, dir.path(), "30s");
+        kill(h.pid(), sig).unwrap();
+        // Forwarded to the command group; leasehold releases once it ends.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = h.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sig:?}: leasehold did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(128 + sig as i32), "{sig:?}");
+        let mut con = server.connection();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("leasehold:{{{name}}}"))
+            .query(&mut con)
+            .unwrap();
+        assert!(!exists, "{sig:?}: the lock was not released");
+        let n = beats(&h.beats).len();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            beats(&h.beats).len(),
+            n,
+            "{sig:?}: the command kept running"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_leasehold_cannot_keep_its_command_running_past_the_lease_deadline() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let h = Holder::start(&server.url(), "sup/stop", dir.path(), "2s");
+    let stopped_at = now_ns();
+    kill(h.pid(), Signal::SIGSTOP).unwrap();
+    // The lease (2 s, renewed every 0.67 s) ends at most 2 s after the stop. The next
+    // holder's command says when it ran (it holds the lock then).
+    let out = leasehold(&server.url())
+        .args(["run", "sup/stop", "--wait", "10s", "--", "date", "+%s%N"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let granted: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // Give a command that outlived the lease time to show itself.
+    std::thread::sleep(Duration::from_millis(500));
+    let last = beats(&h.beats).into_iter().max().unwrap();
+    assert!(
+        last < granted,
+        "the stopped holder's command beat {} ms after the next holder ran",
+        (last - granted) / 1_000_000
+    );
+    assert!(
+        last < stopped_at + 2_000_000_000,
+        "beat {} ms after the stop, past the 2 s lease",
+        (last - stopped_at) / 1_000_000
+    );
+    kill(h.pid(), Signal::SIGCONT).unwrap();
+}
+
+#[test]
+fn a_missing_command_exits_127_and_a_non_executable_one_126() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = leasehold(&server.url())
+        .args(["run", "sup/missing", "--", "no-such-command-anywhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    let plain = dir.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\ntrue\n").unwrap();
+    let out = leasehold(&server.url())
+        .args(["run", "sup/plain", "--"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+}
