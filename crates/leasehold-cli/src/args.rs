@@ -169,6 +169,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell); see the
+    /// README for where to put it.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `leasehold man > /usr/local/share/man/man1/leasehold.1`.
+    Man,
     /// Internal: the guard process between `run`/`elect` and the command.
     #[command(name = "__guard", hide = true)]
     Guard(GuardArgs),

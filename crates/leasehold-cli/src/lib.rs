@@ -13,6 +13,9 @@ pub mod main_shape;
 mod run;
 mod status;
 
+/// How long the command waits for background releases before it exits.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The default Redis URL when neither `--redis` nor `REDIS_URL` is given.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 
@@ -22,9 +25,27 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// Cancelling drops the command's client: held locks are released in the background while the runtime lives and otherwise expire with their leases; a child command is killed (`kill_on_drop`).
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
-    if let Command::Guard(g) = &cli.command {
-        let grace = std::time::Duration::from_millis(g.grace_ms);
-        return Ok(guard::run(&g.socket, g.deadline_ns, grace, &g.command).await);
+    match &cli.command {
+        Command::Guard(g) => {
+            let grace = std::time::Duration::from_millis(g.grace_ms);
+            return Ok(guard::run(&g.socket, g.deadline_ns, grace, &g.command).await);
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <args::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "leasehold", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            let cmd = <args::Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+            return Ok(exit::OK);
+        }
+        _ => {}
     }
     let client = connect(&cli.target, cli.tls.config()).await?;
     let code = match cli.command {
@@ -34,9 +55,19 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
         Command::List { pattern, json } => status::list(&client, &pattern, json).await,
         Command::Release { name, force } => status::release(&client, &name, force).await,
         Command::Doctor { json } => status::doctor(&client, json).await,
-        Command::Guard(_) => unreachable!("handled before connecting"),
+        Command::Guard(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before connecting")
+        }
     };
-    client.shutdown().await;
+    // Background releases (of a grant whose outcome was unknown, say) get a short drain,
+    // not their whole lease: a grant they cannot confirm expires by its TTL.
+    let left = client.shutdown_within(SHUTDOWN_DRAIN).await;
+    if left > 0 {
+        eprintln!(
+            "leasehold: {left} background release(s) still unconfirmed after {}; what they did not release expires with its lease",
+            human(SHUTDOWN_DRAIN)
+        );
+    }
     code
 }
 

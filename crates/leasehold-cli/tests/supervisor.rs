@@ -236,3 +236,76 @@ fn a_missing_command_exits_127_and_a_non_executable_one_126() {
         .unwrap();
     assert_eq!(out.status.code(), Some(126), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_acquire_exits_in_seconds_and_says_what_it_knows() {
+    use leasehold_testkit::{FaultProxy, Match, Rule};
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    // Every script reply is late: the acquire's outcome (and the release's) stays unknown.
+    let _slow =
+        proxy.add_rule(Rule::reply_to(Match::command("EVALSHA")).delay(Duration::from_secs(8)));
+    let url = proxy.url();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        leasehold(&url)
+            .args(["run", "sup/ambiguous", "--wait", "1s", "--", "true"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("may have granted"), "{err}");
+    assert!(!err.contains("gave up"), "{err}");
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}: the exit must not wait out the lease"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in ["run", "elect", "status", "doctor", "cacert", "sentinel"] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .arg("man")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH leasehold 1"),
+        "{page}"
+    );
+}
+
+#[test]
+fn warnings_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // A user that may not run CLIENT gets a WARN line; stderr here is a pipe.
+    let server = RedisServer::builder()
+        .args([
+            "--user", "limited", "on", ">pw", "~*", "&*", "+@all", "-client",
+        ])
+        .start();
+    let url = format!("redis://limited:pw@127.0.0.1:{}/", server.port());
+    let out = leasehold(&url)
+        .args(["run", "sup/colour", "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI codes in a pipe: {err:?}");
+}

@@ -436,6 +436,7 @@ pub(crate) async fn release_in_background(
         &[][..]
     };
     let mut pause = Duration::from_millis(20);
+    let mut maybe_applied = false;
     loop {
         let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
         match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
@@ -457,8 +458,13 @@ pub(crate) async fn release_in_background(
                 return;
             }
             Err(f) => {
+                maybe_applied |= matches!(f, Failure::Unknown(_));
                 if matches!(f, Failure::Server(_)) || Instant::now() + pause >= give_up {
-                    tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release gave up; the lease will expire by its TTL");
+                    if maybe_applied {
+                        tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release unconfirmed: a try may have been applied (its reply never came); if not, the lease expires by its TTL");
+                    } else {
+                        tracing::warn!(lock = %keys.lock, cause = %f.describe(), "background release not sent; the lease expires by its TTL");
+                    }
                     return;
                 }
                 tokio::time::sleep(pause).await;

@@ -737,6 +737,26 @@ impl Client {
         }
     }
 
+    /// Like [`shutdown`](Self::shutdown), waiting at most `limit` for background work;
+    /// returns how many background tasks were still running then (0: all drained). Work
+    /// left behind is the release of grants whose outcome is unknown: a grant it could not
+    /// release expires with its lease.
+    ///
+    /// # Cancel safety
+    /// As for [`shutdown`](Self::shutdown).
+    pub async fn shutdown_within(&self, limit: std::time::Duration) -> usize {
+        if tokio::time::timeout(limit, self.shutdown()).await.is_ok() {
+            return 0;
+        }
+        self.inner.tasks.len()
+            + self
+                .inner
+                .nodes
+                .iter()
+                .map(|n| n.tasks.len())
+                .sum::<usize>()
+    }
+
     /// Counters of this client's renewal scheduler (the watchdog).
     pub fn renewal_stats(&self) -> crate::RenewalStats {
         self.inner.renewer.stats()
