@@ -145,15 +145,16 @@ pub(crate) async fn supervise(
             status = guard.wait() => return Ok((status?, lost_reason)),
             reason = &mut lost, if lost_reason.is_none() => {
                 lost_reason = Some(reason);
-                let until = takeover(&lease, reason, ttl)
-                    .saturating_duration_since(tokio::time::Instant::now());
+                let takeover_at = takeover(&lease, reason, ttl);
+                let until = takeover_at.saturating_duration_since(tokio::time::Instant::now());
                 match on_lost {
                     OnLostAction::Term => {
                         eprintln!(
                             "leasehold: {what} lost ({reason}); sending SIGTERM to the command (SIGKILL in {})",
                             crate::human(grace.min(until))
                         );
-                        line.send("T").await;
+                        let at = crate::guard::to_mono_ns(takeover_at.into_std());
+                        line.send(&format!("T {at}")).await;
                     }
                     OnLostAction::Kill => {
                         eprintln!("leasehold: {what} lost ({reason}); killing the command");

@@ -8,8 +8,9 @@
 //!
 //! The holder tells the guard, one line each over a Unix socket: `D <ns>` a new deadline
 //! (CLOCK_MONOTONIC nanoseconds, shared by both processes), `S <n>` forward signal n to the
-//! group, `T` the lease is lost: SIGTERM now and SIGKILL after the grace period (never
-//! after the deadline), `K` SIGKILL now, `I` lost but keep running (`--on-lost ignore`).
+//! group, `T <ns>` the lease is lost: SIGTERM now and SIGKILL after the grace period, never
+//! after `<ns>` (when another holder could be granted the lock) nor the deadline, `K`
+//! SIGKILL now, `I` lost but keep running (`--on-lost ignore`).
 //! The guard exits with the command's status (128+N for signal N; 127 if it cannot be
 //! found, 126 if it cannot be run).
 //!
@@ -217,10 +218,13 @@ pub async fn run(socket: &Path, deadline_ns: u128, grace: Duration, command: &[S
                                 send_group(&child, sig);
                             }
                         }
-                        (Some("T"), _) => {
+                        (Some("T"), takeover) => {
                             send_group(&child, Signal::SIGTERM);
                             let now = Instant::now();
-                            let by = now + grace;
+                            let mut by = now + grace;
+                            if let Some(at) = takeover.and_then(|ns| ns.parse::<u128>().ok()) {
+                                by = by.min(from_mono_ns(at));
+                            }
                             kill_at = Some(deadline.map_or(by, |d| d.min(by)).max(now));
                         }
                         (Some("K"), _) => send_group(&child, Signal::SIGKILL),
