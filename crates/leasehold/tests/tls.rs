@@ -285,10 +285,15 @@ impl LoseNextReply {
                 let up = tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        if n == 0 {
                             break;
                         }
+                        // Before forwarding: the reply may come back before this task
+                        // runs again.
                         wrote2.store(true, Ordering::SeqCst);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
                     }
                 });
                 tokio::spawn(async move {
