@@ -166,7 +166,7 @@ impl Error {
     pub(crate) fn timed_out(name: &str, waited: Duration) -> Self {
         Error::new(
             ErrorKind::TimedOut,
-            format!("lock {name:?} was not granted within {waited:?}"),
+            format!("lock {name:?} was not granted within {}", human(waited)),
         )
     }
 
@@ -285,6 +285,18 @@ impl Error {
     }
 }
 
+/// A duration as people read it: `250 ms`, `1.002 s`, `90 s`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 && !ms.is_multiple_of(1_000) {
+        format!("{:.3} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
 /// Node failures as one line: `node: reason; node: reason`.
 pub(crate) fn list_failures(failures: &[NodeFailure]) -> String {
     failures
@@ -317,3 +329,16 @@ pub(crate) fn is_server_reply(err: &redis::RedisError) -> bool {
 
 /// A specialised `Result` for leasehold operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human(Duration::from_micros(250_400)), "250 ms");
+        assert_eq!(human(Duration::from_micros(1_001_909)), "1.002 s");
+        assert_eq!(human(Duration::from_secs(90)), "90 s");
+    }
+}
