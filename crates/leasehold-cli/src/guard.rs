@@ -141,6 +141,10 @@ fn send_group(child: &tokio::process::Child, sig: Signal) {
 }
 
 /// `leasehold __guard`: run `command` under the switch; the exit code to leave with.
+///
+/// # Cancel safety
+/// Dropping the future kills the command (it is spawned with `kill_on_drop`); its
+/// grandchildren in the group may outlive it, so only the guard's own exit should end it.
 pub async fn run(socket: &Path, deadline_ns: u128, grace: Duration, command: &[String]) -> u8 {
     let parent = getppid();
     // Second line on Linux: a signal when the holder dies, whatever closes the socket.

@@ -27,12 +27,24 @@ fn now_ns() -> u128 {
 }
 
 /// Heartbeats (wall-clock ns) written to `file` every 20 ms by a background job of `sh`
-/// (a grandchild of leasehold), for at most about 60 s.
+/// (a grandchild of leasehold), for at most about 60 s; the job's pid goes to `file.pid`.
 fn heartbeat_script(file: &Path) -> String {
     format!(
-        "sh -c 'i=0; while [ $i -lt 3000 ]; do date +%s%N >> {0}; sleep 0.02; i=$((i+1)); done' & wait",
+        "sh -c 'echo $$ > {0}.pid; i=0; while [ $i -lt 3000 ]; do date +%s%N >> {0}; sleep 0.02; i=$((i+1)); done' & wait",
         file.display()
     )
+}
+
+/// Whether the heartbeat job behind `file` still runs (a zombie does not).
+fn beating(file: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(format!("{}.pid", file.display()))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
 fn beats(file: &Path) -> Vec<u128> {
@@ -126,7 +138,10 @@ fn stops_before_the_next_holder(server: &RedisServer, name: &str, h: &Holder, li
         .unwrap();
     let granted = now_ns();
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !beating(&h.beats),
+        "the first command still runs beside the second holder"
+    );
     assert!(
         beats(&h.beats).into_iter().all(|b| b < granted),
         "a heartbeat after the second holder was granted"
@@ -177,13 +192,10 @@ fn hup_usr1_alrm_and_quit_stop_the_command_and_release_the_lock() {
             .query(&mut con)
             .unwrap();
         assert!(!exists, "{sig:?}: the lock was not released");
-        let n = beats(&h.beats).len();
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            beats(&h.beats).len(),
-            n,
-            "{sig:?}: the command kept running"
-        );
+        // The guard kills the group before it reports; the kernel may take a moment.
+        wait_for(Duration::from_secs(1), "the heartbeat job to die", || {
+            !beating(&h.beats)
+        });
     }
 }
 
@@ -202,8 +214,10 @@ fn a_stopped_leasehold_cannot_keep_its_command_running_past_the_lease_deadline()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let granted: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    // Give a command that outlived the lease time to show itself.
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !beating(&h.beats),
+        "the stopped holder's command runs beside the next holder"
+    );
     let last = beats(&h.beats).into_iter().max().unwrap();
     assert!(
         last < granted,
