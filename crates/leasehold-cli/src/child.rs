@@ -139,7 +139,6 @@ pub(crate) async fn supervise(
     let tick = (ttl / 20).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut told = lease.valid_until();
     let mut ticks = tokio::time::interval(tick);
-    let _ = grace;
     loop {
         tokio::select! {
             status = guard.wait() => return Ok((status?, lost_reason)),
