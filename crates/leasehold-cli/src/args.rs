@@ -135,19 +135,24 @@ pub enum Command {
     /// Run a command only while leader; campaign again when leadership is lost.
     #[command(after_help = crate::exit::TABLE)]
     Elect(ElectArgs),
-    /// Show who holds a lock.
+    /// Show who holds a lock, and the semaphore and read-write lock of the same name.
     Status {
-        /// The lock's name.
+        /// The name.
         name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List held locks whose name matches a pattern (SCAN, never KEYS).
+    /// List held locks, semaphores and read-write locks whose name matches a pattern
+    /// (SCAN, never KEYS).
     List {
-        /// A glob on lock names (*, ?, [...]).
+        /// A glob on names (*, ?, [...]).
         #[arg(default_value = "*")]
         pattern: String,
+        /// List at most this many names; says so on stderr when more match.
+        #[arg(long, value_name = "N", default_value_t = leasehold::LIST_LIMIT as u32,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,

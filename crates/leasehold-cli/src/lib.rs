@@ -51,8 +51,17 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     let code = match cli.command {
         Command::Run(a) => run::run(&client, &a).await,
         Command::Elect(a) => run::elect(&client, &a).await,
-        Command::Status { name, json } => status::status(&client, &name, json).await,
-        Command::List { pattern, json } => status::list(&client, &pattern, json).await,
+        Command::Status { name, json } => {
+            status::status(&client, &name, !cli.target.redlock, json).await
+        }
+        Command::List {
+            pattern,
+            limit,
+            json,
+        } => {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            status::list(&client, &pattern, limit, !cli.target.redlock, json).await
+        }
         Command::Release { name, force } => status::release(&client, &name, force).await,
         Command::Doctor { json } => status::doctor(&client, json).await,
         Command::Guard(_) | Command::Completions { .. } | Command::Man => {

@@ -60,7 +60,7 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
     }
     match guard.release().await {
         Ok(outcome) if !outcome.is_released() => {
-            eprintln!("leasehold: the lock was no longer held at the end: {outcome:?}");
+            eprintln!("leasehold: the lock was no longer held at the end: {outcome}");
             Ok(exit::LEASE_LOST)
         }
         Ok(_) => Ok(child::exit_code(status)),

@@ -361,7 +361,14 @@ fn bad_input_gives_one_clear_line_and_the_usage_code() {
             vec!["run", "x", "--ttl", "ten seconds", "--", "true"],
             "durations like",
         ),
-        (vec!["run", "x", "--ttl", "1ms", "--", "true"], "too short"),
+        (
+            vec!["run", "x", "--ttl", "1ms", "--", "true"],
+            "lease TTL 1 ms is too short: use at least 10 ms",
+        ),
+        (
+            vec!["run", "x", "--ttl", "100h", "--", "true"],
+            "lease TTL 100 h is too long: use at most 24 h",
+        ),
         (vec!["run", "", "--", "true"], "empty"),
         (vec!["status", "a{b"], "braces"),
     ] {

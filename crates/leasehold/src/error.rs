@@ -78,6 +78,11 @@ pub enum ErrorKind {
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`): a wrong user name or
     /// password, or none given to a server that requires one. Nothing was sent.
     Auth,
+    /// A key under the lock's name holds another type of value than leasehold keeps there
+    /// (Redis answered `WRONGTYPE`): something other than leasehold writes under its key
+    /// prefix. Give leasehold a prefix of its own
+    /// ([`ClientBuilder::key_prefix`](crate::ClientBuilder::key_prefix)) or remove the key.
+    ForeignKey,
 }
 
 /// One RedLock node's failure, as reported by [`Error::node_failures`].
@@ -172,6 +177,14 @@ impl Error {
 
     /// Classify a redis-rs error that happened while talking to the server.
     pub(crate) fn from_redis(context: &str, err: redis::RedisError) -> Self {
+        // WRONGTYPE: a key leasehold uses is not of the type leasehold keeps there.
+        if is_server_reply(&err) && is_wrong_type(&err) {
+            return Error::new(
+                ErrorKind::ForeignKey,
+                format!("{context}: a key under this name holds another type of value (WRONGTYPE): something other than leasehold writes under its key prefix"),
+            )
+            .with_source(err);
+        }
         let kind = if is_server_reply(&err) {
             ErrorKind::Server
         } else {
@@ -238,6 +251,11 @@ impl Error {
         self.kind == ErrorKind::Server
     }
 
+    /// A key under the name holds another type of value (see [`ErrorKind::ForeignKey`]).
+    pub fn is_foreign_key(&self) -> bool {
+        self.kind == ErrorKind::ForeignKey
+    }
+
     /// The input was invalid; nothing was sent.
     pub fn is_invalid_input(&self) -> bool {
         self.kind == ErrorKind::InvalidInput
@@ -285,13 +303,19 @@ impl Error {
     }
 }
 
-/// A duration as people read it: `250 ms`, `1.002 s`, `90 s`.
+/// A duration as people read it: `500 µs`, `250 ms`, `1.002 s`, `90 s`, `5 min`, `24 h`.
 pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms < 1_000 {
+    if ms == 0 && !d.is_zero() {
+        format!("{} µs", d.as_micros())
+    } else if ms < 1_000 {
         format!("{ms} ms")
     } else if ms < 60_000 && !ms.is_multiple_of(1_000) {
         format!("{:.3} s", d.as_secs_f64())
+    } else if ms >= 3_600_000 && ms.is_multiple_of(3_600_000) {
+        format!("{} h", d.as_secs() / 3_600)
+    } else if ms >= 60_000 && ms.is_multiple_of(60_000) {
+        format!("{} min", d.as_secs() / 60)
     } else {
         format!("{} s", d.as_secs())
     }
@@ -318,6 +342,12 @@ fn is_auth_refusal(err: &redis::RedisError) -> bool {
     text.contains("\"NOAUTH\"") || text.contains("\"WRONGPASS\"")
 }
 
+/// Whether Redis answered `WRONGTYPE` (Redis 7 keeps the code of an error raised inside a
+/// script; Redis 6.2 wraps it in the text of an `ERR`).
+fn is_wrong_type(err: &redis::RedisError) -> bool {
+    err.code() == Some("WRONGTYPE") || err.to_string().contains("WRONGTYPE")
+}
+
 /// Whether Redis itself answered with an error reply (as opposed to an I/O failure).
 pub(crate) fn is_server_reply(err: &redis::RedisError) -> bool {
     !(err.is_io_error()
@@ -340,5 +370,9 @@ mod tests {
         assert_eq!(human(Duration::from_micros(250_400)), "250 ms");
         assert_eq!(human(Duration::from_micros(1_001_909)), "1.002 s");
         assert_eq!(human(Duration::from_secs(90)), "90 s");
+        assert_eq!(human(Duration::from_micros(500)), "500 µs");
+        assert_eq!(human(Duration::from_secs(300)), "5 min");
+        assert_eq!(human(Duration::from_secs(86_400)), "24 h");
+        assert_eq!(human(Duration::from_secs(3_601)), "3601 s");
     }
 }

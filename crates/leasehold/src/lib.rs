@@ -64,7 +64,9 @@ mod protocol;
 mod validate;
 
 pub use client::diagnose::{Check, CheckStatus, Diagnosis};
-pub use client::inspect::{HolderInfo, HolderMetadata, LockInfo, NodeView, LIST_LIMIT};
+pub use client::inspect::{HolderInfo, HolderMetadata, LockInfo, NodeView};
+pub use client::inspect_sets::{MemberInfo, RwLockInfo, SemaphoreInfo, INSPECT_MEMBERS};
+pub use client::listing::{Listed, Listing, PrimitiveKind, LIST_LIMIT};
 pub use client::{
     redact_url, Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_TTL, DEFAULT_WAIT,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{human, Error, Result};
 use crate::lease::{MAX_TTL, MIN_TTL};
 
 /// The most permits a semaphore may have.
@@ -23,12 +23,16 @@ pub(crate) fn validate_capacity(capacity: u32) -> Result<()> {
 pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
     if ttl < MIN_TTL {
         return Err(Error::invalid(format!(
-            "lease TTL {ttl:?} is too short: use at least {MIN_TTL:?}"
+            "lease TTL {} is too short: use at least {}",
+            human(ttl),
+            human(MIN_TTL)
         )));
     }
     if ttl > MAX_TTL {
         return Err(Error::invalid(format!(
-            "lease TTL {ttl:?} is too long: use at most {MAX_TTL:?} (renew long work with extend)"
+            "lease TTL {} is too long: use at most {} (renew long work with extend)",
+            human(ttl),
+            human(MAX_TTL)
         )));
     }
     Ok(())

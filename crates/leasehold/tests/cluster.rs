@@ -225,8 +225,12 @@ async fn a_cluster_listing_scans_every_primary() {
     for name in &names {
         guards.push(client.lock(name).unwrap().acquire().await.unwrap());
     }
-    let mut listed = client.list("jobs/*").await.unwrap();
-    listed.sort();
+    let found = client.list("jobs/*", leasehold::LIST_LIMIT).await.unwrap();
+    let listed: Vec<String> = found
+        .names(leasehold::PrimitiveKind::Lock)
+        .into_iter()
+        .map(String::from)
+        .collect();
     names.sort();
     assert_eq!(listed, names);
     for g in guards {

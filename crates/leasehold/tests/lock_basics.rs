@@ -298,7 +298,7 @@ async fn guards_move_across_spawned_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_of_another_type_under_the_lock_name_is_a_server_error() {
+async fn a_key_of_another_type_under_the_lock_name_is_a_foreign_key_error() {
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
     let _: () = redis::cmd("SET")
@@ -309,8 +309,9 @@ async fn a_key_of_another_type_under_the_lock_name_is_a_server_error() {
         .unwrap();
     let c = client(&server.url());
     let err = c.lock("typed").unwrap().acquire().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Server, "{err}");
+    assert_eq!(err.kind(), ErrorKind::ForeignKey, "{err}");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert!(err.is_foreign_key() && !err.is_server(), "{err}");
     assert!(!err.is_retryable());
     let v: String = redis::cmd("GET")
         .arg("leasehold:{typed}")

@@ -245,8 +245,8 @@ async fn a_cluster_over_tls_routes_to_every_primary_with_the_settings_applied_to
                 .unwrap(),
         );
     }
-    let held = c.list("tls/*").await.unwrap();
-    assert_eq!(held.len(), 12, "{held:?}");
+    let held = c.list("tls/*", leasehold::LIST_LIMIT).await.unwrap();
+    assert_eq!(held.entries.len(), 12, "{held:?}");
     for g in guards {
         assert!(g.release().await.unwrap().is_released());
     }

@@ -1,4 +1,5 @@
-//! The server work of reading keyspaces: inspect one lock, list locks with `SCAN`, and an
+//! The server work of reading keyspaces: inspect one lock or lease set (semaphore
+//! permits, readers), list locks, semaphores and read-write locks with `SCAN`, and an
 //! operator's force release — on one server, on every primary of a Cluster (list), or on
 //! every RedLock node (each node's view, for the caller to judge by quorum). Replies come
 //! back as the scripts gave them, for the client to shape.
@@ -16,6 +17,9 @@ use crate::protocol::keys::LockKeys;
 
 /// inspect.lua's reply: owner, token, count, metadata, PTTL, live waiters, last token.
 pub(crate) type InspectReply = (String, String, String, String, i64, i64, String);
+/// inspect_set.lua's reply, all text: last token, live members, then per member its
+/// request id, ms left and token.
+pub(crate) type SetReply = Vec<String>;
 /// force_release.lua's reply: the removed holder's owner, token, count, metadata, PTTL.
 pub(crate) type HolderReply = (String, String, String, String, i64);
 
@@ -54,7 +58,29 @@ pub(crate) async fn inspect(
     on_each(inner, |n| async move { inspect_one(&n, name, keys).await }).await
 }
 
-async fn inspect_one(inner: &Inner, name: &str, keys: &LockKeys) -> Result<InspectReply> {
+/// Read the live members of a lease set (`set`, `tokens`, `fence`), at most `most` of them.
+pub(crate) async fn inspect_set(
+    inner: &Inner,
+    name: &str,
+    set: &str,
+    tokens: &str,
+    fence: &str,
+    most: u32,
+) -> Result<SetReply> {
+    let mut inv = inner.scripts.inspect_set.key(set);
+    inv.key(tokens).key(fence).arg(most);
+    inner
+        .conn
+        .eval(&inv, budget(inner))
+        .await
+        .map_err(|f| failure_error(&format!("inspect {name:?}"), f))
+}
+
+pub(crate) async fn inspect_one(
+    inner: &Inner,
+    name: &str,
+    keys: &LockKeys,
+) -> Result<InspectReply> {
     let mut inv = inner.scripts.inspect.key(&keys.lock);
     inv.key(&keys.fence).key(&keys.expiries);
     inner
@@ -64,27 +90,54 @@ async fn inspect_one(inner: &Inner, name: &str, keys: &LockKeys) -> Result<Inspe
         .map_err(|f| failure_error(&format!("inspect {name:?}"), f))
 }
 
-/// The names of locks matching `pattern` (already checked) on the server, on every
-/// Cluster primary, or on any RedLock node: at most `limit`, sorted.
-pub(crate) async fn list(inner: &Arc<Inner>, pattern: &str, limit: usize) -> Result<Vec<String>> {
-    let mut names = Vec::new();
+/// What a key under the prefix is, by its shape (its type is checked when it is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Shape {
+    /// `PREFIX:{NAME}`: a lock hash.
+    Lock,
+    /// `PREFIX:{NAME}:sem`: a semaphore's permits.
+    Semaphore,
+    /// `PREFIX:{NAME}:rw` or `…:rw:readers`: a read-write lock's writer or readers.
+    RwLock,
+}
+
+/// The shape of key `rest`, the text after a name's closing brace; `None` for the other
+/// keys of a name (fence counters, queues).
+fn shape(rest: &str) -> Option<Shape> {
+    match rest {
+        "" => Some(Shape::Lock),
+        ":sem" => Some(Shape::Semaphore),
+        ":rw" | ":rw:readers" => Some(Shape::RwLock),
+        _ => None,
+    }
+}
+
+/// The names (and shapes) of locks, semaphores and read-write locks matching `pattern`
+/// (already checked) on the server, on every Cluster primary, or on any RedLock node:
+/// sorted, at most `limit`, and whether more were found.
+pub(crate) async fn list(
+    inner: &Arc<Inner>,
+    pattern: &str,
+    limit: usize,
+) -> Result<(Vec<(String, Shape)>, bool)> {
+    let mut found = std::collections::BTreeSet::new();
+    // One more than asked for tells whether there are more.
+    let want = limit.saturating_add(1);
     match Topology::of(inner) {
-        Topology::Server => scan(inner, None, pattern, limit, &mut names).await?,
+        Topology::Server => scan(inner, None, pattern, want, &mut found).await?,
         Topology::Cluster => {
             for primary in primaries(inner).await? {
-                scan(inner, Some(&primary), pattern, limit, &mut names).await?;
+                scan(inner, Some(&primary), pattern, want, &mut found).await?;
             }
         }
         Topology::RedLock => {
             for node in &inner.nodes {
-                scan(node, None, pattern, limit, &mut names).await?;
+                scan(node, None, pattern, want, &mut found).await?;
             }
         }
     }
-    names.sort();
-    names.dedup();
-    names.truncate(limit);
-    Ok(names)
+    let more = found.len() > limit;
+    Ok((found.into_iter().take(limit).collect(), more))
 }
 
 /// The primaries of the client's Cluster, as (host, port), from `CLUSTER SLOTS`.
@@ -117,13 +170,14 @@ pub(crate) async fn primaries(inner: &Inner) -> Result<Vec<(String, u16)>> {
     Ok(out)
 }
 
-/// `SCAN` one server (or one Cluster primary, by address) for lock names into `names`.
+/// `SCAN` one server (or one Cluster primary, by address) into `found`, until it holds
+/// `want` names or the scan is complete.
 async fn scan(
     inner: &Inner,
     node: Option<&(String, u16)>,
     pattern: &str,
-    limit: usize,
-    names: &mut Vec<String>,
+    want: usize,
+    found: &mut std::collections::BTreeSet<(String, Shape)>,
 ) -> Result<()> {
     let prefix = format!("{}:{{", inner.prefix);
     // The prefix is literal text in the SCAN pattern; only `pattern` is a glob.
@@ -136,11 +190,12 @@ async fn scan(
         .collect();
     let mut cursor: u64 = 0;
     let budget = budget(inner);
+    // Bounded: a full scan of a keyspace of 100 million keys at 1,000 per call.
     for _ in 0..100_000 {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
-            .arg(format!("{literal}{pattern}}}"))
+            .arg(format!("{literal}{pattern}}}*"))
             .arg("COUNT")
             .arg(1_000);
         let reply = match node {
@@ -149,14 +204,18 @@ async fn scan(
         };
         let (next, keys): (u64, Vec<String>) = reply.map_err(|f| failure_error("list locks", f))?;
         for key in keys {
-            if let Some(name) = key.strip_prefix(&prefix).and_then(|k| k.strip_suffix('}')) {
-                if !name.contains('}') && names.len() < limit {
-                    names.push(name.to_string());
+            let Some((name, rest)) = key.strip_prefix(&prefix).and_then(|k| k.split_once('}'))
+            else {
+                continue;
+            };
+            if let Some(shape) = shape(rest) {
+                if found.len() < want {
+                    found.insert((name.to_string(), shape));
                 }
             }
         }
         cursor = next;
-        if cursor == 0 || names.len() >= limit {
+        if cursor == 0 || found.len() >= want {
             break;
         }
     }

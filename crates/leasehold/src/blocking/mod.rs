@@ -273,13 +273,35 @@ impl Client {
         self.shared.block_on(self.shared.client.inspect(name))
     }
 
-    /// The names of held locks matching `pattern` (see [`crate::Client::list`]).
+    /// The locks, semaphores and read-write locks matching `pattern`, at most `limit`
+    /// (see [`crate::Client::list`]).
     ///
     /// # Blocking
     /// Blocks for the `SCAN` round trips. Panics if called from async code (see the
     /// [module docs](self)).
-    pub fn list(&self, pattern: &str) -> Result<Vec<String>> {
-        self.shared.block_on(self.shared.client.list(pattern))
+    pub fn list(&self, pattern: &str, limit: usize) -> Result<crate::Listing> {
+        self.shared
+            .block_on(self.shared.client.list(pattern, limit))
+    }
+
+    /// A semaphore's held permits (see [`crate::Client::inspect_semaphore`]).
+    ///
+    /// # Blocking
+    /// Blocks for one round trip. Panics if called from async code (see the
+    /// [module docs](self)).
+    pub fn inspect_semaphore(&self, name: &str) -> Result<crate::SemaphoreInfo> {
+        self.shared
+            .block_on(self.shared.client.inspect_semaphore(name))
+    }
+
+    /// A read-write lock's writer and readers (see [`crate::Client::inspect_rwlock`]).
+    ///
+    /// # Blocking
+    /// Blocks for two round trips. Panics if called from async code (see the
+    /// [module docs](self)).
+    pub fn inspect_rwlock(&self, name: &str) -> Result<crate::RwLockInfo> {
+        self.shared
+            .block_on(self.shared.client.inspect_rwlock(name))
     }
 
     /// The number of background releases still running.

@@ -28,9 +28,10 @@ pub struct HolderInfo {
     pub fencing_token: u64,
     /// How many holds the owner has (more than 1 when re-entered).
     pub hold_count: u32,
-    /// Time left on the lease at the server.
+    /// Time left on the lease at the server; `None` when the key has no TTL (leasehold
+    /// never writes one: something else did, and the lock never expires by itself).
     #[serde(rename = "ttl_remaining_ms", serialize_with = "as_millis")]
-    pub ttl_remaining: Duration,
+    pub ttl_remaining: Option<Duration>,
     /// What the holder said about itself.
     pub metadata: HolderMetadata,
 }
@@ -87,7 +88,11 @@ fn agreed(views: &[NodeView], needed: usize) -> Option<HolderInfo> {
             .map(|o| o.fencing_token)
             .max_by_key(|t| (votes(*t), *t))?;
         let mut best = (*same.iter().find(|o| o.fencing_token == token)?).clone();
-        best.ttl_remaining = same.iter().map(|o| o.ttl_remaining).min()?;
+        // The shortest TTL; a node whose key has none counts as the longest.
+        best.ttl_remaining = same
+            .iter()
+            .map(|o| o.ttl_remaining)
+            .min_by_key(|t| t.unwrap_or(Duration::MAX))?;
         Some(best)
     })
 }
@@ -121,14 +126,23 @@ fn no_quorum(what: &str, views: &[NodeView]) -> Option<crate::Error> {
     )
 }
 
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// A TTL in milliseconds, `null` for none.
+pub(crate) fn as_millis<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
+    }
 }
 
-/// The most locks [`Client::list`] returns.
-pub const LIST_LIMIT: usize = 10_000;
+/// A server's PTTL reply as a TTL: `None` for a key without one (`-1`).
+pub(crate) fn ttl_from(pttl: i64) -> Option<Duration> {
+    (pttl != -1).then(|| Duration::from_millis(u64::try_from(pttl).unwrap_or(0)))
+}
 
-fn holder_from(
+pub(crate) fn holder_from(
     owner: String,
     token: &str,
     count: &str,
@@ -139,7 +153,7 @@ fn holder_from(
         owner_id: owner,
         fencing_token: token.parse().unwrap_or_default(),
         hold_count: count.parse().unwrap_or_default(),
-        ttl_remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+        ttl_remaining: ttl_from(pttl),
         metadata: serde_json::from_str(meta).unwrap_or_default(),
     })
 }
@@ -200,22 +214,6 @@ impl Client {
                 })
             }
         }
-    }
-
-    /// The names of held locks whose name matches `pattern` (a Redis glob: `*`, `?`,
-    /// `[...]`; `*` for all), found with `SCAN` (never `KEYS`), at most [`LIST_LIMIT`].
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: it only reads.
-    pub async fn list(&self, pattern: &str) -> Result<Vec<String>> {
-        self.inner.check_open()?;
-        if pattern.is_empty() || pattern.len() > crate::MAX_NAME_LEN || pattern.contains(['{', '}'])
-        {
-            return Err(crate::Error::invalid(
-                "name pattern must be 1 to 512 bytes without braces (e.g. 'jobs/*')",
-            ));
-        }
-        crate::backend::keyspace::list(&self.inner, pattern, LIST_LIMIT).await
     }
 
     /// Operator override: remove lock `name` whoever holds it, hand it to the oldest

@@ -10,6 +10,8 @@
 pub(crate) mod context;
 pub(crate) mod diagnose;
 pub(crate) mod inspect;
+pub(crate) mod inspect_sets;
+pub(crate) mod listing;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::client::context::Inner;
-use crate::error::{Error, Result};
+use crate::error::{human, Error, Result};
 use crate::lock::Lock;
 use crate::net::conn::Connector;
 use crate::net::endpoint::{ClusterSeeds, Endpoint};
@@ -248,28 +250,31 @@ impl ClientBuilder {
         ] {
             if d < Duration::from_millis(1) || d > Duration::from_secs(300) {
                 return Err(Error::invalid(format!(
-                    "{what} {d:?} is out of range: use 1 ms to 300 s"
+                    "{what} {} is out of range: use 1 ms to 300 s",
+                    human(d)
                 )));
             }
         }
         if self.default_wait > Duration::from_secs(24 * 3600) {
             return Err(Error::invalid(format!(
-                "default wait {:?} is too long: use at most 24 h",
-                self.default_wait
+                "default wait {} is too long: use at most 24 h",
+                human(self.default_wait)
             )));
         }
         if let Some((n, t)) = self.replica_acks {
             if n == 0 || n > 64 || t < Duration::from_millis(1) || t > Duration::from_secs(60) {
                 return Err(Error::invalid(format!(
-                    "replica acknowledgements: {n} replicas within {t:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+                    "replica acknowledgements: {n} replicas within {} is out of range: use 1 to 64 replicas and 1 ms to 60 s",
+                    human(t)
                 )));
             }
         }
         if let Some(t) = self.node_timeout {
             if t < Duration::from_millis(1) || t > self.response_timeout {
                 return Err(Error::invalid(format!(
-                    "node timeout {t:?} must be at least 1 ms and at most the response timeout {:?}",
-                    self.response_timeout
+                    "node timeout {} must be at least 1 ms and at most the response timeout {}",
+                    human(t),
+                    human(self.response_timeout)
                 )));
             }
         }

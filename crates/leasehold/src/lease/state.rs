@@ -187,6 +187,16 @@ pub enum ReleaseOutcome {
     HeldByOther,
 }
 
+impl std::fmt::Display for ReleaseOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReleaseOutcome::Released => "released",
+            ReleaseOutcome::Expired => "the lease had already expired; nothing was removed",
+            ReleaseOutcome::HeldByOther => "another owner holds the lock now; nothing was removed",
+        })
+    }
+}
+
 impl ReleaseOutcome {
     /// Whether this hold was actually released by the call.
     pub fn is_released(self) -> bool {

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::backend::Capability;
 use crate::client::context::Inner;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{human, Error, ErrorKind, Result};
 use crate::lease::LeaseState;
 use crate::lease::MAX_TTL;
 use crate::lock::guard::LockGuard;
@@ -296,8 +296,9 @@ impl Lock {
             let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
             if every < Duration::from_millis(1) || every >= usable {
                 return Err(Error::invalid(format!(
-                    "renewal interval {every:?} must be at least 1 ms and shorter than the lease {:?} minus its drift allowance",
-                    self.ttl
+                    "renewal interval {} must be at least 1 ms and shorter than the lease {} minus its drift allowance",
+                    human(every),
+                    human(self.ttl)
                 )));
             }
         }
@@ -323,7 +324,8 @@ impl Lock {
                 || timeout > Duration::from_secs(60)
             {
                 return Err(Error::invalid(format!(
-                    "replica acknowledgements: {replicas} replicas within {timeout:?} is out of range: use 1 to 64 replicas and 1 ms to 60 s"
+                    "replica acknowledgements: {replicas} replicas within {} is out of range: use 1 to 64 replicas and 1 ms to 60 s",
+                    human(timeout)
                 )));
             }
             crate::backend::require(&self.inner, Capability::ReplicaAcks)?;
@@ -337,7 +339,8 @@ impl Lock {
             }
             if place_ttl < Duration::from_millis(100) || place_ttl > Duration::from_secs(60) {
                 return Err(Error::invalid(format!(
-                    "place ttl {place_ttl:?} is out of range: use 100 ms to 60 s"
+                    "place ttl {} is out of range: use 100 ms to 60 s",
+                    human(place_ttl)
                 )));
             }
         }
@@ -392,9 +395,10 @@ impl Lock {
     /// Fails with [`ErrorKind::TimedOut`] when the wait runs out,
     /// [`ErrorKind::Ambiguous`] when Redis may have granted the lock but the reply could
     /// not be obtained in time (the possible grant is released in the background),
-    /// [`ErrorKind::Connection`] when Redis cannot be reached, and
-    /// [`ErrorKind::Server`] when Redis refuses the script (e.g. `WRONGTYPE`: a key under
-    /// this lock's name is not a leasehold lock).
+    /// [`ErrorKind::Connection`] when Redis cannot be reached,
+    /// [`ErrorKind::ForeignKey`] when a key under this lock's name holds another type of
+    /// value (something else writes under leasehold's prefix), and [`ErrorKind::Server`]
+    /// when Redis refuses the script for another reason.
     ///
     /// # Cancel safety
     /// Cancel-safe with respect to the lock: if the future is dropped after Redis may have
@@ -599,7 +603,7 @@ impl Lock {
         let acked = acks.unwrap_or(0);
         crate::metrics::acquisition(&self.series(), "not_replicated");
         let released = match guard.release().await {
-            Ok(outcome) => format!("the grant was released ({outcome:?})"),
+            Ok(outcome) => format!("the grant was released ({outcome})"),
             Err(e) => format!("releasing the grant failed ({e}); it is retried in the background"),
         };
         let heard = match acks {
@@ -621,7 +625,9 @@ impl Lock {
 fn validate_wait(wait: Duration) -> Result<()> {
     if wait > MAX_TTL {
         return Err(Error::invalid(format!(
-            "wait {wait:?} is too long: use at most {MAX_TTL:?}"
+            "wait {} is too long: use at most {}",
+            human(wait),
+            human(MAX_TTL)
         )));
     }
     Ok(())

@@ -96,6 +96,11 @@ source!(
     "inspect.lua"
 );
 source!(
+    /// The (read-only) lease-set inspect script (semaphore permits, readers).
+    INSPECT_SET,
+    "inspect_set.lua"
+);
+source!(
     /// The extend script.
     EXTEND,
     "extend.lua"
@@ -249,6 +254,7 @@ pub(crate) struct Scripts {
     pub leave: Script,
     pub renew: Script,
     pub inspect: Script,
+    pub inspect_set: Script,
     pub force_release: Script,
     pub raise_fence: Script,
     pub sem_acquire: Script,
@@ -273,6 +279,7 @@ impl Scripts {
             leave: script(LEAVE),
             renew: script(RENEW),
             inspect: script(INSPECT),
+            inspect_set: script(INSPECT_SET),
             force_release: script(FORCE_RELEASE),
             raise_fence: script(RAISE_FENCE),
             sem_acquire: script(SEM_ACQUIRE),
@@ -291,13 +298,14 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    const ALL: [Source; 16] = [
+    const ALL: [Source; 17] = [
         ACQUIRE,
         RELEASE,
         LEAVE,
         RENEW,
         FORCE_RELEASE,
         INSPECT,
+        INSPECT_SET,
         EXTEND,
         RAISE_FENCE,
         SEM_ACQUIRE,
