@@ -182,13 +182,13 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `leasehold man > /usr/local/share/man/man1/leasehold.1`.
     Man,
-    /// Internal: the guard process between `run`/`elect` and the command.
-    #[command(name = "__guard", hide = true)]
-    Guard(GuardArgs),
 }
 
-/// The guard process's arguments (see the `guard` module); set by `run` and `elect`.
-#[derive(Debug, Args)]
+/// The guard process's command line (`leasehold __guard …`, see the `guard` module), set
+/// by `run` and `elect`. Parsed on its own, before the user's command line, so it appears
+/// in no help, completion script or man page.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold __guard")]
 pub struct GuardArgs {
     /// The holding process's socket.
     #[arg(long)]

@@ -104,6 +104,10 @@ pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// Test only: with this variable set, a task of the supervisor panics after the first
+/// renewal, so that tests can show a panicking leasehold leaves no command running.
+const TEST_PANIC: &str = "LEASEHOLD_TEST_PANIC_IN_SUPERVISOR";
+
 /// When another holder could be granted the lock, after `lease` was lost for `reason`.
 fn takeover(lease: &Lease, reason: LostReason, ttl: Duration) -> tokio::time::Instant {
     match reason {
@@ -139,6 +143,7 @@ pub(crate) async fn supervise(
     let tick = (ttl / 20).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut told = lease.valid_until();
     let mut ticks = tokio::time::interval(tick);
+    let test_panic = std::env::var_os(TEST_PANIC).is_some();
     loop {
         tokio::select! {
             status = guard.wait() => return Ok((status?, lost_reason)),
@@ -170,6 +175,10 @@ pub(crate) async fn supervise(
                 if now > told {
                     told = now;
                     line.deadline(now).await;
+                    if test_panic {
+                        // A background task's panic, which a runtime would swallow.
+                        tokio::spawn(async { panic!("{TEST_PANIC} is set: a supervisor task panics") });
+                    }
                 }
             }
             sig = signals.recv() => line.send(&format!("S {}", sig as i32)).await,

@@ -22,6 +22,9 @@ pub const TLS: u8 = 6;
 pub const AUTH: u8 = 7;
 /// `doctor` found a setting that can break a lock.
 pub const UNSAFE: u8 = 8;
+/// leasehold itself panicked (a bug) and stopped at once; under `run`/`elect` its guard
+/// killed the command and the lease expires by its TTL. Rust's own panic exit code.
+pub const PANIC: u8 = 101;
 
 /// The exit-code table shown by `--help`.
 pub const TABLE: &str = "\
@@ -36,7 +39,8 @@ Exit codes:
   6    TLS handshake failed (unknown CA, host name mismatch, expired certificate,
        client certificate required, server without TLS)
   7    Redis refused the credentials (wrong user or password, or none given)
-  8    doctor: a server setting can break a lock (see its output)";
+  8    doctor: a server setting can break a lock (see its output)
+  101  internal error (a bug): leasehold stopped at once; a command it ran was killed";
 
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> u8 {

@@ -115,7 +115,7 @@ pub(crate) fn spawn(
 ) -> anyhow::Result<tokio::process::Child> {
     let me = std::env::current_exe()?;
     let mut cmd = tokio::process::Command::new(me);
-    cmd.arg("__guard")
+    cmd.arg(GUARD_MODE)
         .arg("--socket")
         .arg(link.path())
         .arg("--deadline-ns")
@@ -138,6 +138,40 @@ fn send_group(child: &tokio::process::Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = killpg(Pid::from_raw(pid), sig);
     }
+}
+
+/// The first argument that starts the guard mode.
+const GUARD_MODE: &str = "__guard";
+
+/// When the command line is `leasehold __guard …` (as `spawn` writes it): run the guard
+/// on a runtime of its own and return its exit code; otherwise `None`.
+pub fn main_if_guard() -> Option<std::process::ExitCode> {
+    use clap::Parser as _;
+    let mut argv = std::env::args_os();
+    let program = argv.next()?;
+    if argv.next()? != GUARD_MODE {
+        return None;
+    }
+    let args = match crate::args::GuardArgs::try_parse_from(std::iter::once(program).chain(argv)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("leasehold __guard: {e}");
+            return Some(std::process::ExitCode::from(crate::exit::USAGE));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leasehold __guard: cannot start the async runtime: {e}");
+            return Some(std::process::ExitCode::from(crate::exit::FAILURE));
+        }
+    };
+    let grace = Duration::from_millis(args.grace_ms);
+    let code = runtime.block_on(run(&args.socket, args.deadline_ns, grace, &args.command));
+    Some(std::process::ExitCode::from(code))
 }
 
 /// `leasehold __guard`: run `command` under the switch; the exit code to leave with.

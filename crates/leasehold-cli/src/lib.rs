@@ -26,10 +26,6 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
     use args::Command;
     match &cli.command {
-        Command::Guard(g) => {
-            let grace = std::time::Duration::from_millis(g.grace_ms);
-            return Ok(guard::run(&g.socket, g.deadline_ns, grace, &g.command).await);
-        }
         Command::Completions { shell } => {
             let mut cmd = <args::Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -64,7 +60,7 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
         }
         Command::Release { name, force } => status::release(&client, &name, force).await,
         Command::Doctor { json } => status::doctor(&client, json).await,
-        Command::Guard(_) | Command::Completions { .. } | Command::Man => {
+        Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")
         }
     };

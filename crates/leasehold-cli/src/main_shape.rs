@@ -32,6 +32,7 @@ where
     };
     let (verbose, quiet) = logging(&cli);
     crate::logging::init(verbose, quiet);
+    fatal_panics(program);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -47,6 +48,21 @@ where
         }
     };
     ExitCode::from(code)
+}
+
+/// Make a panic anywhere — in any thread or task — end the process at once with exit
+/// code [`crate::exit::PANIC`], after the usual panic message. A runtime would otherwise
+/// swallow a panicking task and keep the process alive with part of it dead; for a
+/// supervisor, ending is the safe failure: the guard sees its socket close and kills the
+/// command's group, and the lease expires by its TTL.
+fn fatal_panics(program: &str) {
+    let program = program.to_string();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("{program}: internal error (a bug, please report it); stopping at once");
+        std::process::exit(i32::from(crate::exit::PANIC));
+    }));
 }
 
 /// clap's usage error on one line: the message and what it lists (a missing argument's

@@ -71,8 +71,13 @@ struct Holder {
 
 impl Holder {
     fn start(url: &str, name: &str, dir: &Path, ttl: &str) -> Self {
+        Holder::start_with(url, name, dir, ttl, &[])
+    }
+
+    fn start_with(url: &str, name: &str, dir: &Path, ttl: &str, env: &[(&str, &str)]) -> Self {
         let beats = dir.join(format!("{}.beats", name.replace('/', "_")));
         let child = leasehold(url)
+            .envs(env.iter().copied())
             .args([
                 "run",
                 name,
@@ -92,6 +97,16 @@ impl Holder {
             !self::beats(&b).is_empty()
         });
         Holder { child, beats }
+    }
+
+    /// Wait (polling) for leasehold to exit; panic with `what` after `limit`.
+    fn exit_within(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for(limit, what, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
     }
 
     fn pid(&self) -> Pid {
@@ -158,6 +173,29 @@ fn sigkill_of_leasehold_stops_the_command_and_its_children_within_a_second() {
 }
 
 #[test]
+fn a_panic_in_a_supervisor_task_ends_leasehold_and_its_command_at_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The panic comes after the first renewal (a third of the 3 s lease).
+    let mut h = Holder::start_with(
+        &server.url(),
+        "sup/panic",
+        dir.path(),
+        "3s",
+        &[("LEASEHOLD_TEST_PANIC_IN_SUPERVISOR", "1")],
+    );
+    let status = h.exit_within(
+        Duration::from_secs(5),
+        "leasehold kept running after a task panicked",
+    );
+    assert_eq!(status.code(), Some(101), "the documented panic exit code");
+    wait_for(Duration::from_secs(1), "the heartbeat job to die", || {
+        !beating(&h.beats)
+    });
+    stops_before_the_next_holder(&server, "sup/panic", &h, Duration::from_secs(1));
+}
+
+#[test]
 fn hup_usr1_alrm_and_quit_stop_the_command_and_release_the_lock() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -174,17 +212,10 @@ fn hup_usr1_alrm_and_quit_stop_the_command_and_release_the_lock() {
         let mut h = Holder::start(&server.url(), &name, dir.path(), "30s");
         kill(h.pid(), sig).unwrap();
         // Forwarded to the command group; leasehold releases once it ends.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(s) = h.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{sig:?}: leasehold did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = h.exit_within(
+            Duration::from_secs(5),
+            &format!("{sig:?}: leasehold did not finish"),
+        );
         assert_eq!(status.code(), Some(128 + sig as i32), "{sig:?}");
         let mut con = server.connection();
         let exists: bool = redis::cmd("EXISTS")
@@ -292,6 +323,10 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
         for sub in ["run", "elect", "status", "doctor", "cacert", "sentinel"] {
             assert!(script.contains(sub), "{shell} completion lacks {sub}");
         }
+        assert!(
+            !script.contains("__guard"),
+            "{shell} completion offers the internal guard mode"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_leasehold"))
         .arg("man")
@@ -302,6 +337,10 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
     assert!(
         page.starts_with(".ie") && page.contains(".TH leasehold 1"),
         "{page}"
+    );
+    assert!(
+        !page.contains("guard"),
+        "the man page shows the internal guard mode"
     );
 }
 
