@@ -27,10 +27,11 @@ fn now_ns() -> u128 {
 }
 
 /// Heartbeats (wall-clock ns) written to `file` every 20 ms by a background job of `sh`
-/// (a grandchild of leasehold), for at most about 60 s; the job's pid goes to `file.pid`.
+/// (a grandchild of leasehold), for at most about 60 s; the job's pid goes to `file.pid`,
+/// the holder's fencing token to `file.token`.
 fn heartbeat_script(file: &Path) -> String {
     format!(
-        "sh -c 'echo $$ > {0}.pid; i=0; while [ $i -lt 3000 ]; do date +%s%N >> {0}; sleep 0.02; i=$((i+1)); done' & wait",
+        "echo $LEASEHOLD_FENCING_TOKEN > {0}.token; sh -c 'echo $$ > {0}.pid; i=0; while [ $i -lt 3000 ]; do date +%s%N >> {0}; sleep 0.02; i=$((i+1)); done' & wait",
         file.display()
     )
 }
@@ -240,11 +241,24 @@ fn a_stopped_leasehold_cannot_keep_its_command_running_past_the_lease_deadline()
     // The lease (2 s, renewed every 0.67 s) ends at most 2 s after the stop. The next
     // holder's command says when it ran (it holds the lock then).
     let out = leasehold(&server.url())
-        .args(["run", "sup/stop", "--wait", "10s", "--", "date", "+%s%N"])
+        .args(["run", "sup/stop", "--wait", "10s", "--", "sh", "-c"])
+        .arg("date +%s%N; echo $LEASEHOLD_FENCING_TOKEN")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let granted: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = said.lines();
+    let granted: u128 = lines.next().unwrap().trim().parse().unwrap();
+    let token: u64 = lines.next().unwrap().trim().parse().unwrap();
+    let first: u64 = std::fs::read_to_string(format!("{}.token", h.beats.display()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        token > first,
+        "the next holder's token {token} is not above {first}"
+    );
     assert!(
         !beating(&h.beats),
         "the stopped holder's command runs beside the next holder"
