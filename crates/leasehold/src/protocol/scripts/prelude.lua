@@ -22,15 +22,16 @@ local function now_ms()
   return math.floor(now_us() / 1000)
 end
 
--- The next fencing token of a lock: above every earlier one. The counter is floored with
--- the server clock (µs) when it starts afresh, so losing it never makes a token go
--- backwards.
+-- The next fencing token of a lock: above the counter, and at least the server clock in
+-- µs. The clock floor is taken on every grant, not only when the counter starts afresh:
+-- a counter that was lost, rolled back (a restart from an older snapshot) or is behind (a
+-- replica promoted before the last grants reached it) still yields tokens above every
+-- one issued before, because the clock has moved on since they were. Tokens stay below
+-- 2^53 (the clock in µs is about 2^51), so Lua numbers hold them exactly.
 local function next_token(fence)
-  local token = redis.call('INCR', fence)
-  if token == 1 then
-    token = now_us()
-    redis.call('SET', fence, string.format('%.0f', token))
-  end
+  local last = tonumber(redis.call('GET', fence) or '0') or 0
+  local token = math.max(last + 1, now_us())
+  redis.call('SET', fence, string.format('%.0f', token))
   return token
 end
 
