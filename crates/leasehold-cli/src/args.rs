@@ -74,6 +74,17 @@ pub struct TargetArgs {
     /// Each --redis URL is an independent master, locked by quorum (RedLock).
     #[arg(long, global = true, env = "LEASEHOLD_REDLOCK", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
     pub redlock: bool,
+    /// How long to wait for each Redis reply before its outcome counts as unknown (default
+    /// 1s). A lease is renewed every third of its TTL, so --ttl must be at least about 1.6
+    /// times this.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LEASEHOLD_RESPONSE_TIMEOUT",
+        global = true,
+        value_parser = duration
+    )]
+    pub response_timeout: Option<Duration>,
 }
 
 /// TLS, as redis-cli spells it. Any of these turns TLS on, for every server the command

@@ -106,6 +106,9 @@ pub async fn connect(
     if let Some(tls) = tls {
         builder = builder.tls(tls);
     }
+    if let Some(timeout) = target.response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
     let client = builder.build()?;
     if let Err(e) = client.ping().await {
         let context = if e.is_tls() {

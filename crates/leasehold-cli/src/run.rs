@@ -64,8 +64,12 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
             Ok(exit::LEASE_LOST)
         }
         Ok(_) => Ok(child::exit_code(status)),
-        Err(e) => {
+        Err(e) if e.is_ambiguous() => {
             // The command's own status matters more; the lease expires by itself.
+            eprintln!("leasehold: {e}");
+            Ok(child::exit_code(status))
+        }
+        Err(e) => {
             eprintln!("leasehold: releasing the lock failed ({e}); it expires with its lease");
             Ok(child::exit_code(status))
         }

@@ -143,7 +143,15 @@ fn a_run_whose_lease_is_deleted_stops_the_command_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     let mut child = leasehold(&server.url())
-        .args(["run", "doomed", "--ttl", "1s", "--grace", "500ms", "--"])
+        .args([
+            "run",
+            "doomed",
+            "--ttl",
+            "1s",
+            "--response-timeout",
+            "500ms",
+        ])
+        .args(["--grace", "500ms", "--"])
         // A grandchild: the whole process group must stop, not just `sh`.
         .args([
             "sh",
@@ -294,7 +302,15 @@ fn elect_hands_leadership_over_when_the_leader_dies() {
     let leader_file = |n: &str| dir.path().join(format!("leader-{n}"));
     let spawn = |n: &str| {
         leasehold(&server.url())
-            .args(["elect", "scheduler", "--ttl", "1s", "--label", n, "--"])
+            .args([
+                "elect",
+                "scheduler",
+                "--ttl",
+                "1s",
+                "--response-timeout",
+                "500ms",
+            ])
+            .args(["--label", n, "--"])
             .args([
                 "sh",
                 "-c",
@@ -364,6 +380,10 @@ fn bad_input_gives_one_clear_line_and_the_usage_code() {
         (
             vec!["run", "x", "--ttl", "1ms", "--", "true"],
             "lease TTL 1 ms is too short: use at least 10 ms",
+        ),
+        (
+            vec!["run", "x", "--ttl", "15ms", "--", "true"],
+            "too short to renew with a response timeout of 1 s",
         ),
         (
             vec!["run", "x", "--ttl", "100h", "--", "true"],

@@ -389,3 +389,133 @@ async fn a_lost_reply_never_hands_another_requests_reply_to_an_acquire() {
     assert!(gy.release().await.unwrap().is_released());
     assert!(!exists(&mut con, "leasehold:{tagged-x}").await);
 }
+
+fn script(lua: &str) -> Match {
+    Match::command("EVALSHA").and(Match::arg_contains(sha(lua)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_first_reply_is_late_is_re_run_and_reported_released() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let lock = c.lock("unknown/release-late-once").unwrap();
+    let guard = lock.acquire().await.unwrap();
+    let late = proxy.add_rule(
+        Rule::reply_to(script(leasehold::scripts::RELEASE_LUA))
+            .first(1)
+            .delay(Duration::from_millis(700)),
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert_eq!(late.hits(), 1);
+    assert!(!exists(&mut con, lock.redis_key()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_never_gets_a_reply_is_ambiguous_not_a_connection_error() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let lock = c.lock("unknown/release-never").unwrap();
+    let guard = lock.acquire().await.unwrap();
+    // Every reply to a release comes after the client stopped waiting (2 × 250 ms).
+    let late = proxy.add_rule(
+        Rule::reply_to(script(leasehold::scripts::RELEASE_LUA))
+            .first(1_000)
+            .delay(Duration::from_secs(2)),
+    );
+    let err = guard.release().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Ambiguous, "{err}");
+    assert!(err.to_string().contains("may have been applied"), "{err}");
+    assert!(late.hits() >= 1);
+    // It was applied: the lock is gone once the delayed command ran.
+    common::wait_until_absent(&con, lock.redis_key(), "the released lock").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_that_never_gets_a_reply_is_ambiguous_and_keeps_the_older_deadline() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let mut con = server.async_connection().await;
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    let lock = c
+        .lock("unknown/extend-never")
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .auto_renew(false);
+    let guard = lock.acquire().await.unwrap();
+    // Loads the extend script, so the faulty calls below are plain EVALSHA that run.
+    guard.extend(Duration::from_secs(10)).await.unwrap();
+    let before = guard.valid_until();
+    let late = proxy.add_rule(
+        Rule::reply_to(script(leasehold::scripts::EXTEND.plain))
+            .first(1_000)
+            .delay(Duration::from_secs(2)),
+    );
+    let err = guard.extend(Duration::from_secs(60)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Ambiguous, "{err}");
+    assert!(late.hits() >= 1);
+    assert_eq!(guard.valid_until(), before, "the deadline is the older one");
+    // The extend was applied at the server once its delayed command ran.
+    poll_until(Duration::from_secs(5), "the applied extend", || {
+        let mut con = con.clone();
+        let key = lock.redis_key().to_string();
+        async move { pttl(&mut con, &key).await > 30_000 }
+    })
+    .await;
+    drop(late);
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(!exists(&mut con, lock.redis_key()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_after_an_ambiguous_acquire_returns_within_its_documented_bound() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let c = client(&proxy.url());
+    warm_up(&c).await;
+    // Every acquire and release reply is lost: the possible grant (30 s lease) cannot be
+    // confirmed released, and its background release would retry for the whole lease.
+    let _acquires = proxy.add_rule(Rule::reply_to(acquire_script()).first(1_000).drop());
+    let _releases = proxy.add_rule(
+        Rule::reply_to(script(leasehold::scripts::RELEASE_LUA))
+            .first(1_000)
+            .drop(),
+    );
+    let lock = c
+        .lock("unknown/shutdown")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .auto_renew(false);
+    let err = lock
+        .acquire_timeout(Duration::from_millis(600))
+        .await
+        .unwrap_err();
+    assert!(err.is_ambiguous(), "{err}");
+    assert!(
+        c.pending_releases() > 0,
+        "its grant is released in the background"
+    );
+    let bound = c.shutdown_bound();
+    assert_eq!(bound, Duration::from_millis(1_500), "2 × (500 ms + 250 ms)");
+    let started = std::time::Instant::now();
+    c.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took <= bound + Duration::from_millis(200),
+        "shutdown took {took:?}, more than its bound {bound:?}"
+    );
+    assert!(c
+        .lock("after")
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("shut down"));
+}

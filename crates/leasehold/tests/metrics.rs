@@ -127,7 +127,7 @@ async fn acquisitions_contention_renewals_losses_and_unknown_outcomes_are_counte
     let held = c
         .lock("m")
         .unwrap()
-        .ttl(Duration::from_millis(300))
+        .ttl(Duration::from_millis(400))
         .auto_renew(true)
         .acquire()
         .await

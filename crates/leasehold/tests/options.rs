@@ -134,3 +134,49 @@ async fn a_bad_label_is_refused_at_acquire_and_the_lock_stays_free() {
     assert!(guard.release().await.unwrap().is_released());
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_lease_too_short_for_the_response_timeout_is_refused_with_the_reason() {
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    // The default response timeout (1 s): a renewal may wait that long for its reply.
+    let c = leasehold::Client::new(server.url()).unwrap();
+    for ttl in [10, 15, 500, 1_000] {
+        let lock = c.lock("too-short").unwrap().ttl(Duration::from_millis(ttl));
+        let e = lock.acquire().await.unwrap_err();
+        assert!(e.is_invalid_input(), "{ttl} ms: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("too short to renew with a response timeout of 1 s")
+                && text.contains("use a TTL of at least 1.5"),
+            "{text}"
+        );
+        assert_eq!(
+            pttl(&mut con, "leasehold:{too-short}").await,
+            -2,
+            "nothing sent"
+        );
+    }
+    // Long enough, or not renewed at all: granted.
+    let ok = c
+        .lock("too-short")
+        .unwrap()
+        .ttl(Duration::from_millis(1_600));
+    ok.acquire().await.unwrap().release().await.unwrap();
+    let fixed = c
+        .lock("too-short")
+        .unwrap()
+        .ttl(Duration::from_millis(15))
+        .auto_renew(false);
+    drop(fixed.acquire().await.unwrap());
+    // A shorter response timeout admits the short renewed lease.
+    let quick = leasehold::Client::builder(server.url())
+        .response_timeout(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let lock = quick
+        .lock("short-ok")
+        .unwrap()
+        .ttl(Duration::from_millis(15));
+    lock.check().unwrap();
+}

@@ -206,7 +206,7 @@ async fn redlock_fencing_tokens_increase_even_when_node_counters_disagree() {
 async fn a_redlock_lease_is_renewed_by_quorum_and_lost_when_the_quorum_is_lost() {
     let masters = Masters::start(5);
     let client = Client::redlock_builder(masters.urls())
-        .response_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_millis(500))
         .default_ttl(Duration::from_millis(900))
         .node_timeout(Duration::from_millis(100))
         .build()

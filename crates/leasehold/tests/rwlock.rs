@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, poll_until, pttl, steady, zcard};
+use common::{client, poll_until, pttl, quick, steady, zcard};
 use leasehold::{Client, LostReason, ReadGuard, ReleaseOutcome, RwLock, WriteGuard};
 use leasehold_testkit::{FaultProxy, RedisServer};
 
@@ -434,7 +434,7 @@ async fn losing_one_readers_lease_fires_only_that_readers_lost_signal() {
     const NAME: &str = "own-lease";
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
-    let c = steady(&server.url());
+    let c = quick(&server.url());
     let lock = rw(&c, NAME)
         .ttl(Duration::from_millis(300))
         .auto_renew(true);
@@ -502,7 +502,7 @@ async fn every_rwlock_key_has_a_ttl_except_the_fencing_counter() {
     const NAME: &str = "rw-ttl";
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
-    let (cr, cw) = (steady(&server.url()), steady(&server.url()));
+    let (cr, cw) = (quick(&server.url()), quick(&server.url()));
     let readers = rw(&cr, NAME)
         .ttl(Duration::from_millis(400))
         .auto_renew(true);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, poll_until, pttl, sha, steady};
+use common::{client, poll_until, pttl, quick, sha, steady};
 use leasehold::scripts::SEM_ACQUIRE;
 use leasehold::{Client, ErrorKind, LostReason, Permit, ReleaseOutcome, Semaphore};
 use leasehold_testkit::{FaultProxy, Match, RedisServer, Rule};
@@ -358,8 +358,8 @@ async fn fill(sem: &Semaphore, n: u32) -> Vec<Permit> {
 async fn a_smaller_capacity_grants_nothing_until_fewer_are_held_and_revokes_no_one() {
     const NAME: &str = "shrink";
     let server = RedisServer::start();
-    let holders = steady(&server.url());
-    let other = steady(&server.url());
+    let holders = quick(&server.url());
+    let other = quick(&server.url());
     // Short renewed leases: the holders must stay valid through the whole test.
     let sem5 = holders
         .semaphore(NAME, 5)
@@ -501,7 +501,7 @@ async fn each_permit_is_renewed_and_lost_on_its_own_with_its_own_increasing_toke
     const NAME: &str = "renewed";
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
-    let c = steady(&server.url());
+    let c = quick(&server.url());
     let sem = c
         .semaphore(NAME, 5)
         .unwrap()
@@ -579,7 +579,7 @@ async fn every_semaphore_key_has_a_ttl_except_the_fencing_counter() {
     const NAME: &str = "ttl";
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
-    let c = steady(&server.url());
+    let c = quick(&server.url());
     let renewed = c
         .semaphore(NAME, 3)
         .unwrap()

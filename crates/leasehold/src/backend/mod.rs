@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, NotHeldReason, Result};
 use crate::lease::renew::{Renewal, Renewals, Renewer};
 use crate::lease::{LeaseState, LostReason, ReleaseOutcome};
 use crate::net::conn::{Failure, MIN_BUDGET};
-use crate::net::failure::failure_error;
+use crate::net::failure::{failure_error, outcome_error};
 use crate::protocol::keys::{Kind, LockKeys};
 use crate::protocol::{Extend, Kept, Mode, Release, Released};
 
@@ -241,6 +241,7 @@ async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> R
     }
     let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
     let mut last: Option<Failure> = None;
+    let mut saw_unknown = false;
     let mut first_send = None;
     while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
         let sent = Instant::now();
@@ -283,13 +284,21 @@ async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> R
                 if matches!(f, Failure::NotSent(_)) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                saw_unknown |= matches!(f, Failure::Unknown(_));
                 last = Some(f);
             }
         }
     }
-    Err(failure_error(
+    let last = last.unwrap_or(Failure::Unknown(None));
+    let last = if saw_unknown && !matches!(last, Failure::Unknown(_)) {
+        Failure::Unknown(last.into_redis())
+    } else {
+        last
+    };
+    Err(outcome_error(
         &format!("extend {:?}", st.name),
-        last.unwrap_or(Failure::Unknown(None)),
+        last,
+        "the lease's deadline is unchanged (the watchdog keeps renewing it while it lives)",
     ))
 }
 
@@ -344,7 +353,11 @@ async fn release_in_span(
             }
             Err(f) => {
                 // Keep trying in the background; the lease expires by itself at worst.
-                let err = failure_error(&format!("release {:?}", st.name), f);
+                let err = outcome_error(
+                    &format!("release {:?}", st.name),
+                    f,
+                    "the release is retried in the background, and the lease expires by its TTL at worst",
+                );
                 tracing::warn!(lock = %st.name, error = %err, "release failed; retrying in the background");
                 Err(err)
             }
@@ -411,7 +424,14 @@ pub(crate) async fn release_once(
             }
         }
     }
-    Err(last.unwrap_or(Failure::Unknown(None)))
+    // One try that may have been applied makes the whole outcome unknown.
+    Err(match last {
+        Some(f) if saw_unknown && !matches!(f, Failure::Unknown(_)) => {
+            Failure::Unknown(f.into_redis())
+        }
+        Some(f) => f,
+        None => Failure::Unknown(None),
+    })
 }
 
 /// Release one hold in the background: retried while the lease could still be alive.

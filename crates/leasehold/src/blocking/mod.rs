@@ -324,9 +324,10 @@ impl Client {
     /// held keep their leases until they are released or dropped.
     ///
     /// # Blocking
-    /// Blocks until the background releases are done; each is bounded by the response
-    /// timeout and its lease. Use [`shutdown_timeout`](Self::shutdown_timeout) for a
-    /// tighter bound. Panics if called from async code (see the [module docs](self)).
+    /// Blocks until the background releases are done, at most
+    /// [`crate::Client::shutdown_bound`] (6 s with the default timeouts). Use
+    /// [`shutdown_timeout`](Self::shutdown_timeout) for another bound. Panics if called
+    /// from async code (see the [module docs](self)).
     pub fn shutdown(self) {
         self.shared.block_on(self.shared.client.shutdown());
     }
@@ -338,10 +339,8 @@ impl Client {
     /// Blocks at most `limit`. Panics if called from async code (see the
     /// [module docs](self)).
     pub fn shutdown_timeout(self, limit: Duration) -> bool {
-        self.shared.block_on(async {
-            tokio::time::timeout(limit, self.shared.client.shutdown())
-                .await
-                .is_ok()
-        })
+        self.shared
+            .block_on(self.shared.client.shutdown_within(limit))
+            == 0
     }
 }

@@ -725,13 +725,33 @@ impl Client {
                 .sum::<usize>()
     }
 
-    /// Stop accepting new acquires and wait for every background release (from dropped
-    /// guards, cancelled or ambiguous acquires) to finish. Each of them is bounded by the
-    /// response timeout and the lease, so this returns in bounded time.
+    /// Stop accepting new acquires and wait for the background releases (from dropped
+    /// guards, cancelled or ambiguous acquires) to finish — for at most twice the connect
+    /// timeout plus the response timeout (6 s with the defaults; see
+    /// [`shutdown_bound`](Self::shutdown_bound)). A release still unconfirmed then is one
+    /// whose server does not answer; it goes on while the runtime runs, and what it does not
+    /// release expires with its lease. [`shutdown_within`](Self::shutdown_within) takes
+    /// another bound and says how many were left.
     ///
     /// # Cancel safety
     /// Cancel-safe: cancelling stops waiting; the releases go on in the background.
     pub async fn shutdown(&self) {
+        let left = self.shutdown_within(self.shutdown_bound()).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "shutdown: background releases still unconfirmed; what they do not release expires with its lease"
+            );
+        }
+    }
+
+    /// How long [`shutdown`](Self::shutdown) waits at most: 2 × (connect timeout +
+    /// response timeout), room for a release to reconnect and be re-run once.
+    pub fn shutdown_bound(&self) -> std::time::Duration {
+        2 * (self.inner.conn.connect_timeout() + self.inner.conn.response_timeout())
+    }
+
+    async fn drain(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
@@ -750,7 +770,7 @@ impl Client {
     /// # Cancel safety
     /// As for [`shutdown`](Self::shutdown).
     pub async fn shutdown_within(&self, limit: std::time::Duration) -> usize {
-        if tokio::time::timeout(limit, self.shutdown()).await.is_ok() {
+        if tokio::time::timeout(limit, self.drain()).await.is_ok() {
             return 0;
         }
         self.inner.tasks.len()

@@ -86,6 +86,9 @@ impl LockGuard {
     ///
     /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) — expired, or held by
     /// another owner — when the hold is gone; the guard then holds nothing.
+    /// Fails with [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) when no reply came
+    /// even after re-running the same extend on a fresh connection: it may have been
+    /// applied, and the deadline stays the older one.
     ///
     /// # Cancel safety
     /// Cancel-safe: extending is idempotent at the server; a cancelled extend may or may
@@ -97,7 +100,12 @@ impl LockGuard {
         crate::backend::extend(&self.inner, &self.lease.state, ttl).await
     }
 
-    /// Release this hold and report what the server found.
+    /// Release this hold and report what the server found: released, already expired, or
+    /// held by another owner. A release whose reply is lost is re-run (same request) on a
+    /// fresh connection and reported by what that finds. When no reply comes at all before
+    /// two response timeouts pass, the error is
+    /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) (it may have been applied) and
+    /// the release goes on in the background; a connection error means it was never sent.
     ///
     /// # Cancel safety
     /// Cancel-safe: if the future is dropped before the outcome is known, the release is

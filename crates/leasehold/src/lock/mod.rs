@@ -237,6 +237,47 @@ impl Lock {
         self
     }
 
+    /// An auto-renewed lease must outlast one slow renewal: a renewal sent when due may
+    /// wait a whole response timeout for its reply, and must still land before the lease's
+    /// local deadline. A shorter TTL would be lost by a merely slow reply (a fixed lease,
+    /// `auto_renew(false)`, is not renewed and is not held to this).
+    fn check_ttl_fits_the_response_timeout(&self) -> Result<()> {
+        let Some(every) = self.effective_renewal() else {
+            return Ok(());
+        };
+        let rt = self.inner.conn.response_timeout();
+        let left = |ttl: Duration| {
+            let usable = ttl.saturating_sub(crate::lease::drift(ttl));
+            usable.saturating_sub((ttl / 3).min(usable / 2))
+        };
+        let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
+        let room = usable.saturating_sub(every);
+        if room >= rt {
+            return Ok(());
+        }
+        // The shortest TTL that fits with the default schedule (a renewal every third).
+        let mut fits = rt;
+        for _ in 0..200 {
+            if left(fits) >= rt {
+                break;
+            }
+            fits += rt / 64 + Duration::from_millis(1);
+        }
+        let shorter = if room >= Duration::from_millis(1) {
+            format!(", or a response timeout of at most {}", human(room))
+        } else {
+            String::new()
+        };
+        Err(Error::invalid(format!(
+            "lock {:?}: a lease TTL of {} is too short to renew with a response timeout of {}: a renewal sent when due (every {}) could not wait one response timeout before the lease's deadline; use a TTL of at least {}{shorter}",
+            self.name,
+            human(self.ttl),
+            human(rt),
+            human(every),
+            human(fits)
+        )))
+    }
+
     /// The renewal interval acquires will use, if the watchdog is on.
     pub fn effective_renewal(&self) -> Option<Duration> {
         self.auto_renew.then(|| {
@@ -289,8 +330,9 @@ impl Lock {
         if let Some(every) = self.renew_every {
             if !self.auto_renew {
                 return Err(Error::invalid(format!(
-                    "lock {:?}: renew_every({every:?}) has no effect with auto_renew(false)",
-                    self.name
+                    "lock {:?}: renew_every({}) has no effect with auto_renew(false)",
+                    self.name,
+                    human(every)
                 )));
             }
             let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
@@ -302,6 +344,7 @@ impl Lock {
                 )));
             }
         }
+        self.check_ttl_fits_the_response_timeout()?;
         if let Some(group) = &self.metrics_group {
             if group.is_empty() || group.len() > 64 || group.chars().any(char::is_control) {
                 return Err(Error::invalid(

@@ -41,6 +41,22 @@ impl Failure {
     }
 }
 
+/// Turn a failure of a command that changes state into an error: [`ErrorKind::Ambiguous`]
+/// when it may have been applied (`then` says what happens next), else as
+/// [`failure_error`].
+pub(crate) fn outcome_error(context: &str, f: Failure, then: &str) -> Error {
+    match f {
+        Failure::Unknown(source) => {
+            let msg = format!(
+                "{context}: {}; it may have been applied: {then}",
+                Failure::Unknown(None).describe()
+            );
+            Error::new(ErrorKind::Ambiguous, msg).with_source_opt(source)
+        }
+        other => failure_error(context, other),
+    }
+}
+
 /// Turn a failure of a command whose effect does not matter (or is known) into an error.
 pub(crate) fn failure_error(context: &str, f: Failure) -> Error {
     match f {

@@ -18,12 +18,23 @@ pub fn client(url: &str) -> Client {
         .expect("client")
 }
 
+/// A client with a short response timeout (150 ms), for short auto-renewed leases (from
+/// about 240 ms), which must outlast one slow renewal.
+pub fn quick(url: &str) -> Client {
+    Client::builder(url)
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(150))
+        .build()
+        .expect("client")
+}
+
 /// A client with generous timeouts, for tests that inject no faults (so a busy machine
-/// does not turn into ambiguous outcomes).
+/// does not turn into ambiguous outcomes). Its response timeout (1 s) admits auto-renewed
+/// leases from about 1.6 s.
 pub fn steady(url: &str) -> Client {
     Client::builder(url)
         .connect_timeout(Duration::from_secs(2))
-        .response_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(1))
         .build()
         .expect("client")
 }
