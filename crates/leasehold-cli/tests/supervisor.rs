@@ -376,3 +376,23 @@ fn warnings_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "ANSI codes in a pipe: {err:?}");
 }
+
+#[test]
+fn a_redis_restart_without_persistence_stops_the_command_within_seconds() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A 30 s lease: its next renewal is 10 s away.
+    let mut h = Holder::start(&server.url(), "sup/restart", dir.path(), "30s");
+    let restarted_at = Instant::now();
+    server.restart();
+    let status = h.exit_within(
+        Duration::from_secs(5),
+        "leasehold kept running its command after the restart",
+    );
+    assert_eq!(status.code(), Some(4), "lease lost: exit 4");
+    wait_for(Duration::from_secs(1), "the heartbeat job to die", || {
+        !beating(&h.beats)
+    });
+    let took = restarted_at.elapsed();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+}

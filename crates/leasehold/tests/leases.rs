@@ -182,7 +182,10 @@ async fn redis_restarted_without_persistence_tells_holders_their_lease_is_lost()
         .await
         .expect("lost() fired");
     assert!(
-        matches!(reason, LostReason::Expired | LostReason::DeadlinePassed),
+        matches!(
+            reason,
+            LostReason::ServerRestarted | LostReason::Expired | LostReason::DeadlinePassed
+        ),
         "{reason:?}"
     );
 }

@@ -510,6 +510,46 @@ impl Renewals for Inner {
     fn send(self: &Arc<Self>, batch: Vec<Renewal>) {
         spawn_batch(self, batch);
     }
+
+    /// One server (or Sentinel's master): a restart, seen as a new `run_id` at the same
+    /// address when the client reconnects, ends every lease held there at once. When the
+    /// server ends the connection, the client reconnects right away (not at the next
+    /// command), so a restarted server is noticed within a reconnect.
+    fn watch_connection(self: &Arc<Self>) {
+        if Topology::of(self) != Topology::Server {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.conn.on_restart(Arc::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.renewer.lose_all(&inner, LostReason::ServerRestarted);
+            }
+        }));
+        let broke = self.conn.broken();
+        let weak = Arc::downgrade(self);
+        self.handle.spawn(async move {
+            loop {
+                broke.notified().await;
+                // Bounded: about ten minutes of tries per outage, backing off to 1 s.
+                let mut pause = Duration::from_millis(20);
+                for _ in 0..600 {
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    let up = inner.conn.reconnect().await;
+                    drop(inner);
+                    if up {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        });
+    }
 }
 
 fn spawn_batch(client: &Arc<Inner>, batch: Vec<Renewal>) {

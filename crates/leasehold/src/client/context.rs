@@ -58,6 +58,8 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.renewer.client_dropped();
+        // Wakes the connection watcher, which then finds the client gone.
+        self.conn.broken().notify_one();
     }
 }
 

@@ -146,6 +146,8 @@ enum Cmd {
     Watch(Arc<LeaseState>, Option<Instant>),
     /// Send a renewal at `.0` (its due time, or a retry before it).
     RenewAt(Instant, Renewal),
+    /// Declare every lease watched so far lost (their server restarted).
+    LoseAll(LostReason),
 }
 
 /// A queue entry: when it is due, a sequence number (FIFO among equal times), the lease and
@@ -181,6 +183,9 @@ pub(crate) trait Renewals: Send + Sync + Sized + 'static {
     /// Send `batch` (due now); each lease's outcome is reported back to the scheduler with
     /// [`Renewer::renewed_one`], [`Renewer::refused_one`] or [`Renewer::retry_soon`].
     fn send(self: &Arc<Self>, batch: Vec<Renewal>);
+    /// Started with the scheduler: watch the connection for what ends every lease at once
+    /// (a server restart), and report it with [`Renewer::lose_all`].
+    fn watch_connection(self: &Arc<Self>);
 }
 
 /// The per-client renewal scheduler (its task starts on first use).
@@ -243,6 +248,7 @@ impl Renewer {
             inner
                 .handle()
                 .spawn(run(Arc::downgrade(inner), self.clone()));
+            inner.watch_connection();
         }
         if self.nanos(due) < self.next_wake.load(Ordering::Acquire) || len >= 4_096 {
             self.notify.notify_one();
@@ -255,6 +261,15 @@ impl Renewer {
         let first = lease.renew_every.map(|every| lease.granted_at + every);
         let wake = first.map_or(lease.fire_at(), |at| at.min(lease.fire_at()));
         self.push(inner, Cmd::Watch(lease, first), wake);
+    }
+
+    /// Declare every lease watched so far lost for `reason` (leases watched later are not
+    /// touched). A no-op before the first lease.
+    pub(crate) fn lose_all<R: Renewals>(self: &Arc<Self>, inner: &Arc<R>, reason: LostReason) {
+        if self.started.load(Ordering::Acquire) {
+            self.push(inner, Cmd::LoseAll(reason), Instant::now());
+            self.notify.notify_one();
+        }
     }
 
     /// A watched lease ended; lets the scheduler compact its queues in time.
@@ -348,6 +363,18 @@ async fn run<R: Renewals>(inner: Weak<R>, r: Arc<Renewer>) {
                     q.push_deadline(lease);
                 }
                 Cmd::RenewAt(at, r) => q.push_renewal(at, r),
+                Cmd::LoseAll(reason) => {
+                    let mut lost = 0usize;
+                    for Reverse(Entry(_, _, lease, _)) in q.deadlines.iter() {
+                        if !lease.is_ended() && lease.lost_reason().is_none() {
+                            lease.lose(reason);
+                            lost += 1;
+                        }
+                    }
+                    if lost > 0 {
+                        tracing::warn!(leases = lost, %reason, "leases lost");
+                    }
+                }
             }
         }
         if r.ended_since_compaction.load(Ordering::Relaxed) >= 4_096 {

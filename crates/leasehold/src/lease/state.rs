@@ -36,6 +36,10 @@ pub enum LostReason {
     /// The holder released (or dropped) the guard. Only observable through a cancellation
     /// token or lease handle that outlived the guard.
     Released,
+    /// The client reconnected to its server (one server, or the master Sentinel names) at
+    /// the same address and found a new `run_id`: Redis restarted, and its keys may be gone
+    /// (without persistence they are, and another holder may be granted the lock at once).
+    ServerRestarted,
 }
 
 impl LostReason {
@@ -46,6 +50,7 @@ impl LostReason {
             LostReason::HeldByOther => "held_by_other",
             LostReason::DeadlinePassed => "deadline_passed",
             LostReason::Released => "released",
+            LostReason::ServerRestarted => "server_restarted",
         }
     }
 }
@@ -57,6 +62,9 @@ impl std::fmt::Display for LostReason {
             LostReason::HeldByOther => "another owner holds the lock",
             LostReason::DeadlinePassed => "the lease deadline passed without a confirmed renewal",
             LostReason::Released => "the guard was released",
+            LostReason::ServerRestarted => {
+                "Redis restarted (a new run_id at the same address): the lock may be gone"
+            }
         })
     }
 }

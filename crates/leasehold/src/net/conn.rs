@@ -115,6 +115,14 @@ pub(crate) struct Connector {
     to_fence: Mutex<Vec<(i64, String)>>,
     fencing_denied: AtomicBool,
     connecting: tokio::sync::Mutex<()>,
+    /// The server last connected to, as (address, run_id): a new run_id at the same
+    /// address is a restart.
+    last_server: Mutex<Option<(String, String)>>,
+    /// Called when a restart is seen (set by the client).
+    on_restart: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Notified when the server ends a connection (RESP3 disconnection notice), so that a
+    /// watcher can reconnect at once and notice a restart.
+    broke: Arc<tokio::sync::Notify>,
 }
 
 impl Connector {
@@ -137,7 +145,35 @@ impl Connector {
             to_fence: Mutex::new(Vec::new()),
             fencing_denied: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
+            last_server: Mutex::new(None),
+            on_restart: Mutex::new(None),
+            broke: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Call `hook` whenever a new connection finds a new `run_id` at the address of the
+    /// previous one: the server restarted.
+    pub(crate) fn on_restart(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *self.on_restart.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Notified when the server ends the current connection (and on client drop).
+    pub(crate) fn broken(&self) -> Arc<tokio::sync::Notify> {
+        self.broke.clone()
+    }
+
+    /// Connect now if the current connection is gone; whether a connection is up.
+    pub(crate) async fn reconnect(&self) -> bool {
+        self.connection(self.connect_timeout).await.is_ok()
+    }
+
+    /// Remember the server at `addr` with `run_id`; whether it restarted since the last
+    /// connection to that address.
+    fn note_server(&self, addr: &str, run_id: &str) -> bool {
+        let mut last = self.last_server.lock().unwrap_or_else(|e| e.into_inner());
+        let restarted = matches!(&*last, Some((a, r)) if a == addr && r != run_id);
+        *last = Some((addr.to_string(), run_id.to_string()));
+        restarted
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -197,6 +233,7 @@ impl Connector {
             return Ok((slot.generation, Con::Cluster(con)));
         }
         let info = self.endpoint.resolve(wait).await?;
+        let addr = info.addr().to_string();
         if crate::net::tls::is_insecure(&info) {
             warn_insecure(&info.addr().to_string());
         }
@@ -271,12 +308,30 @@ impl Connector {
             Ok(Err(e)) => return Err(Failure::NotSent(Some(e))),
             Err(_) => return Err(Failure::NotSent(None)),
         };
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.generation += 1;
-        slot.con = Some(Con::Single(con.clone()));
-        slot.client_id = client_id;
-        slot.dead = dead;
-        Ok((slot.generation, Con::Single(con)))
+        let restarted = match &client_id {
+            Some((_, run_id)) if !run_id.is_empty() => self.note_server(&addr, run_id),
+            _ => false,
+        };
+        let generation = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.generation += 1;
+            slot.con = Some(Con::Single(con.clone()));
+            slot.client_id = client_id;
+            slot.dead = dead;
+            slot.generation
+        };
+        if restarted {
+            tracing::warn!(server = %addr, "Redis restarted (a new run_id at the same address): leases held there are given up");
+            let hook = self
+                .on_restart
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        Ok((generation, Con::Single(con)))
     }
 
     async fn open_cluster(
@@ -315,9 +370,11 @@ impl Connector {
             .set_connection_timeout(Some(wait))
             .set_response_timeout(None);
         if let Some(flag) = dead {
+            let broke = self.broke.clone();
             cfg = cfg.set_push_sender(move |info: redis::PushInfo| {
                 if info.kind == redis::PushKind::Disconnection {
                     flag.store(true, Ordering::Release);
+                    broke.notify_one();
                 }
                 Ok::<(), std::convert::Infallible>(())
             });
