@@ -179,9 +179,15 @@ impl Error {
     pub(crate) fn from_redis(context: &str, err: redis::RedisError) -> Self {
         // WRONGTYPE: a key leasehold uses is not of the type leasehold keeps there.
         if is_server_reply(&err) && is_wrong_type(&err) {
+            // leasehold's own check names the key; a read that failed names none.
+            let text = err.to_string();
+            let why = match text.find("leasehold key ") {
+                Some(at) => text[at..].split(" script:").next().unwrap_or_default().to_string(),
+                None => "a key under this name holds another type of value: something other than leasehold writes under its key prefix".to_string(),
+            };
             return Error::new(
                 ErrorKind::ForeignKey,
-                format!("{context}: a key under this name holds another type of value (WRONGTYPE): something other than leasehold writes under its key prefix"),
+                format!("{context}: {why} (WRONGTYPE)"),
             )
             .with_source(err);
         }

@@ -12,6 +12,8 @@
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
 -- ARGV[#ARGV] reply tag (see the prelude).
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'string', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'string')
+if bad then return bad end
 local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local waitms, queued, fair = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[8] == '1'

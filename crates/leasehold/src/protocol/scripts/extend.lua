@@ -3,6 +3,8 @@
 -- ARGV[1] owner id    ARGV[2] request id of the hold    ARGV[3] ttl (ms)
 -- Returns {1, pttl} extended (pttl >= ttl), {0, 0} not held: expired, {-1, 0} held by another owner.
 -- ARGV[#ARGV] reply tag (see the prelude).
+local bad = foreign_key(KEYS[1], 'hash')
+if bad then return bad end
 local lock = KEYS[1]
 local owner, reqfield, ttl = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 

@@ -3,6 +3,8 @@
 -- ARGV[1] request id of the waiting call   ARGV[2] reservation (ms)
 -- If the lock had been handed to this waiter, it is handed on to the next one.
 -- Returns 1 if the waiter was queued or held the reservation, else 0.
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'string')
+if bad then return bad end
 local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local req, reservems = ARGV[1], tonumber(ARGV[2])
 

@@ -8,7 +8,12 @@ local out = {}
 for i = 1, #KEYS / 2 do
   local set, tokens = KEYS[2 * i - 1], KEYS[2 * i]
   local req, ttl = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
-  local exp = redis.call('ZSCORE', set, req)
+  -- A set or tokens key of a foreign type holds no lease of ours: 0 for it, the others
+  -- go on (and nothing is written to it).
+  local exp = redis.pcall('ZSCORE', set, req)
+  if type(exp) == 'table' and exp.err then exp = nil end
+  local t = exp and redis.call('TYPE', tokens).ok
+  if t and t ~= 'hash' and t ~= 'none' then exp = nil end
   if exp and tonumber(exp) > now then
     if tonumber(exp) < now + ttl then redis.call('ZADD', set, 'XX', now + ttl, req) end
     keep(set, tokens, ttl)

@@ -12,6 +12,22 @@ local function reply(t)
   return t
 end
 
+-- All or nothing: every script that writes checks the type of every key it may write
+-- before its first write, so a key of a foreign type (something else writing under
+-- leasehold's prefix) fails the whole script with WRONGTYPE and changes nothing. Arguments:
+-- key, type, key, type, ...; absent keys pass. Returns the error to return, or nil.
+local function foreign_key(...)
+  local want = {...}
+  for i = 1, #want, 2 do
+    local t = redis.call('TYPE', want[i]).ok
+    if t ~= 'none' and t ~= want[i + 1] then
+      return redis.error_reply('WRONGTYPE leasehold key ' .. want[i] .. ' holds a ' .. t ..
+        ' value, not a ' .. want[i + 1] .. ': something else writes under leasehold\'s prefix')
+    end
+  end
+  return nil
+end
+
 -- Server time (never the client's clock), in µs and in ms.
 local function now_us()
   local t = redis.call('TIME')

@@ -5,6 +5,8 @@
 -- Returns {1} when raised (or already high enough) and the hold's token set to ARGV[3],
 --         {0} when this node no longer holds the grant (nothing is written).
 -- ARGV[#ARGV] reply tag (see the prelude).
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'string')
+if bad then return bad end
 local lock, fence = KEYS[1], KEYS[2]
 local owner, reqfield, token = ARGV[1], 'r:' .. ARGV[2], ARGV[3]
 

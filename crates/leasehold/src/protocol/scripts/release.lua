@@ -6,6 +6,8 @@
 --         {0, 0} not held: expired (or this hold already ended),
 --         {-1, 0} held by another owner.
 -- ARGV[#ARGV] reply tag (see the prelude).
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'string')
+if bad then return bad end
 local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, reqfield, reservems = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 

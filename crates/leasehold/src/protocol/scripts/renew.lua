@@ -7,8 +7,11 @@
 local out = {}
 for i, lock in ipairs(KEYS) do
   local owner, req, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], tonumber(ARGV[3 * i])
-  local h = redis.call('HMGET', lock, 'owner', 'r:' .. req)
-  if not h[1] then
+  -- A key of a foreign type holds no lease of ours: 0 for it, the others go on.
+  local h = redis.pcall('HMGET', lock, 'owner', 'r:' .. req)
+  if h.err then
+    out[i] = 0
+  elseif not h[1] then
     out[i] = 0
   elseif h[1] ~= owner then
     out[i] = -1

@@ -6,6 +6,8 @@
 -- Returns {1, token, 1, pttl} granted (also for a retry of a granted request),
 --         {0, pttl, 0} a writer holds the lock (pttl: its lease),
 --         {0, ms, 1} writer preference: a live writer is waiting (ms: until its place lapses).
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset', KEYS[5], 'string')
+if bad then return bad end
 local writer, readers, tokens, writers, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local req, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()

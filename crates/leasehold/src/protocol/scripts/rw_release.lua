@@ -3,6 +3,8 @@
 -- KEYS[1] writer (lock hash)
 -- ARGV[1] owner id   ARGV[2] request id   ARGV[3] channel   ARGV[4] reply tag
 -- Returns {1} released, {0} not held (expired, or already released), {-1} held by another.
+local bad = foreign_key(KEYS[1], 'hash')
+if bad then return bad end
 local writer = KEYS[1]
 local h = redis.call('HMGET', writer, 'owner', 'r:' .. ARGV[2])
 if not h[1] then return reply({0}) end

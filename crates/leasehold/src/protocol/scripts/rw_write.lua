@@ -9,6 +9,8 @@
 -- Returns {1, token, 1, pttl} granted (also for a retry of a granted request),
 --         {0, ms, 0} held: ms is the writer's lease, or the time until the last reader's
 --         lease runs out.
+local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset', KEYS[5], 'string')
+if bad then return bad end
 local writer, readers, tokens, writers, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, place = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()

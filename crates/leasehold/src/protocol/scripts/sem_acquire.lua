@@ -6,6 +6,8 @@
 -- granted request), {0, ms until the earliest permit expires, 0} when all N are held.
 -- Expired permits are reclaimed here. Live permits are counted against the caller's N, so
 -- a smaller N grants nothing until enough holders have left; no holder is ever revoked.
+local bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'string')
+if bad then return bad end
 local set, tokens, fence = KEYS[1], KEYS[2], KEYS[3]
 local req, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
