@@ -29,6 +29,43 @@ pub enum Scenario {
     RedisRestart,
     /// Acquires cancelled mid-call (seed 000).
     CancelledAcquires,
+    /// Redis restarted at once without persistence (no delay): every lock key is gone
+    /// while holders still hold.
+    RedisRestartAtOnce,
+    /// Redis restarted from an older RDB snapshot: counters and keys rolled back.
+    SnapshotRollback,
+    /// Sentinel: the master killed while locks are held and contended; the replica is
+    /// promoted, the old master comes back as a replica.
+    SentinelFailover,
+    /// The same, with grants counted only once a replica acknowledged them (`WAIT`).
+    SentinelFailoverAcked,
+    /// RedLock over 5 masters: one node at a time killed and restarted at once, empty.
+    RedlockNodeRestart,
+    /// RedLock over 5 masters: two nodes paused (SIGSTOP) past the lease, again and again.
+    RedlockNodesPaused,
+    /// Redis Cluster: the lock's primary and its replica swap roles (`CLUSTER FAILOVER`)
+    /// again and again.
+    ClusterFailover,
+    /// Redis Cluster: the lock's slot migrated between primaries (`MIGRATING`/`IMPORTING`,
+    /// `ASK` then `MOVED`) again and again.
+    ClusterSlotMigration,
+}
+
+/// Where a scenario's cells run: one private server behind the fault proxy, or a topology
+/// of the test kit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One redis-server behind the fault proxy (every lock).
+    Server,
+    /// A master, a replica and three sentinels (leasehold only); `acks`: replica_acks(1).
+    Sentinel {
+        /// Grants need one replica's acknowledgement.
+        acks: bool,
+    },
+    /// Five independent masters (leasehold only).
+    RedLock,
+    /// Three primaries, the lock's with a replica (leasehold only).
+    Cluster,
 }
 
 /// One fault of a scenario.
@@ -82,11 +119,17 @@ pub enum Fault {
         /// The longest an acquire runs before it is cancelled.
         within: Duration,
     },
+    /// After `after`, snapshot Redis (`SAVE`); `after` later, kill it and start it again
+    /// from that snapshot (what was written since is rolled back).
+    RollBack {
+        /// Running time before the snapshot, and again before the restart.
+        after: Duration,
+    },
 }
 
 impl Scenario {
     /// Every scenario, in the table's order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Baseline,
         Scenario::DroppedReplies,
         Scenario::LateReplies,
@@ -95,7 +138,46 @@ impl Scenario {
         Scenario::RedisPaused,
         Scenario::RedisRestart,
         Scenario::CancelledAcquires,
+        Scenario::RedisRestartAtOnce,
+        Scenario::SnapshotRollback,
+        Scenario::SentinelFailover,
+        Scenario::SentinelFailoverAcked,
+        Scenario::RedlockNodeRestart,
+        Scenario::RedlockNodesPaused,
+        Scenario::ClusterFailover,
+        Scenario::ClusterSlotMigration,
     ];
+
+    /// Where the scenario runs.
+    pub fn topology(self) -> Topology {
+        match self {
+            Scenario::SentinelFailover => Topology::Sentinel { acks: false },
+            Scenario::SentinelFailoverAcked => Topology::Sentinel { acks: true },
+            Scenario::RedlockNodeRestart | Scenario::RedlockNodesPaused => Topology::RedLock,
+            Scenario::ClusterFailover | Scenario::ClusterSlotMigration => Topology::Cluster,
+            _ => Topology::Server,
+        }
+    }
+
+    /// Whether `lock` runs in this scenario: every lock on one server, leasehold alone on
+    /// the topologies (the naive locks speak to one server).
+    pub fn applies_to(self, lock: LockKind) -> bool {
+        self.topology() == Topology::Server || lock == LockKind::Leasehold
+    }
+
+    /// Whether leasehold may show overlapping holds here, inside a window its docs name
+    /// (TORTURE.md): lock keys lost with the data (a restart at once without persistence,
+    /// a rolled-back snapshot, a failover to a replica that missed a grant, a RedLock node
+    /// restarted empty). Fencing tokens still refuse every stale write there.
+    pub fn allows_overlaps(self) -> bool {
+        matches!(
+            self,
+            Scenario::RedisRestartAtOnce
+                | Scenario::SnapshotRollback
+                | Scenario::SentinelFailover
+                | Scenario::RedlockNodeRestart
+        )
+    }
 
     /// The scenario's name (the command line's and the table's).
     pub fn name(self) -> &'static str {
@@ -108,6 +190,14 @@ impl Scenario {
             Scenario::RedisPaused => "redis-paused",
             Scenario::RedisRestart => "redis-restart",
             Scenario::CancelledAcquires => "cancelled-acquires",
+            Scenario::RedisRestartAtOnce => "redis-restart-at-once",
+            Scenario::SnapshotRollback => "snapshot-rollback",
+            Scenario::SentinelFailover => "sentinel-failover",
+            Scenario::SentinelFailoverAcked => "sentinel-failover-acked",
+            Scenario::RedlockNodeRestart => "redlock-node-restart",
+            Scenario::RedlockNodesPaused => "redlock-nodes-paused",
+            Scenario::ClusterFailover => "cluster-failover",
+            Scenario::ClusterSlotMigration => "cluster-slot-migration",
         }
     }
 
@@ -163,6 +253,21 @@ impl Scenario {
                 }];
                 F
             }
+            Scenario::RedisRestartAtOnce => {
+                const F: &[Fault] = &[Fault::RestartRedis {
+                    after: Duration::from_millis(700),
+                    down: Duration::ZERO,
+                }];
+                F
+            }
+            Scenario::SnapshotRollback => {
+                const F: &[Fault] = &[Fault::RollBack {
+                    after: Duration::from_millis(500),
+                }];
+                F
+            }
+            // The topology scenarios' faults are the topology's own (torture/topology.rs).
+            _ => &[],
         }
     }
 
@@ -250,6 +355,25 @@ mod tests {
         }
         assert_eq!(Scenario::value_variants().len(), Scenario::ALL.len());
         assert_eq!(LockKind::value_variants().len(), LockKind::ALL.len());
+    }
+
+    #[test]
+    fn the_naive_locks_run_only_on_one_server_and_overlaps_are_allowed_only_where_keys_are_lost() {
+        for s in Scenario::ALL {
+            for l in LockKind::ALL {
+                assert_eq!(
+                    s.applies_to(l),
+                    s.topology() == Topology::Server || l == LockKind::Leasehold,
+                    "{s} {l}"
+                );
+            }
+        }
+        assert!(!Scenario::SentinelFailoverAcked.allows_overlaps());
+        assert!(Scenario::SentinelFailover.allows_overlaps());
+        assert!(
+            !Scenario::RedisRestart.allows_overlaps(),
+            "the delayed restart"
+        );
     }
 
     #[test]
