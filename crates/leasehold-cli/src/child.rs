@@ -153,10 +153,18 @@ pub(crate) async fn supervise(
                 let until = takeover_at.saturating_duration_since(tokio::time::Instant::now());
                 match on_lost {
                     OnLostAction::Term => {
-                        eprintln!(
-                            "leasehold: {what} lost ({reason}); sending SIGTERM to the command (SIGKILL in {})",
-                            crate::human(grace.min(until))
-                        );
+                        let kill_in = grace.min(until);
+                        if kill_in.is_zero() {
+                            // The lock may be granted to another holder now: no grace left.
+                            eprintln!(
+                                "leasehold: {what} lost ({reason}); killing the command now (another holder may already be granted the lock)"
+                            );
+                        } else {
+                            eprintln!(
+                                "leasehold: {what} lost ({reason}); sending SIGTERM to the command (SIGKILL in {})",
+                                crate::human(kill_in)
+                            );
+                        }
                         let at = crate::guard::to_mono_ns(takeover_at.into_std());
                         line.send(&format!("T {at}")).await;
                     }
