@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = leasehold_cli::guard::main_if_guard() {
         return code;
     }
+    leasehold_cli::main_shape::fatal_panics("leasehold");
     leasehold_cli::main_shape::run_main(
         "leasehold",
         |cli: &leasehold_cli::args::Cli| (cli.verbose, false),

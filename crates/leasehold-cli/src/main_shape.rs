@@ -32,7 +32,6 @@ where
     };
     let (verbose, quiet) = logging(&cli);
     crate::logging::init(verbose, quiet);
-    fatal_panics(program);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -54,8 +53,9 @@ where
 /// code [`crate::exit::PANIC`], after the usual panic message. A runtime would otherwise
 /// swallow a panicking task and keep the process alive with part of it dead; for a
 /// supervisor, ending is the safe failure: the guard sees its socket close and kills the
-/// command's group, and the lease expires by its TTL.
-fn fatal_panics(program: &str) {
+/// command's group, and the lease expires by its TTL. For the `leasehold` command only:
+/// the exit skips destructors, which the lab needs to stop the servers it started.
+pub fn fatal_panics(program: &str) {
     let program = program.to_string();
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -123,20 +123,21 @@ pub(crate) async fn list(
     let mut found = std::collections::BTreeSet::new();
     // One more than asked for tells whether there are more.
     let want = limit.saturating_add(1);
+    let mut complete = true;
     match Topology::of(inner) {
-        Topology::Server => scan(inner, None, pattern, want, &mut found).await?,
+        Topology::Server => complete &= scan(inner, None, pattern, want, &mut found).await?,
         Topology::Cluster => {
             for primary in primaries(inner).await? {
-                scan(inner, Some(&primary), pattern, want, &mut found).await?;
+                complete &= scan(inner, Some(&primary), pattern, want, &mut found).await?;
             }
         }
         Topology::RedLock => {
             for node in &inner.nodes {
-                scan(node, None, pattern, want, &mut found).await?;
+                complete &= scan(node, None, pattern, want, &mut found).await?;
             }
         }
     }
-    let more = found.len() > limit;
+    let more = found.len() > limit || !complete;
     Ok((found.into_iter().take(limit).collect(), more))
 }
 
@@ -171,14 +172,14 @@ pub(crate) async fn primaries(inner: &Inner) -> Result<Vec<(String, u16)>> {
 }
 
 /// `SCAN` one server (or one Cluster primary, by address) into `found`, until it holds
-/// `want` names or the scan is complete.
+/// `want` names or the scan is complete; false if it stopped at its bound of calls first.
 async fn scan(
     inner: &Inner,
     node: Option<&(String, u16)>,
     pattern: &str,
     want: usize,
     found: &mut std::collections::BTreeSet<(String, Shape)>,
-) -> Result<()> {
+) -> Result<bool> {
     let prefix = format!("{}:{{", inner.prefix);
     // The prefix is literal text in the SCAN pattern; only `pattern` is a glob.
     let literal: String = prefix
@@ -216,10 +217,10 @@ async fn scan(
         }
         cursor = next;
         if cursor == 0 || found.len() >= want {
-            break;
+            return Ok(true);
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Remove lock `name` whoever holds it and hand it on (on every RedLock node); what was

@@ -239,7 +239,8 @@ async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> R
         }
         return crate::backend::quorum::extend(inner, st, ttl).await;
     }
-    let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+    let resolve_by =
+        Instant::now() + (2 * inner.conn.response_timeout()).max(2 * crate::net::conn::MIN_BUDGET);
     let mut last: Option<Failure> = None;
     let mut saw_unknown = false;
     let mut first_send = None;
@@ -277,6 +278,11 @@ async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> R
                 tracing::debug!(lock = %st.name, ok = outcome.is_ok(), "extend");
                 return outcome;
             }
+            Err(Failure::Server(e)) if saw_unknown => {
+                // An earlier try may have been applied; this error says nothing about it.
+                last = Some(Failure::Unknown(Some(e)));
+                break;
+            }
             Err(Failure::Server(e)) => {
                 return Err(Error::from_redis(&format!("extend {:?}", st.name), e))
             }
@@ -289,7 +295,8 @@ async fn extend_in_span(inner: &Arc<Inner>, st: &LeaseState, ttl: Duration) -> R
             }
         }
     }
-    let last = last.unwrap_or(Failure::Unknown(None));
+    // No try fitted in the time: nothing was sent.
+    let last = last.unwrap_or(Failure::NotSent(None));
     let last = if saw_unknown && !matches!(last, Failure::Unknown(_)) {
         Failure::Unknown(last.into_redis())
     } else {
@@ -413,6 +420,8 @@ pub(crate) async fn release_once(
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {
             Ok(reply) => return Ok((Released::decode(&reply), saw_unknown)),
+            // An earlier try may have been applied; this error says nothing about it.
+            Err(Failure::Server(e)) if saw_unknown => return Err(Failure::Unknown(Some(e))),
             Err(f @ Failure::Server(_)) => return Err(f),
             Err(f) => {
                 if matches!(f, Failure::Unknown(_)) {
@@ -430,7 +439,8 @@ pub(crate) async fn release_once(
             Failure::Unknown(f.into_redis())
         }
         Some(f) => f,
-        None => Failure::Unknown(None),
+        // No try fitted in the time: nothing was sent.
+        None => Failure::NotSent(None),
     })
 }
 
@@ -458,7 +468,8 @@ pub(crate) async fn release_in_background(
     let mut pause = Duration::from_millis(20);
     let mut maybe_applied = false;
     loop {
-        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        let resolve_by = Instant::now()
+            + (2 * inner.conn.response_timeout()).max(2 * crate::net::conn::MIN_BUDGET);
         match release_once(&inner, &keys, &owner_id, &req, resolve_by).await {
             Ok((released, _)) => {
                 if released == Released::Freed {
@@ -528,10 +539,24 @@ impl Renewals for Inner {
         let broke = self.conn.broken();
         let weak = Arc::downgrade(self);
         self.handle.spawn(async move {
+            let mut pause = Duration::from_millis(20);
+            let mut up_since: Option<tokio::time::Instant> = None;
             loop {
                 broke.notified().await;
+                // A connection that is ended again at once (a server that drops clients
+                // right after the handshake) is not reconnected in a tight loop: the
+                // back-off is reset only after a connection stayed up for a second.
+                match up_since {
+                    Some(at) if at.elapsed() >= Duration::from_secs(1) => {
+                        pause = Duration::from_millis(20);
+                    }
+                    Some(_) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    None => {}
+                }
                 // Bounded: about ten minutes of tries per outage, backing off to 1 s.
-                let mut pause = Duration::from_millis(20);
                 for _ in 0..600 {
                     let Some(inner) = weak.upgrade() else {
                         return;
@@ -542,6 +567,7 @@ impl Renewals for Inner {
                     let up = inner.conn.reconnect().await;
                     drop(inner);
                     if up {
+                        up_since = Some(tokio::time::Instant::now());
                         break;
                     }
                     tokio::time::sleep(pause).await;

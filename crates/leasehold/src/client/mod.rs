@@ -380,7 +380,8 @@ impl ClientBuilder {
             endpoint.clone(),
             self.connect_timeout,
             self.response_timeout,
-        );
+        )
+        .sharing_server_identity(&conn);
         let node_timeout = self.node_timeout.unwrap_or_else(|| {
             (self.default_ttl / 20)
                 .min(self.response_timeout)

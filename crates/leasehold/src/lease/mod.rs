@@ -12,7 +12,7 @@ use tokio::time::Instant;
 pub(crate) mod renew;
 mod state;
 
-pub(crate) use state::LeaseState;
+pub(crate) use state::{deadline_margin, LeaseState};
 pub use state::{LostReason, ReleaseOutcome};
 
 /// The smallest lease accepted.

@@ -17,7 +17,7 @@ use crate::protocol::keys::LockKeys;
 /// How much earlier than `valid_until` a lease is declared lost, to absorb timer latency
 /// and the time it takes to signal many leases that share a deadline: half its drift
 /// allowance, at least 2 ms.
-fn deadline_margin(ttl: Duration) -> Duration {
+pub(crate) fn deadline_margin(ttl: Duration) -> Duration {
     (crate::lease::drift(ttl) / 2).max(Duration::from_millis(2))
 }
 

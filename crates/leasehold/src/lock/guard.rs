@@ -113,7 +113,8 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         let inner = self.inner.clone();
         let st = self.lease.state.clone();
-        let resolve_by = Instant::now() + 2 * inner.conn.response_timeout();
+        let resolve_by = Instant::now()
+            + (2 * inner.conn.response_timeout()).max(2 * crate::net::conn::MIN_BUDGET);
         let lease_ok_at_send = Instant::now() < st.valid_until() && st.lost_reason().is_none();
         // Renewal stops now, before the release is sent.
         self.end_lease();

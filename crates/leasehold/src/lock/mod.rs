@@ -246,16 +246,22 @@ impl Lock {
             return Ok(());
         };
         let rt = self.inner.conn.response_timeout();
+        // What a renewal sent when due has before the lease is declared lost: the usable
+        // lease (TTL minus drift, minus the margin the deadline fires early by) after the
+        // interval. The interval is this lock's (`renew_every`) or a third of the TTL,
+        // at most half the usable lease.
         let left = |ttl: Duration| {
             let usable = ttl.saturating_sub(crate::lease::drift(ttl));
-            usable.saturating_sub((ttl / 3).min(usable / 2))
+            let every = self.renew_every.unwrap_or(ttl / 3).min(usable / 2);
+            usable
+                .saturating_sub(crate::lease::deadline_margin(ttl))
+                .saturating_sub(every)
         };
-        let usable = self.ttl.saturating_sub(crate::lease::drift(self.ttl));
-        let room = usable.saturating_sub(every);
+        let room = left(self.ttl);
         if room >= rt {
             return Ok(());
         }
-        // The shortest TTL that fits with the default schedule (a renewal every third).
+        // The shortest TTL that fits with this lock's schedule.
         let mut fits = rt;
         for _ in 0..200 {
             if left(fits) >= rt {

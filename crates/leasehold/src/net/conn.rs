@@ -101,6 +101,9 @@ struct Slot {
     dead: Arc<AtomicBool>,
 }
 
+/// What a connector calls when it sees its server restarted.
+pub(crate) type RestartHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Hands out the current connection, connecting on demand.
 pub(crate) struct Connector {
     /// Where the server is (resolved again for every new connection).
@@ -116,10 +119,11 @@ pub(crate) struct Connector {
     fencing_denied: AtomicBool,
     connecting: tokio::sync::Mutex<()>,
     /// The server last connected to, as (address, run_id): a new run_id at the same
-    /// address is a restart.
-    last_server: Mutex<Option<(String, String)>>,
+    /// address is a restart. Shared by the connectors of one client (see
+    /// [`sharing_server_identity`](Self::sharing_server_identity)).
+    last_server: Arc<Mutex<Option<(String, String)>>>,
     /// Called when a restart is seen (set by the client).
-    on_restart: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    on_restart: Arc<Mutex<Option<RestartHook>>>,
     /// Notified when the server ends a connection (RESP3 disconnection notice), so that a
     /// watcher can reconnect at once and notice a restart.
     broke: Arc<tokio::sync::Notify>,
@@ -145,15 +149,24 @@ impl Connector {
             to_fence: Mutex::new(Vec::new()),
             fencing_denied: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
-            last_server: Mutex::new(None),
-            on_restart: Mutex::new(None),
+            last_server: Arc::new(Mutex::new(None)),
+            on_restart: Arc::new(Mutex::new(None)),
             broke: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
+    /// This connector, noticing restarts together with `other` (the same server seen
+    /// through another connection of the client): whichever connects first after a
+    /// restart reports it, once.
+    pub(crate) fn sharing_server_identity(mut self, other: &Connector) -> Self {
+        self.last_server = other.last_server.clone();
+        self.on_restart = other.on_restart.clone();
+        self
+    }
+
     /// Call `hook` whenever a new connection finds a new `run_id` at the address of the
     /// previous one: the server restarted.
-    pub(crate) fn on_restart(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+    pub(crate) fn on_restart(&self, hook: RestartHook) {
         *self.on_restart.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
@@ -312,14 +325,8 @@ impl Connector {
             Some((_, run_id)) if !run_id.is_empty() => self.note_server(&addr, run_id),
             _ => false,
         };
-        let generation = {
-            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            slot.generation += 1;
-            slot.con = Some(Con::Single(con.clone()));
-            slot.client_id = client_id;
-            slot.dead = dead;
-            slot.generation
-        };
+        // Reported before the connection is handed out: nothing is sent on it before the
+        // leases of the old server are given up.
         if restarted {
             tracing::warn!(server = %addr, "Redis restarted (a new run_id at the same address): leases held there are given up");
             let hook = self
@@ -331,6 +338,14 @@ impl Connector {
                 hook();
             }
         }
+        let generation = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.generation += 1;
+            slot.con = Some(Con::Single(con.clone()));
+            slot.client_id = client_id;
+            slot.dead = dead;
+            slot.generation
+        };
         Ok((generation, Con::Single(con)))
     }
 
