@@ -81,9 +81,20 @@ impl Link {
 
     /// Wait for the guard to connect (or to exit first).
     pub(crate) async fn accept(self, guard: &mut tokio::process::Child) -> anyhow::Result<Line> {
+        use futures_util::FutureExt as _;
         tokio::select! {
+            biased;
             accepted = self.listener.accept() => Ok(Line { stream: accepted?.0, _dir: self.dir }),
-            status = guard.wait() => anyhow::bail!("the guard process ended before it started the command ({})", status?),
+            status = guard.wait() => {
+                let status = status?;
+                // A short command: the guard may have connected, run it and exited before
+                // this accept was polled. Its connection is still queued; take it, and the
+                // supervisor reports the command's status.
+                match self.listener.accept().now_or_never() {
+                    Some(Ok((stream, _))) => Ok(Line { stream, _dir: self.dir }),
+                    _ => anyhow::bail!("the guard process ended before it started the command ({status})"),
+                }
+            }
         }
     }
 }

@@ -396,3 +396,36 @@ fn a_redis_restart_without_persistence_stops_the_command_within_seconds() {
     let took = restarted_at.elapsed();
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
 }
+
+#[test]
+fn a_command_that_ends_at_once_is_reported_with_its_status_never_as_a_failed_guard() {
+    // The guard may connect, run `true` and exit before leasehold accepts its connection;
+    // that is a finished command, not a guard that failed to start. 4 × 50 runs at once.
+    let server = RedisServer::start();
+    let url = server.url();
+    let runs: Vec<_> = (0..4)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                for _ in 0..50 {
+                    let out = leasehold(&url)
+                        .args(["run", &format!("sup/short/{t}"), "--", "true"])
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        failed.push(String::from_utf8_lossy(&out.stderr).to_string());
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = runs.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 200 runs failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
