@@ -233,8 +233,6 @@ pub(crate) async fn list(
             Err(err) => return Err(err.into()),
         }
     }
-    // An rwlock is listed by two keys (writer, readers); show it once.
-    found.rwlocks.dedup_by(|a, b| a.name == b.name);
     if json {
         let doc = serde_json::json!({
             "schema": 1,

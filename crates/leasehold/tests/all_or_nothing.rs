@@ -85,6 +85,14 @@ struct Case {
     setup: &'static [&'static [&'static str]],
 }
 
+/// An empty server, then the case's setup.
+fn prepare(con: &mut Connection, case: &Case) {
+    redis_do(con, &["FLUSHALL"]);
+    for step in case.setup {
+        redis_do(con, step);
+    }
+}
+
 const LOCK: (&str, &str) = ("t:{n}", "hash");
 const FENCE: (&str, &str) = ("t:{n}:fence", "string");
 const QUEUE: (&str, &str) = ("t:{n}:waiters", "zset");
@@ -228,10 +236,7 @@ fn every_writing_script_refuses_a_key_of_a_foreign_type_before_it_writes_anythin
     for case in cases() {
         let keys: Vec<&str> = case.keys.iter().map(|(k, _)| *k).collect();
         // The control: from this state the script runs and writes.
-        redis_do(&mut con, &["FLUSHALL"]);
-        for step in case.setup {
-            redis_do(&mut con, step);
-        }
+        prepare(&mut con, &case);
         let before = snapshot(&mut con);
         run(&mut con, case.script, &keys, case.argv)
             .unwrap_or_else(|e| panic!("{}: the control run failed: {e}", case.name));
@@ -243,10 +248,7 @@ fn every_writing_script_refuses_a_key_of_a_foreign_type_before_it_writes_anythin
         );
         // Each key in turn of a foreign type: refused, nothing changed.
         for (key, kind) in case.keys {
-            redis_do(&mut con, &["FLUSHALL"]);
-            for step in case.setup {
-                redis_do(&mut con, step);
-            }
+            prepare(&mut con, &case);
             make_foreign(&mut con, key, kind);
             let before = snapshot(&mut con);
             let err = run(&mut con, case.script, &keys, case.argv)

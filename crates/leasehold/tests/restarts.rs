@@ -7,9 +7,33 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::steady;
-use leasehold::LostReason;
+use common::{poll_until, steady};
+use leasehold::{Client, LostReason};
 use leasehold_testkit::RedisServer;
+
+/// Wait until `client`'s renewal scheduler has handled everything queued so far: a lease
+/// taken now is renewed, and the scheduler handles its commands in order, so a loss
+/// declared before (rightly or not) has been applied by then.
+async fn scheduler_caught_up(client: &Client) {
+    let marker = client
+        .lock("restart/marker")
+        .unwrap()
+        .ttl(Duration::from_millis(1_800))
+        .acquire()
+        .await
+        .unwrap();
+    let before = client.renewal_stats().renewed;
+    poll_until(
+        Duration::from_secs(5),
+        "a renewal of the marker lease",
+        || {
+            let renewed = client.renewal_stats().renewed;
+            async move { renewed > before }
+        },
+    )
+    .await;
+    marker.release().await.unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_without_persistence_ends_the_holders_lease_at_once_not_at_its_next_renewal() {
@@ -43,8 +67,8 @@ async fn a_restart_without_persistence_ends_the_holders_lease_at_once_not_at_its
     other.release().await.unwrap();
     // The old holder's client works on: a new grant is kept.
     let again = lock.acquire().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!again.is_lost());
+    scheduler_caught_up(&holder).await;
+    assert!(!again.is_lost(), "{again:?}");
     again.release().await.unwrap();
 }
 
@@ -69,10 +93,9 @@ async fn reconnecting_to_the_same_server_process_keeps_every_lease() {
         .arg("yes")
         .query(&mut con)
         .unwrap();
-    let renewed = holder.renewal_stats().renewed;
+    // The next command reconnects (same run_id); then nothing may declare the lease lost.
     guard.extend(Duration::from_secs(30)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    scheduler_caught_up(&holder).await;
     assert!(!guard.is_lost(), "{guard:?}");
-    assert!(holder.renewal_stats().renewed >= renewed);
     guard.release().await.unwrap();
 }

@@ -52,6 +52,28 @@ pub(crate) async fn run_cell(scenario: Scenario, duration: Duration) -> anyhow::
     }
 }
 
+/// Contend on `lock` (work `work` before each write) until `until` while `faults` runs,
+/// then audit the topology it hands back (`servers`: its data servers) and shape the cell.
+async fn finish<T, E: Into<anyhow::Error>>(
+    scenario: Scenario,
+    lock: LeaseholdUnderTest,
+    work: Duration,
+    until: Instant,
+    faults: tokio::task::JoinHandle<Result<T, E>>,
+    servers: fn(&T) -> Vec<&RedisServer>,
+) -> anyhow::Result<Outcome> {
+    let ((counts, report), topology) = tokio::join!(contend(lock, work, until), faults);
+    let topology = topology.map_err(join_error)?.map_err(Into::into)?;
+    let keys = audit(&servers(&topology));
+    Ok(Outcome::of(
+        scenario,
+        LockKind::Leasehold,
+        counts,
+        &report,
+        keys,
+    ))
+}
+
 /// The workers on `lock` until `until`, and what the checker found.
 async fn contend(
     lock: LeaseholdUnderTest,
@@ -110,44 +132,30 @@ async fn sentinel(scenario: Scenario, acks: bool, duration: Duration) -> anyhow:
     let until = Instant::now() + duration;
     let faults = tokio::task::spawn_blocking(move || {
         let mut group = group;
-        // One cycle per cell: a failover takes seconds, and the workers then contend on
-        // the promoted master for the rest of the cell.
+        // One cycle per cell (the group is fresh: its first master serves): a failover
+        // takes seconds, and the workers then contend on the promoted replica.
         std::thread::sleep(Duration::from_millis(1_500)); // contention before the kill
-        let first_is_master = group
-            .current_master_addr()
-            .is_none_or(|a| a == group.master().addr());
-        let old = if first_is_master {
-            group.master().addr()
-        } else {
-            group.replica().addr()
-        };
-        if first_is_master {
-            group.master_mut().stop();
-        } else {
-            group.replica_mut().stop();
-        }
+        let old = group.master().addr();
+        group.master_mut().stop();
         group.wait_for_failover(old, Duration::from_secs(20));
         // The old master starts again, empty; the sentinels make it a replica of the new
         // one in the background (with acks, grants wait for that).
-        let back = if first_is_master {
-            group.master_mut().try_restart()
-        } else {
-            group.replica_mut().try_restart()
-        };
-        back.map_err(|e| anyhow::anyhow!("the old master did not start again: {e}"))?;
+        group
+            .master_mut()
+            .try_restart()
+            .map_err(|e| anyhow::anyhow!("the old master did not start again: {e}"))?;
         Ok::<_, anyhow::Error>(group)
     });
-    let ((counts, report), group) =
-        tokio::join!(contend(lock, Duration::from_millis(50), until), faults);
-    let group = group.map_err(join_error)??;
-    let keys = audit(&[group.master(), group.replica()]);
-    Ok(Outcome::of(
+    let servers: fn(&SentinelGroup) -> Vec<&RedisServer> = |g| vec![g.master(), g.replica()];
+    finish(
         scenario,
-        LockKind::Leasehold,
-        counts,
-        &report,
-        keys,
-    ))
+        lock,
+        Duration::from_millis(50),
+        until,
+        faults,
+        servers,
+    )
+    .await
 }
 
 /// RedLock over five masters (fixed 400 ms leases): one node restarted at once, empty, or
@@ -183,18 +191,16 @@ async fn redlock(scenario: Scenario, duration: Duration) -> anyhow::Result<Outco
         }
         Ok::<_, anyhow::Error>(masters)
     });
-    let ((counts, report), masters) =
-        tokio::join!(contend(lock, Duration::from_millis(10), until), faults);
-    let masters = masters.map_err(join_error)??;
-    let servers: Vec<&RedisServer> = masters.servers().iter().collect();
-    let keys = audit(&servers);
-    Ok(Outcome::of(
+    let servers: fn(&Masters) -> Vec<&RedisServer> = |m| m.servers().iter().collect();
+    finish(
         scenario,
-        LockKind::Leasehold,
-        counts,
-        &report,
-        keys,
-    ))
+        lock,
+        Duration::from_millis(10),
+        until,
+        faults,
+        servers,
+    )
+    .await
 }
 
 /// Redis Cluster (fixed 400 ms leases): the lock's primary and its replica swap roles with
@@ -232,16 +238,14 @@ async fn cluster(scenario: Scenario, duration: Duration) -> anyhow::Result<Outco
         }
         Ok::<_, std::io::Error>(cluster)
     });
-    let ((counts, report), cluster) =
-        tokio::join!(contend(lock, Duration::from_millis(10), until), faults);
-    let cluster = cluster.map_err(join_error)??;
-    let servers: Vec<&RedisServer> = cluster.nodes().iter().collect();
-    let keys = audit(&servers);
-    Ok(Outcome::of(
+    let servers: fn(&RedisCluster) -> Vec<&RedisServer> = |c| c.nodes().iter().collect();
+    finish(
         scenario,
-        LockKind::Leasehold,
-        counts,
-        &report,
-        keys,
-    ))
+        lock,
+        Duration::from_millis(10),
+        until,
+        faults,
+        servers,
+    )
+    .await
 }

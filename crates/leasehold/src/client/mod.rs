@@ -774,13 +774,7 @@ impl Client {
         if tokio::time::timeout(limit, self.drain()).await.is_ok() {
             return 0;
         }
-        self.inner.tasks.len()
-            + self
-                .inner
-                .nodes
-                .iter()
-                .map(|n| n.tasks.len())
-                .sum::<usize>()
+        self.pending_releases()
     }
 
     /// Counters of this client's renewal scheduler (the watchdog).
