@@ -306,7 +306,8 @@ async fn renewals(url: &str, con: &mut MultiplexedConnection, leases: usize) -> 
                 let lock = client
                     .lock(&format!("bench-renew-{t}-{i}"))
                     .unwrap()
-                    .ttl(period * 3)
+                    // Long enough to renew within the 10 s response timeout.
+                    .ttl(period * 8)
                     .renew_every(period);
                 out.push(lock.try_acquire().await.expect("acquire"));
             }
