@@ -110,14 +110,16 @@ const COUNTER: &[&str] = &["SET", "t:{n}:fence", "5"];
 fn cases() -> Vec<Case> {
     vec![
         Case {
-            name: "acquire (free lock: grant)",
+            // A waiter (r1, queued) takes the lock reserved for it: the one path that
+            // writes every key (an uncontended grant leaves the queue keys alone).
+            name: "acquire (free lock: grant to a queued waiter)",
             script: scripts::ACQUIRE,
             keys: &[LOCK, FENCE, QUEUE, EXPIRIES, NEXT],
-            argv: &["o", "r1", "10000", "0", "5000", "0", "{}", "0"],
+            argv: &["o", "r1", "10000", "0", "5000", "1", "{}", "0"],
             setup: &[
                 COUNTER,
-                WAITER,
-                WAITER_EXP,
+                &["ZADD", "t:{n}:waiters", "1", "r1"],
+                &["ZADD", "t:{n}:waiters:exp", "99999999999999", "r1"],
                 &["SET", "t:{n}:next", "r1", "PX", "5000"],
             ],
         },

@@ -12,24 +12,43 @@
 --         {0, pttl, reserved} otherwise (reserved = 1: the lock is free but handed to a waiter
 --         for pttl more ms).
 -- ARGV[#ARGV] reply tag (see the prelude).
-local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'string', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'string')
-if bad then return bad end
+-- All or nothing (see the prelude): the lock hash is checked by its first read (HMGET),
+-- the reservation by GET, the counter by SET … GET (next_token); the queue keys, written
+-- only by a waiter, by foreign_key on the paths that write them. An uncontended grant is
+-- HMGET, GET, TIME, SET … GET, HSET and PEXPIRE: six calls.
 local lock, fence, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, req, ttl, reentrant = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local waitms, queued, fair = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[8] == '1'
 local reqfield = 'r:' .. req
 
+local h, bad = read(lock, 'hash', 'HMGET', lock, 'owner', 'token', 'count', reqfield)
+if bad then return bad end
+if queued or fair then
+  local bad = foreign_key(queue, 'zset', expiries, 'zset')
+  if bad then return bad end
+end
+
 local function dequeue()
   if queued and redis.call('ZREM', queue, req) == 1 then redis.call('ZREM', expiries, req) end
 end
 
-local holder = redis.call('HGET', lock, 'owner')
+-- Refused: take or refresh the caller's place (if it waits), and say for how long.
+local function refuse(pttl, reserved)
+  if waitms > 0 and not (queued or fair) then
+    local bad = foreign_key(queue, 'zset', expiries, 'zset')
+    if bad then return bad end
+  end
+  enqueue(queue, expiries, req, waitms)
+  return reply({0, pttl, reserved})
+end
+
+local holder = h[1]
 if not holder then
-  local reserved = redis.call('GET', nextkey)
+  local reserved, bad = read(nextkey, 'string', 'GET', nextkey)
+  if bad then return bad end
   if reserved and reserved ~= req then
     -- Released to a waiter that has not claimed it yet: no barging past it.
-    enqueue(queue, expiries, req, waitms)
-    return reply({0, redis.call('PTTL', nextkey), 1})
+    return refuse(redis.call('PTTL', nextkey), 1)
   end
   if fair and not reserved then
     -- Strict FIFO: skip waiters whose place lapsed (they stopped refreshing it), then
@@ -42,13 +61,13 @@ if not holder then
       head = redis.call('ZRANGE', queue, 0, 0)[1]
     end
     if head and head ~= req then
-      enqueue(queue, expiries, req, waitms)
-      return reply({0, -2, 1})
+      return refuse(-2, 1)
     end
   end
+  -- Free: a fencing token above every earlier one (the first write).
+  local token, bad = next_token(fence)
+  if bad then return bad end
   if reserved then redis.call('DEL', nextkey) end
-  -- Free: a fencing token above every earlier one.
-  local token = next_token(fence)
   redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, reqfield, 1, 'meta', ARGV[7])
   redis.call('PEXPIRE', lock, ttl)
   dequeue()
@@ -57,15 +76,14 @@ end
 
 if holder == owner then
   local pttl = redis.call('PTTL', lock)
-  if redis.call('HEXISTS', lock, reqfield) == 1 then
+  if h[4] then
     -- A retry of a request that was already granted: report the same grant, count it once.
     -- The TTL is always written again (never shortened), so that a WAIT after this reply
     -- also covers the original grant, written by an earlier call on another connection.
     if pttl < ttl then pttl = ttl end
     redis.call('PEXPIRE', lock, pttl)
     dequeue()
-    local h = redis.call('HMGET', lock, 'token', 'count')
-    return reply({1, tonumber(h[1]), tonumber(h[2]), pttl})
+    return reply({1, tonumber(h[2]), tonumber(h[3]), pttl})
   end
   if reentrant then
     local count = redis.call('HINCRBY', lock, 'count', 1)
@@ -73,9 +91,8 @@ if holder == owner then
     -- Never shorten the lease another hold of the same owner relies on.
     if pttl < ttl then redis.call('PEXPIRE', lock, ttl); pttl = ttl end
     dequeue()
-    return reply({1, tonumber(redis.call('HGET', lock, 'token')), count, pttl})
+    return reply({1, tonumber(h[2]), count, pttl})
   end
 end
 
-enqueue(queue, expiries, req, waitms)
-return reply({0, redis.call('PTTL', lock), 0})
+return refuse(redis.call('PTTL', lock), 0)

@@ -14,18 +14,36 @@ end
 
 -- All or nothing: every script that writes checks the type of every key it may write
 -- before its first write, so a key of a foreign type (something else writing under
--- leasehold's prefix) fails the whole script with WRONGTYPE and changes nothing. Arguments:
--- key, type, key, type, ...; absent keys pass. Returns the error to return, or nil.
+-- leasehold's prefix) fails the whole script with WRONGTYPE and changes nothing. The check
+-- is either a read the script needs anyway and that fails with WRONGTYPE on another type
+-- (HGET on the lock hash, GET on the reservation, ZCARD on the queue: the fast paths pay
+-- nothing extra), or a call of this function for keys a path writes without reading them
+-- first. Arguments: key, type, key, type, ...; absent keys pass. Returns the error to
+-- return, or nil.
+local function wrong_type(key, want)
+  return redis.error_reply('WRONGTYPE leasehold key ' .. key .. ' holds a ' ..
+    redis.call('TYPE', key).ok .. ' value, not a ' .. want ..
+    ': something else writes under leasehold\'s prefix')
+end
+
 local function foreign_key(...)
   local want = {...}
   for i = 1, #want, 2 do
     local t = redis.call('TYPE', want[i]).ok
-    if t ~= 'none' and t ~= want[i + 1] then
-      return redis.error_reply('WRONGTYPE leasehold key ' .. want[i] .. ' holds a ' .. t ..
-        ' value, not a ' .. want[i + 1] .. ': something else writes under leasehold\'s prefix')
-    end
+    if t ~= 'none' and t ~= want[i + 1] then return wrong_type(want[i], want[i + 1]) end
   end
   return nil
+end
+
+-- A read that is also the type check of `key` (of type `want`): `redis.pcall(...)`'s
+-- reply, or nil and the error naming the key.
+local function read(key, want, ...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'WRONGTYPE', 1, true) then return nil, wrong_type(key, want) end
+    return nil, r
+  end
+  return r, nil
 end
 
 -- Server time (never the client's clock), in µs and in ms.
@@ -44,11 +62,36 @@ end
 -- replica promoted before the last grants reached it) still yields tokens above every
 -- one issued before, because the clock has moved on since they were. Tokens stay below
 -- 2^53 (the clock in µs is about 2^51), so Lua numbers hold them exactly.
+-- One `SET … GET` writes the clock and reads the old counter at once (it fails with
+-- WRONGTYPE, writing nothing, if the counter is not a string); only when the counter is
+-- at or above the clock (two grants in one µs, or a clock that stepped back) is it set
+-- again, to the old value + 1.
+-- Returns the token, or nil and the error (a counter of a foreign type).
 local function next_token(fence)
-  local last = tonumber(redis.call('GET', fence) or '0') or 0
-  local token = math.max(last + 1, now_us())
-  redis.call('SET', fence, string.format('%.0f', token))
-  return token
+  local now = now_us()
+  local old, bad = read(fence, 'string', 'SET', fence, string.format('%.0f', now), 'GET')
+  if bad then return nil, bad end
+  local last = tonumber(old or '0') or 0
+  if last >= now then
+    now = last + 1
+    redis.call('SET', fence, string.format('%.0f', now))
+  end
+  return now, nil
+end
+
+-- Redis 7 and later: `PEXPIRE … GT` lengthens a TTL and never shortens it, in one call.
+local PEXPIRE_GT = (redis.REDIS_VERSION_NUM or 0) >= 0x070000
+
+-- Make `key` live at least `ms` more (never shorter than it does).
+-- Only for a key that exists; one without a TTL (something removed it) gets one.
+local function at_least(key, ms)
+  if PEXPIRE_GT then
+    if redis.call('PEXPIRE', key, ms, 'GT') == 0 and redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, ms)
+    end
+  elseif redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
 end
 
 -- Waiter queues: `queue` (zset: request id -> place, server µs, strictly increasing) and

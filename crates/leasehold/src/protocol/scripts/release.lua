@@ -6,12 +6,14 @@
 --         {0, 0} not held: expired (or this hold already ended),
 --         {-1, 0} held by another owner.
 -- ARGV[#ARGV] reply tag (see the prelude).
-local bad = foreign_key(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'string')
-if bad then return bad end
+-- All or nothing (see the prelude): the lock hash is checked by HMGET, the queue by
+-- ZCARD, both before the first write; the other queue keys by foreign_key, only when
+-- there is a waiter to hand the lock to. An uncontended release is HMGET, ZCARD and DEL.
 local lock, queue, expiries, nextkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local owner, reqfield, reservems = ARGV[1], 'r:' .. ARGV[2], tonumber(ARGV[3])
 
-local h = redis.call('HMGET', lock, 'owner', 'count', reqfield)
+local h, bad = read(lock, 'hash', 'HMGET', lock, 'owner', 'count', reqfield)
+if bad then return bad end
 if not h[1] then return reply({0, 0}) end
 if h[1] ~= owner then return reply({-1, 0}) end
 if not h[3] then return reply({0, 0}) end
@@ -23,6 +25,15 @@ if count > 0 then
   return reply({2, count})
 end
 
+local waiting
+waiting, bad = read(queue, 'zset', 'ZCARD', queue)
+if bad then return bad end
+if waiting == 0 then
+  redis.call('DEL', lock)
+  return reply({1, 0})
+end
+bad = foreign_key(expiries, 'zset', nextkey, 'string')
+if bad then return bad end
 redis.call('DEL', lock)
 handoff(lock, queue, expiries, nextkey, reservems)
 return reply({1, 0})

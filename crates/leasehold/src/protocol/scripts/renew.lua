@@ -4,22 +4,22 @@
 -- ARGV[#ARGV] reply tag, echoed as the last element of the reply.
 -- Returns one code per key: 1 renewed (PTTL >= ttl), 0 expired (or the hold ended),
 -- -1 held by another owner; then the tag.
+-- Per lease: HEXISTS of the hold's field (a request id is held by one owner only, so the
+-- field alone proves the hold) and, on Redis 7 and later, one PEXPIRE … GT; the owner is
+-- read only to tell "held by another" from "expired".
 local out = {}
 for i, lock in ipairs(KEYS) do
   local owner, req, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], tonumber(ARGV[3 * i])
   -- A key of a foreign type holds no lease of ours: 0 for it, the others go on.
-  local h = redis.pcall('HMGET', lock, 'owner', 'r:' .. req)
-  if h.err then
-    out[i] = 0
-  elseif not h[1] then
-    out[i] = 0
-  elseif h[1] ~= owner then
-    out[i] = -1
-  elseif not h[2] then
+  local held = redis.pcall('HEXISTS', lock, 'r:' .. req)
+  if held == 1 then
+    at_least(lock, ttl)
+    out[i] = 1
+  elseif type(held) == 'table' then
     out[i] = 0
   else
-    if redis.call('PTTL', lock) < ttl then redis.call('PEXPIRE', lock, ttl) end
-    out[i] = 1
+    local holder = redis.call('HGET', lock, 'owner')
+    if holder and holder ~= owner then out[i] = -1 else out[i] = 0 end
   end
 end
 return reply(out)
