@@ -77,6 +77,7 @@ pub use lease::{LostReason, ReleaseOutcome};
 pub use lock::guard::{Lease, LockGuard};
 pub use lock::owner::Owner;
 pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
+pub use net::coalesce::BatchStats;
 pub use net::tls::{TlsConfig, TlsProblem};
 pub use primitives::election::{Election, Leadership};
 pub use primitives::rwlock::{ReadGuard, RwLock, WriteGuard};

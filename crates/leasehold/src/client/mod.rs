@@ -782,6 +782,13 @@ impl Client {
         self.inner.renewer.stats()
     }
 
+    /// Counters of coalesced calls: acquire, release and extend calls that were ready
+    /// while the connection was busy went to Redis together, as one batch script call
+    /// each (calls sent on their own are not counted).
+    pub fn batch_stats(&self) -> crate::BatchStats {
+        self.inner.conn.coalescer().stats()
+    }
+
     /// The key prefix in use.
     pub fn key_prefix(&self) -> &str {
         &self.inner.prefix

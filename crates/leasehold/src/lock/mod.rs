@@ -547,7 +547,9 @@ impl Lock {
         self.inner.check_open()?;
         self.check()?;
         let span = tracing::debug_span!("leasehold.acquire", lock = %self.name, waiting);
-        self.acquire_inner(deadline, waiting).instrument(span).await
+        // Boxed: the acquire engine's future nests deeply, and a caller's own future would
+        // otherwise need a raised `recursion_limit` to compile.
+        Box::pin(self.acquire_inner(deadline, waiting).instrument(span)).await
     }
 
     async fn acquire_inner(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {

@@ -33,8 +33,7 @@ use crate::error::is_server_reply;
 use crate::net::endpoint::Endpoint;
 pub(crate) use crate::net::failure::Failure;
 
-/// A command is not sent with less time than this left for its reply.
-pub(crate) const MIN_BUDGET: Duration = Duration::from_millis(5);
+pub(crate) use crate::net::failure::MIN_BUDGET;
 
 /// A command connection: to one server, or to a Redis Cluster (which routes each command
 /// to the node that owns its first key's slot, follows `MOVED`/`ASK`, and reconnects and
@@ -127,6 +126,8 @@ pub(crate) struct Connector {
     /// Notified when the server ends a connection (RESP3 disconnection notice), so that a
     /// watcher can reconnect at once and notice a restart.
     broke: Arc<tokio::sync::Notify>,
+    /// Acquire, release and extend calls queued for a batch while this connection is busy.
+    coalescer: crate::net::coalesce::Coalescer,
 }
 
 impl Connector {
@@ -152,6 +153,7 @@ impl Connector {
             last_server: Arc::new(Mutex::new(None)),
             on_restart: Arc::new(Mutex::new(None)),
             broke: Arc::new(tokio::sync::Notify::new()),
+            coalescer: crate::net::coalesce::Coalescer::default(),
         }
     }
 
@@ -571,7 +573,25 @@ impl Connector {
     /// (see PROTOCOL.md): a fresh tag is appended as the last argument, and a reply that
     /// does not carry it belongs to another request — the connection is out of step (a
     /// reply went missing), so it is discarded and the outcome is unknown.
+    ///
+    /// Acquire, release and extend calls are coalesced (see `net/coalesce.rs`): sent at
+    /// once while the connection is not busy, else in one batch call with the others
+    /// queued at the same moment.
     pub(crate) async fn eval_tagged(
+        &self,
+        inv: &mut Call<'_>,
+        budget: Duration,
+    ) -> Result<Vec<i64>, Failure> {
+        match inv.batchable() {
+            Some((kind, batch)) => {
+                crate::net::coalesce::submit(self, (kind, batch), inv, budget).await
+            }
+            None => self.eval_tagged_alone(inv, budget).await,
+        }
+    }
+
+    /// Run a tagged script call on its own (never in a batch).
+    pub(crate) async fn eval_tagged_alone(
         &self,
         inv: &mut Call<'_>,
         budget: Duration,
@@ -579,6 +599,38 @@ impl Connector {
         self.eval_tagged_on(inv, budget)
             .await
             .map(|(reply, ..)| reply)
+    }
+
+    /// The queue of calls waiting for a batch on this connection.
+    pub(crate) fn coalescer(&self) -> &crate::net::coalesce::Coalescer {
+        &self.coalescer
+    }
+
+    /// Run a tagged script whose reply is a list of any values ending with the tag (the
+    /// batch script): the values without the tag.
+    pub(crate) async fn eval_tagged_values(
+        &self,
+        inv: &mut Call<'_>,
+        budget: Duration,
+    ) -> Result<Vec<redis::Value>, Failure> {
+        let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
+        inv.arg(tag);
+        let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
+        let left = until.saturating_duration_since(Instant::now());
+        match timeout(left, invoke::<Vec<redis::Value>>(inv, &mut con)).await {
+            Ok(Ok(mut reply)) if reply.last() == Some(&redis::Value::Int(tag)) => {
+                reply.pop();
+                Ok(reply)
+            }
+            Ok(Ok(_)) => {
+                tracing::warn!("a batch reply did not match its request: the connection is out of step; discarding it");
+                self.invalidate(generation);
+                Err(Failure::Unknown(None))
+            }
+            other => Err(self
+                .classify(generation, other)
+                .unwrap_or(Failure::Unknown(None))),
+        }
     }
 
     /// Run a tagged script (as [`eval_tagged`](Self::eval_tagged)) and, if its reply
@@ -682,6 +734,36 @@ impl Connector {
                 .classify(generation, other)
                 .unwrap_or(Failure::Unknown(None))),
         }
+    }
+}
+
+impl crate::net::coalesce::Transport for Connector {
+    fn coalescer(&self) -> &crate::net::coalesce::Coalescer {
+        &self.coalescer
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.endpoint.cluster().is_some()
+    }
+
+    fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    fn send_alone<'a>(
+        &'a self,
+        inv: &'a mut Call<'_>,
+        budget: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<i64>, Failure>> + Send + 'a {
+        self.eval_tagged_alone(inv, budget)
+    }
+
+    fn send_values<'a>(
+        &'a self,
+        inv: &'a mut Call<'_>,
+        budget: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<redis::Value>, Failure>> + Send + 'a {
+        self.eval_tagged_values(inv, budget)
     }
 }
 

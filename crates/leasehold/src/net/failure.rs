@@ -7,8 +7,11 @@ use redis::RedisError;
 
 use crate::error::{is_server_reply, Error, ErrorKind};
 
+/// A command is not sent with less time than this left for its reply.
+pub(crate) const MIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Why a command did not produce a reply.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Failure {
     /// The command was never sent, or the server refused it before running it.
     NotSent(Option<RedisError>),

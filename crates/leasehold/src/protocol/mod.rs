@@ -135,6 +135,28 @@ impl Acquire<'_> {
     }
 }
 
+/// A script call's keys and arguments, each encoded.
+pub(crate) type CallParts = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The release of the hold an acquire call (`acquire.lua`'s keys and arguments) was
+/// granted: `release.lua`'s keys and arguments (without tags), or `None` if the parts do
+/// not have acquire's shape.
+pub(crate) fn release_of_acquire(keys: &[Vec<u8>], args: &[Vec<u8>]) -> Option<CallParts> {
+    let [lock, _fence, queue, expiries, next] = keys else {
+        return None;
+    };
+    let [owner, req, ..] = args else {
+        return None;
+    };
+    let keys = vec![lock.clone(), queue.clone(), expiries.clone(), next.clone()];
+    let args = vec![
+        owner.clone(),
+        req.clone(),
+        RESERVATION_MS.to_string().into_bytes(),
+    ];
+    Some((keys, args))
+}
+
 /// What an acquire try answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Acquired {

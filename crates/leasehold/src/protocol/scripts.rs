@@ -12,6 +12,8 @@
 //! can be checked. The
 //! contracts are written down in `PROTOCOL.md`.
 
+use std::sync::LazyLock;
+
 use redis::ToRedisArgs;
 
 /// A script as sent: line 1 names the publish command (`PUBLISH`, or `SPUBLISH` on Redis
@@ -29,6 +31,39 @@ macro_rules! assembled {
         )
     };
 }
+
+/// The batch script: the PUBLISH line, the prelude, the acquire, release and extend bodies
+/// each wrapped as a function of `(KEYS, ARGV)` whose `reply` adds no tag, then
+/// `batch.lua`, which runs a list of such calls (see `PROTOCOL.md`).
+macro_rules! batched {
+    ($publish:literal) => {
+        concat!(
+            "local PUBLISH = '",
+            $publish,
+            "'\n",
+            include_str!("scripts/prelude.lua"),
+            "local function acquire_call(KEYS, ARGV)\nlocal function reply(t) return t end\n",
+            include_str!("scripts/acquire.lua"),
+            "end\nlocal function release_call(KEYS, ARGV)\nlocal function reply(t) return t end\n",
+            include_str!("scripts/release.lua"),
+            "end\nlocal function extend_call(KEYS, ARGV)\nlocal function reply(t) return t end\n",
+            include_str!("scripts/extend.lua"),
+            "end\n",
+            include_str!("scripts/batch.lua")
+        )
+    };
+}
+
+/// The batch script (see `batch.lua`): acquire, release and extend calls run one after
+/// another in one script call, each with its own reply.
+pub const BATCH: Source = Source {
+    plain: batched!("PUBLISH"),
+    sharded: batched!("SPUBLISH"),
+};
+
+/// The batch script as sent, hashed once per process.
+static BATCH_PLAIN: LazyLock<Script> = LazyLock::new(|| Script::new(BATCH.plain));
+static BATCH_SHARDED: LazyLock<Script> = LazyLock::new(|| Script::new(BATCH.sharded));
 
 /// The two assemblies of one script file: for one server (and Sentinel, RedLock) and for
 /// Redis Cluster.
@@ -164,6 +199,8 @@ pub const RESERVATION_MS: u64 = 100;
 pub(crate) struct Script {
     code: &'static str,
     hash: String,
+    /// For a script the batch script can run: its kind in a batch and the batch script.
+    batch: Option<(&'static str, &'static Script)>,
 }
 
 impl Script {
@@ -171,6 +208,19 @@ impl Script {
         Script {
             hash: redis::Script::new(code).get_hash().to_string(),
             code,
+            batch: None,
+        }
+    }
+
+    fn batched(code: &'static str, kind: &'static str, sharded: bool) -> Self {
+        let batch: &'static Script = if sharded {
+            &BATCH_SHARDED
+        } else {
+            &BATCH_PLAIN
+        };
+        Script {
+            batch: Some((kind, batch)),
+            ..Script::new(code)
         }
     }
 
@@ -233,6 +283,16 @@ impl Call<'_> {
         &self.script.hash
     }
 
+    /// If the batch script can run this call: its kind there and the batch script.
+    pub(crate) fn batchable(&self) -> Option<(&'static str, &'static Script)> {
+        self.script.batch
+    }
+
+    /// This call's keys and arguments (tag not included until it is added).
+    pub(crate) fn parts(&self) -> (&[Vec<u8>], &[Vec<u8>]) {
+        (&self.keys, &self.args)
+    }
+
     fn command(&self, name: &str, script: &[u8]) -> redis::Cmd {
         let mut cmd = redis::cmd(name);
         cmd.arg(script).arg(self.keys.len());
@@ -272,10 +332,12 @@ impl Scripts {
     /// `SPUBLISH`, so that only the node owning the lock's slot carries the message.
     pub(crate) fn new(sharded: bool) -> Self {
         let script = |source: Source| Script::new(source.for_cluster(sharded));
+        let batched =
+            |source: Source, kind| Script::batched(source.for_cluster(sharded), kind, sharded);
         Scripts {
-            acquire: script(ACQUIRE),
-            release: script(RELEASE),
-            extend: script(EXTEND),
+            acquire: batched(ACQUIRE, "a"),
+            release: batched(RELEASE, "r"),
+            extend: batched(EXTEND, "e"),
             leave: script(LEAVE),
             renew: script(RENEW),
             inspect: script(INSPECT),
