@@ -200,3 +200,66 @@ async fn a_waiter_whose_holder_crashed_gets_the_lock_when_the_lease_expires() {
     );
     g.release().await.unwrap();
 }
+
+/// Calls of `name` in `INFO commandstats` (0 if never run).
+async fn calls(con: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_wait_on_a_busy_lock_reuses_the_lingering_subscription() {
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let (holder, waiter) = (client(&server.url()), client(&server.url()));
+    let hlock = holder.lock("busy").unwrap();
+    let wlock = waiter.lock("busy").unwrap().wait(Duration::from_secs(10));
+    // The first wait subscribes (and tries again once subscribed).
+    let g = hlock.acquire().await.unwrap();
+    let first = tokio::spawn({
+        let wlock = wlock.clone();
+        async move { wlock.acquire().await.unwrap().release().await.unwrap() }
+    });
+    common::poll_until(Duration::from_secs(5), "the waiter to subscribe", || {
+        let mut con = con.clone();
+        async move { calls(&mut con, "subscribe").await >= 1 }
+    })
+    .await;
+    g.release().await.unwrap();
+    first.await.unwrap();
+    // The second wait, soon after: no SUBSCRIBE or UNSUBSCRIBE, and two tries (the
+    // refused one, then the granted one after the wake-up).
+    let g = hlock.acquire().await.unwrap();
+    let (subs, unsubs) = (
+        calls(&mut con, "subscribe").await,
+        calls(&mut con, "unsubscribe").await,
+    );
+    let scripts_before = calls(&mut con, "evalsha").await;
+    let second = tokio::spawn({
+        let wlock = wlock.clone();
+        async move { wlock.acquire().await.unwrap() }
+    });
+    common::poll_until(Duration::from_secs(5), "the waiter's refused try", || {
+        let mut con = con.clone();
+        async move { calls(&mut con, "evalsha").await == scripts_before + 1 }
+    })
+    .await;
+    g.release().await.unwrap();
+    let granted = second.await.unwrap();
+    assert_eq!(
+        calls(&mut con, "evalsha").await,
+        scripts_before + 3,
+        "the waiter's refused try, the holder's release and the granted try"
+    );
+    assert_eq!(calls(&mut con, "subscribe").await, subs);
+    assert_eq!(calls(&mut con, "unsubscribe").await, unsubs);
+    granted.release().await.unwrap();
+}

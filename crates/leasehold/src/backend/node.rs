@@ -9,7 +9,8 @@
 //! same happens when the acquire future is dropped while a grant may exist (invariant 6).
 //!
 //! Waiting (invariant 8): after contention the caller subscribes to the lock's release
-//! channel (one shared pub/sub connection per client) and sleeps until a release is
+//! channel (one shared pub/sub connection per client; a subscription confirmed before the
+//! first try, which lingers after a wait, is used at once) and sleeps until a release is
 //! announced, or until the holder's remaining TTL runs out (expiry is not announced), or
 //! its deadline; if the subscription is not confirmed it polls with jittered backoff
 //! instead. Fair waiters and waiting writers keep a place at the server and refresh it.
@@ -72,7 +73,14 @@ pub(crate) async fn acquire(
         active: false,
     };
     let registers = matches!(lock.mode, Mode::Exclusive | Mode::Fair | Mode::Write);
-    let mut sub = None;
+    // A confirmed subscription (another waiter's, or one lingering since this client's
+    // last wait on the lock) is taken before the first try: its version, read before the
+    // try, covers every release after it, so a refusal goes straight to waiting.
+    let mut sub = if waiting {
+        inner.waker.ready(&lock.keys.channel)
+    } else {
+        None
+    };
     let mut backoff = Duration::from_millis(5);
     let mut attempts = 0u32;
     let mut queued = false;

@@ -8,7 +8,9 @@
 //! contention, so a release that happens after its failed attempt is never missed: every
 //! message bumps a per-channel version, and a waiter compares the version it saw before the
 //! attempt with the current one. The subscription is shared by all waiters of a channel in
-//! this client and dropped with the last of them. If the pub/sub connection breaks, every
+//! this client and lingers for [`LINGER`] after the last of them left (at most
+//! [`MAX_IDLE`] channels linger): a busy lock's next waiter finds it confirmed, reads the
+//! version before its first try and needs no SUBSCRIBE, UNSUBSCRIBE or extra try. If the pub/sub connection breaks, every
 //! channel is bumped (waiters retry at once instead of trusting a dead subscription), the
 //! connection is re-established with backoff and every live channel re-subscribed; while it
 //! is down, waiters fall back to short jittered timers. On Cluster, a node that loses a
@@ -41,12 +43,25 @@ struct Chan {
     tx: watch::Sender<Wake>,
     refs: usize,
     confirmed: bool,
+    /// Bumped each time the last waiter leaves: a linger timer unsubscribes only if the
+    /// channel is still idle since then.
+    idle_since: u64,
 }
 
 struct State {
     channels: HashMap<String, Chan>,
     cmd_tx: Option<mpsc::UnboundedSender<Cmd>>,
+    /// Channels nobody waits on that are still subscribed (lingering).
+    idle: usize,
 }
+
+/// How long a channel stays subscribed after its last waiter left, so that the next
+/// contended acquire of a busy lock finds it confirmed (no SUBSCRIBE, UNSUBSCRIBE and
+/// extra try per contended acquire).
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
+
+/// The most lingering channels per client; past it, a channel is unsubscribed at once.
+pub(crate) const MAX_IDLE: usize = 256;
 
 /// The shared waker of one client.
 pub(crate) struct Waker {
@@ -72,6 +87,7 @@ impl Waker {
             state: Mutex::new(State {
                 channels: HashMap::new(),
                 cmd_tx: None,
+                idle: 0,
             }),
         })
     }
@@ -88,9 +104,8 @@ impl Waker {
     ) -> Subscription {
         let (rx, ack) = {
             let mut st = self.lock();
-            if let Some(chan) = st.channels.get_mut(channel) {
-                chan.refs += 1;
-                (chan.tx.subscribe(), None)
+            if let Some(rx) = st.take_ref(channel) {
+                (rx, None)
             } else {
                 let (tx, rx) = watch::channel((0u64, Arc::from("")));
                 st.channels.insert(
@@ -99,6 +114,7 @@ impl Waker {
                         tx,
                         refs: 1,
                         confirmed: false,
+                        idle_since: 0,
                     },
                 );
                 let (ack_tx, ack_rx) = oneshot::channel();
@@ -128,6 +144,54 @@ impl Waker {
             .await;
         }
         sub
+    }
+
+    /// A subscription to `channel` at once, if one is confirmed already (held by other
+    /// waiters, or lingering after the last left): a version read before a try is then
+    /// enough to see every release after it, so no extra try is needed.
+    pub(crate) fn ready(self: &Arc<Self>, channel: &str) -> Option<Subscription> {
+        let mut st = self.lock();
+        if !st.channels.get(channel).is_some_and(|c| c.confirmed) {
+            return None;
+        }
+        let rx = st.take_ref(channel)?;
+        Some(Subscription {
+            waker: Arc::downgrade(self),
+            channel: channel.to_string(),
+            rx,
+        })
+    }
+
+    /// The last waiter of `channel` left: keep it subscribed for [`LINGER`] (unless too
+    /// many linger already), then unsubscribe if nobody came back.
+    fn went_idle(self: &Arc<Self>, st: &mut State, channel: &str) {
+        let Some(chan) = st.channels.get_mut(channel) else {
+            return;
+        };
+        chan.idle_since += 1;
+        let mark = chan.idle_since;
+        if st.idle >= MAX_IDLE {
+            st.channels.remove(channel);
+            self.command(st, Cmd::Unsubscribe(channel.to_string()));
+            return;
+        }
+        st.idle += 1;
+        let waker = Arc::downgrade(self);
+        let channel = channel.to_string();
+        self.handle.spawn(async move {
+            sleep(LINGER).await;
+            let Some(w) = waker.upgrade() else { return };
+            let mut st = w.lock();
+            let still_idle = st
+                .channels
+                .get(&channel)
+                .is_some_and(|c| c.refs == 0 && c.idle_since == mark);
+            if still_idle {
+                st.channels.remove(&channel);
+                st.idle = st.idle.saturating_sub(1);
+                w.command(&mut st, Cmd::Unsubscribe(channel));
+            }
+        });
     }
 
     fn command(self: &Arc<Self>, st: &mut State, cmd: Cmd) {
@@ -198,7 +262,19 @@ impl Waker {
     }
 }
 
-/// One waiter's interest in a channel; dropping it may unsubscribe.
+impl State {
+    /// One more waiter on a known channel (a lingering one is live again).
+    fn take_ref(&mut self, channel: &str) -> Option<watch::Receiver<Wake>> {
+        let chan = self.channels.get_mut(channel)?;
+        if chan.refs == 0 {
+            self.idle = self.idle.saturating_sub(1);
+        }
+        chan.refs += 1;
+        Some(chan.tx.subscribe())
+    }
+}
+
+/// One waiter's interest in a channel; dropping the last lets the channel linger.
 pub(crate) struct Subscription {
     waker: Weak<Waker>,
     channel: String,
@@ -254,8 +330,7 @@ impl Drop for Subscription {
             None => false,
         };
         if last {
-            st.channels.remove(&self.channel);
-            waker.command(&mut st, Cmd::Unsubscribe(self.channel.clone()));
+            waker.went_idle(&mut st, &self.channel);
         }
     }
 }
