@@ -45,10 +45,22 @@ async fn watch_renewals(
     keys: Vec<String>,
     until: Instant,
 ) -> HashMap<String, Vec<Instant>> {
-    let mut con = server.async_connection().await;
+    let (tx, rx) = tokio::sync::watch::channel(Some(until));
+    let seen = watch_renewals_until(server.async_connection().await, keys, rx).await;
+    drop(tx);
+    seen
+}
+
+/// As [`watch_renewals`], until the time `until` holds once it is set (so watching can
+/// start before the grants it waits for are made).
+async fn watch_renewals_until(
+    mut con: redis::aio::MultiplexedConnection,
+    keys: Vec<String>,
+    until: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> HashMap<String, Vec<Instant>> {
     let mut last: HashMap<String, i64> = HashMap::new();
     let mut seen: HashMap<String, Vec<Instant>> = HashMap::new();
-    while Instant::now() < until {
+    while until.borrow().is_none_or(|u| Instant::now() < u) {
         let mut pipe = redis::pipe();
         for k in &keys {
             pipe.cmd("PTTL").arg(k);
@@ -57,8 +69,9 @@ async fn watch_renewals(
         let at = Instant::now();
         for (k, ttl) in keys.iter().zip(ttls) {
             if let Some(prev) = last.insert(k.clone(), ttl) {
-                // A renewal resets the PTTL to the whole TTL: a jump well above polling noise.
-                if ttl > prev + 40 {
+                // A renewal resets the PTTL to the whole TTL: a jump well above polling
+                // noise (from a key that existed: its grant is not a renewal).
+                if prev >= 0 && ttl > prev + 40 {
                     seen.entry(k.clone()).or_default().push(at);
                 }
             }
@@ -113,6 +126,18 @@ async fn leases_granted_together_and_at_random_offsets_are_each_renewed_on_their
     let every = 990 * MS; // just under a third of the TTL
     let rounds = 3;
 
+    // Watch from the start: the first renewals of the first leases may come before the
+    // last lease is granted.
+    let mut names: Vec<String> = (0..10).map(|i| format!("together/{i}")).collect();
+    names.extend((0..20).map(|i| format!("spread/{i}")));
+    let keys = names.iter().map(|n| format!("leasehold:{{{n}}}")).collect();
+    let (stop_at, until) = tokio::sync::watch::channel(None);
+    let watcher = tokio::spawn(watch_renewals_until(
+        server.async_connection().await,
+        keys,
+        until,
+    ));
+
     // Ten leases at once, then twenty at random offsets over one and a half intervals.
     let mut granted: Vec<Granted> = futures_util::future::join_all(
         (0..10).map(|i| take(&holder, format!("together/{i}"), ttl, every)),
@@ -124,8 +149,8 @@ async fn leases_granted_together_and_at_random_offsets_are_each_renewed_on_their
         granted.push(take(&holder, format!("spread/{i}"), ttl, every).await);
     }
     let last_grant = granted.iter().map(|g| g.returned_at).max().unwrap();
-    let keys = granted.iter().map(|g| g.key.clone()).collect();
-    let seen = watch_renewals(&server, keys, last_grant + rounds * every + 300 * MS).await;
+    stop_at.send_replace(Some(last_grant + rounds * every + 300 * MS));
+    let seen = watcher.await.unwrap();
 
     for g in &granted {
         assert!(
