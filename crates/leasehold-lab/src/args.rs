@@ -69,6 +69,27 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run only these measurements (letters of the table: a, b, c, d, e, f), e.g. `ab`.
+    #[arg(long, value_name = "LETTERS", value_parser = parse_sections)]
+    pub only: Option<String>,
+}
+
+fn parse_sections(s: &str) -> Result<String, String> {
+    let s: String = s.chars().filter(|c| !matches!(c, ',' | ' ')).collect();
+    match s.chars().find(|c| !"abcdef".contains(*c)) {
+        Some(c) => Err(format!(
+            "unknown measurement {c:?}: use letters of a, b, c, d, e, f"
+        )),
+        None if s.is_empty() => Err("name at least one measurement (a to f)".to_string()),
+        None => Ok(s),
+    }
+}
+
+impl BenchArgs {
+    /// Whether measurement `letter` runs.
+    pub fn wants(&self, letter: char) -> bool {
+        self.only.as_deref().is_none_or(|s| s.contains(letter))
+    }
 }
 
 /// `leasehold-lab demo`.

@@ -1,9 +1,11 @@
 //! The benchmark behind `leasehold-lab bench`: ratios against baselines measured in the same
 //! run, on a private redis-server on a free loopback port.
 //!
-//! (a) uncontended acquire+release cycles/s vs raw redis-rs running the same two scripts;
-//! (b) 64 tasks on distinct keys vs raw multiplexed EVALSHA and vs the `rslock` crate, with
-//!     Redis CPU per cycle from `INFO commandstats`;
+//! (a) one task, uncontended acquire+release on fresh keys, and (b) 32 and 64 tasks on
+//!     distinct keys: leasehold beside `rslock`, plain redis-rs commands (`SET NX PX` and a
+//!     compare-and-delete script) and raw redis-rs sending leasehold's own two scripts, with
+//!     cycles/s, cycle p50/p99 and Redis CPU (`INFO cpu`), scripts and commands per cycle
+//!     (in the `cycles` submodule);
 //! (c) 8 contenders (separate clients) on one key: handoff to a different waiter in µs and
 //!     in raw round trips, the share of self-handoffs, the longest single wait, beside
 //!     `rslock`'s retrying acquire;
@@ -22,17 +24,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leasehold::scripts::{ACQUIRE_LUA, RELEASE_LUA};
 use leasehold_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::args::BenchArgs;
 
+mod cycles;
 mod primitives;
 mod redlock;
 
@@ -99,28 +101,6 @@ impl Raw {
             .await
             .expect("raw release");
     }
-}
-
-/// Run `tasks` copies of `body` for `secs`; total completed cycles per second.
-async fn throughput<F, Fut>(tasks: usize, dur: Duration, body: F) -> f64
-where
-    F: Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| tokio::spawn(body(t, stop.clone(), count.clone())))
-        .collect();
-    let started = Instant::now();
-    tokio::time::sleep(dur).await;
-    let done = count.load(Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.await.expect("bench task");
-    }
-    done as f64 / elapsed.as_secs_f64()
 }
 
 /// Server time spent executing commands so far (µs), from `INFO commandstats`.
@@ -390,7 +370,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         .await?
         .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
     let url = server.url();
-    let steps = (rounds * 5 + 5) as u64;
+    let steps = (rounds * 6 + 5) as u64;
     let pb = indicatif::ProgressBar::new(steps).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -402,204 +382,53 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let acquire = Arc::new(Script::new(ACQUIRE_LUA));
-        let release = Arc::new(Script::new(RELEASE_LUA));
         let client = leasehold::Client::new(url.as_str()).unwrap();
         let rtt_us = ping_rtt_us(&mut con).await;
         pb.set_message(format!(
             "raw PING round trip {rtt_us:.1} µs; {rounds} rounds × {secs} s"
         ));
 
-        // (a) uncontended, one task.
-        let (mut raw_a, mut lh_a, mut ratio_a) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let raw = throughput(1, dur, |_, stop, count| {
-                let mut raw = Raw {
-                    con: con.clone(),
-                    acquire: acquire.clone(),
-                    release: release.clone(),
-                };
-                async move {
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        raw.cycle("bench-a-raw", n).await;
-                        n += 1;
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-            let lh = throughput(1, dur, |_, stop, count| {
-                let lock = client.lock("bench-a").unwrap();
-                async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let g = lock.try_acquire().await.expect("uncontended");
-                        g.release().await.expect("release");
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-            pb.inc(1);
-            pb.set_message(format!(
-                "(a) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s",
-                round + 1
-            ));
-            raw_a.push(raw);
-            lh_a.push(lh);
-            ratio_a.push(lh / raw);
+        // (a) one task on fresh keys; (b) 32 and 64 tasks on distinct keys.
+        if args.wants('a') {
+            let m = cycles::measure(&url, 1, dur, rounds, &pb).await;
+            rows.extend(cycles::rows(&m));
+        }
+        if args.wants('b') {
+            for tasks in [32, 64] {
+                let m = cycles::measure(&url, tasks, dur, rounds, &pb).await;
+                rows.extend(cycles::rows(&m));
+            }
         }
 
-        // (b) 64 tasks on distinct keys.
-        let (mut raw_b, mut lh_b, mut rs_b) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut ratio_b_raw, mut ratio_b_rs) = (Vec::new(), Vec::new());
-        let (mut cpu_lh, mut cpu_rs, mut cpu_raw) = (Vec::new(), Vec::new(), Vec::new());
-        let rs = Arc::new(rslock::LockManager::new(vec![url.clone()]));
-        for round in 0..rounds {
-            let u0 = redis_usec(&mut con).await;
-            let raw = throughput(64, dur, |t, stop, count| {
-                let mut raw = Raw {
-                    con: con.clone(),
-                    acquire: acquire.clone(),
-                    release: release.clone(),
-                };
-                async move {
-                    let name = format!("bench-b-raw-{t}");
-                    let mut n = (t as u64) << 40;
-                    while !stop.load(Ordering::Relaxed) {
-                        raw.cycle(&name, n).await;
-                        n += 1;
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-            let u1 = redis_usec(&mut con).await;
-            let lh = throughput(64, dur, |t, stop, count| {
-                let lock = client.lock(&format!("bench-b-{t}")).unwrap();
-                async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let g = lock.try_acquire().await.expect("uncontended");
-                        g.release().await.expect("release");
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-            let u2 = redis_usec(&mut con).await;
-            let rsl = throughput(64, dur, |t, stop, count| {
-                let rs = rs.clone();
-                async move {
-                    let key = format!("bench-b-rslock-{t}");
-                    while !stop.load(Ordering::Relaxed) {
-                        let l = rs
-                            .lock(key.as_bytes(), Duration::from_secs(30))
-                            .await
-                            .expect("rslock lock");
-                        rs.unlock(&l).await;
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-            let u3 = redis_usec(&mut con).await;
-            let per_cycle = |du: f64, rate: f64| du / (rate * dur.as_secs_f64());
-            cpu_lh.push(per_cycle(u2 - u1, lh));
-            cpu_rs.push(per_cycle(u3 - u2, rsl));
-            cpu_raw.push(per_cycle(u1 - u0, raw));
-            pb.inc(1);
-            pb.set_message(format!(
-                "(b) round {}: raw {raw:.0}/s, leasehold {lh:.0}/s, rslock {rsl:.0}/s",
-                round + 1
-            ));
-            raw_b.push(raw);
-            lh_b.push(lh);
-            rs_b.push(rsl);
-            ratio_b_raw.push(lh / raw);
-            ratio_b_rs.push(lh / rsl);
-        }
-
-        // (c) contention: 8 separate clients on one key.
         let cdur = Duration::from_secs(secs * 5);
-        let lc = contention_leasehold(&url, cdur).await;
-        pb.inc(1);
-        pb.set_message("(c) 8 contenders with rslock");
-        let rc = contention_rslock(&url, cdur).await;
-        pb.inc(1);
-        pb.set_message(format!("(d) holding {} leases", args.leases));
+        if args.wants('c') {
+            // (c) contention: 8 separate clients on one key.
+            let lc = contention_leasehold(&url, cdur).await;
+            pb.inc(1);
+            pb.set_message("(c) 8 contenders with rslock");
+            let rc = contention_rslock(&url, cdur).await;
+            pb.inc(1);
+            rows.extend(contention_rows(&lc, &rc, rtt_us, cdur));
+        }
         client.shutdown().await;
-        let leases = args.leases.max(64);
-        let rf = renewals(&url, &mut con, leases).await;
-        pb.inc(1);
-        // (e) RedLock: half a measurement per variant and round, the variants alternating.
-        let re = redlock::measure(dur / 2, rounds, &pb).await?;
-        // (f) fair lock beside the default lock under contention; semaphore cycles.
-        let rp = primitives::measure(&url, dur, rounds, rtt_us, &pb).await?;
+        if args.wants('d') {
+            pb.set_message(format!("(d) holding {} leases", args.leases));
+            let leases = args.leases.max(64);
+            let rf = renewals(&url, &mut con, leases).await;
+            pb.inc(1);
+            rows.extend(renewal_rows(&rf));
+        }
+        if args.wants('e') {
+            // (e) RedLock: half a measurement per variant and round, the variants alternating.
+            let re = redlock::measure(dur / 2, rounds, &pb).await?;
+            rows.extend(redlock::rows(&re));
+        }
+        if args.wants('f') {
+            // (f) fair lock beside the default lock under contention; semaphore cycles.
+            let rp = primitives::measure(&url, dur, rounds, rtt_us, &pb).await?;
+            rows.extend(primitives::rows(&rp));
+        }
         pb.finish_and_clear();
-
-        rows.push(format!(
-            "| (a) uncontended acquire+release, 1 task | {:.0} cycles/s | raw redis-rs, same 2 scripts: {:.0} cycles/s | {:.2}× | ≥ 0.90× |",
-            median(&mut lh_a), median(&mut raw_a), median(&mut ratio_a)
-        ));
-        rows.push(format!(
-            "| (b) 64 tasks, distinct keys | {:.0} cycles/s | raw multiplexed EVALSHA: {:.0} cycles/s | {:.2}× | ≥ 0.80× |",
-            median(&mut lh_b.clone()), median(&mut raw_b), median(&mut ratio_b_raw)
-        ));
-        rows.push(format!(
-            "| (b) 64 tasks, distinct keys | {:.0} cycles/s | rslock 0.10: {:.0} cycles/s | {:.2}× | ≥ 1.0× |",
-            median(&mut lh_b), median(&mut rs_b), median(&mut ratio_b_rs)
-        ));
-        rows.push(format!(
-            "| (b) Redis CPU per cycle (INFO commandstats) | {:.1} µs | raw: {:.1} µs; rslock: {:.1} µs | {:.2}× rslock's | |",
-            median(&mut cpu_lh), median(&mut cpu_raw), median(&mut cpu_rs), median(&mut cpu_lh.clone()) / median(&mut cpu_rs.clone())
-        ));
-        rows.push(format!(
-            "| (c) 8 contenders, handoff to another waiter p50 | {:.0} µs | raw PING RTT {:.1} µs; rslock: {:.0} µs on the {:.1}% of its handoffs that reach another waiter | {:.1} RTT | ≤ 3 RTT |",
-            lc.p50_us, rtt_us, rc.p50_us, (1.0 - rc.self_share) * 100.0, lc.p50_us / rtt_us
-        ));
-        rows.push(format!(
-            "| (c) handoff p99 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | | |",
-            lc.p99_us,
-            lc.p99_us / rtt_us,
-            rc.p99_us
-        ));
-        rows.push(format!(
-            "| (c) self-handoffs (same holder again) | {:.1}% of {} | rslock: {:.1}% of {} | | |",
-            lc.self_share * 100.0,
-            lc.handoffs
-                + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
-            rc.self_share * 100.0,
-            rc.handoffs
-                + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
-        ));
-        rows.push(format!(
-            "| (c) longest single wait over {} s | {:.1} ms | rslock: {:.1} ms | | ≤ 50 ms |",
-            cdur.as_secs(),
-            lc.longest_wait_ms,
-            rc.longest_wait_ms
-        ));
-        rows.push(format!(
-            "| (c) acquisitions in {} s | {} | rslock: {} | | |",
-            cdur.as_secs(),
-            lc.acquisitions,
-            rc.acquisitions
-        ));
-        rows.push(format!(
-            "| (d) renewing {} held leases: round trips per period | {:.1} | naive, one extend per lease: {} | {:.0}× fewer | O(leases / {}) |",
-            rf.leases, rf.calls_per_period, rf.naive_round_trips, rf.naive_round_trips as f64 / rf.calls_per_period, leasehold::RENEWAL_BATCH
-        ));
-        rows.push(format!(
-            "| (d) mean time of one renewal call (up to {} leases) | {:.1} ms | naive: one pass over all leases, 64 in flight, {:.0} ms | | |",
-            leasehold::RENEWAL_BATCH, rf.busy_ms_per_period / rf.calls_per_period, rf.naive_ms
-        ));
-        rows.push(format!(
-            "| (d) Redis CPU per period | {:.0} ms | naive: {:.0} ms | {:.2}× | |",
-            rf.redis_ms_per_period,
-            rf.naive_redis_ms,
-            rf.naive_redis_ms / rf.redis_ms_per_period
-        ));
-        rows.extend(redlock::rows(&re));
-        rows.extend(primitives::rows(&rp));
         rows.push(format!(
             "| raw PING round trip (median) | {rtt_us:.1} µs | | | |"
         ));
@@ -607,6 +436,66 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
     drop(server);
     print_rows(&rows, args.json)?;
     Ok(leasehold_cli::exit::OK)
+}
+
+/// The rows of (c).
+fn contention_rows(
+    lc: &ContentionStats,
+    rc: &ContentionStats,
+    rtt_us: f64,
+    cdur: Duration,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!(
+        "| (c) 8 contenders, handoff to another waiter p50 | {:.0} µs | raw PING RTT {:.1} µs; rslock: {:.0} µs on the {:.1}% of its handoffs that reach another waiter | {:.1} RTT | ≤ 3 RTT |",
+        lc.p50_us, rtt_us, rc.p50_us, (1.0 - rc.self_share) * 100.0, lc.p50_us / rtt_us
+    ));
+    out.push(format!(
+        "| (c) handoff p99 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | | |",
+        lc.p99_us,
+        lc.p99_us / rtt_us,
+        rc.p99_us
+    ));
+    out.push(format!(
+        "| (c) self-handoffs (same holder again) | {:.1}% of {} | rslock: {:.1}% of {} | | |",
+        lc.self_share * 100.0,
+        lc.handoffs + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
+        rc.self_share * 100.0,
+        rc.handoffs + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
+    ));
+    out.push(format!(
+        "| (c) longest single wait over {} s | {:.1} ms | rslock: {:.1} ms | | ≤ 50 ms |",
+        cdur.as_secs(),
+        lc.longest_wait_ms,
+        rc.longest_wait_ms
+    ));
+    out.push(format!(
+        "| (c) acquisitions in {} s | {} | rslock: {} | | |",
+        cdur.as_secs(),
+        lc.acquisitions,
+        rc.acquisitions
+    ));
+    out
+}
+
+/// The rows of (d).
+fn renewal_rows(rf: &RenewalFigures) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!(
+        "| (d) renewing {} held leases: round trips per period | {:.1} | naive, one extend per lease: {} | {:.0}× fewer | O(leases / {}) |",
+        rf.leases, rf.calls_per_period, rf.naive_round_trips, rf.naive_round_trips as f64 / rf.calls_per_period, leasehold::RENEWAL_BATCH
+    ));
+    out.push(format!(
+        "| (d) mean time of one renewal call (up to {} leases) | {:.1} ms | naive: one pass over all leases, 64 in flight, {:.0} ms | | |",
+        leasehold::RENEWAL_BATCH, rf.busy_ms_per_period / rf.calls_per_period, rf.naive_ms
+    ));
+    out.push(format!(
+        "| (d) Redis CPU per period | {:.0} ms | naive: {:.0} ms | {:.2}× | |",
+        rf.redis_ms_per_period,
+        rf.naive_redis_ms,
+        rf.naive_redis_ms / rf.redis_ms_per_period
+    ));
+    out
 }
 
 /// A table cell as JSON: its text, and its first number with that number's unit (the
