@@ -163,24 +163,62 @@ fn cases() -> Vec<Case> {
             setup: &[HELD, HELD_TTL, COUNTER],
         },
         Case {
+            // A queued waiter (r1) takes a free permit.
             name: "semaphore acquire",
             script: scripts::SEM_ACQUIRE,
             keys: &[
                 ("t:{n}:sem", "zset"),
                 ("t:{n}:sem:tokens", "hash"),
                 ("t:{n}:sem:fence", "string"),
+                ("t:{n}:sem:waiters", "zset"),
+                ("t:{n}:sem:waiters:exp", "zset"),
             ],
-            argv: &["r1", "10000", "3"],
-            setup: &[&["SET", "t:{n}:sem:fence", "5"]],
+            argv: &["r1", "10000", "3", "5000", "1", "t:{n}:sem:released"],
+            setup: &[
+                &["SET", "t:{n}:sem:fence", "5"],
+                &["ZADD", "t:{n}:sem:waiters", "1", "r1"],
+                &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "r1"],
+            ],
         },
         Case {
-            name: "lease-set member release",
+            name: "semaphore permit release",
             script: scripts::MEMBER_RELEASE,
-            keys: &[("t:{n}:sem", "zset"), ("t:{n}:sem:tokens", "hash")],
+            keys: &[
+                ("t:{n}:sem", "zset"),
+                ("t:{n}:sem:tokens", "hash"),
+                ("t:{n}:sem:waiters", "zset"),
+                ("t:{n}:sem:waiters:exp", "zset"),
+            ],
             argv: &["r1", "t:{n}:sem:released", "1"],
             setup: &[
                 &["ZADD", "t:{n}:sem", "99999999999999", "r1"],
                 &["HSET", "t:{n}:sem:tokens", "r1", "5"],
+                &["ZADD", "t:{n}:sem:waiters", "1", "w"],
+                &["ZADD", "t:{n}:sem:waiters:exp", "1", "w"],
+            ],
+        },
+        Case {
+            name: "reader release",
+            script: scripts::MEMBER_RELEASE,
+            keys: &[("t:{n}:sem", "zset"), ("t:{n}:sem:tokens", "hash")],
+            argv: &["r1", "t:{n}:sem:released", "0"],
+            setup: &[
+                &["ZADD", "t:{n}:sem", "99999999999999", "r1"],
+                &["HSET", "t:{n}:sem:tokens", "r1", "5"],
+            ],
+        },
+        Case {
+            name: "semaphore leave",
+            script: scripts::SEM_LEAVE,
+            keys: &[
+                ("t:{n}:sem", "zset"),
+                ("t:{n}:sem:waiters", "zset"),
+                ("t:{n}:sem:waiters:exp", "zset"),
+            ],
+            argv: &["w", "t:{n}:sem:released"],
+            setup: &[
+                &["ZADD", "t:{n}:sem:waiters", "1", "w"],
+                &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "w"],
             ],
         },
         Case {

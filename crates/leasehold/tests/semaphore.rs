@@ -628,3 +628,108 @@ async fn every_semaphore_key_has_a_ttl_except_the_fencing_counter() {
     }
     common::assert_every_key_has_a_ttl(&mut con, NAME).await;
 }
+
+/// The number of waiters queued at the server for semaphore `name`.
+async fn queued(con: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    redis::cmd("ZCARD")
+        .arg(format!("leasehold:{{{name}}}:sem:waiters"))
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_go_to_waiters_in_the_order_they_arrived() {
+    const NAME: &str = "in-order";
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let holder = steady(&server.url());
+    let held = holder.semaphore(NAME, 2).unwrap();
+    let first = held.try_acquire().await.unwrap();
+    let second = held.try_acquire().await.unwrap();
+    // Four waiters, each a process of its own, arriving one after another.
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let c = steady(&server.url());
+        let sem = c.semaphore(NAME, 2).unwrap();
+        waiters.push(tokio::spawn(async move {
+            let p = sem.acquire_timeout(Duration::from_secs(10)).await.unwrap();
+            let token = p.fencing_token();
+            // Hold it a moment so the permits are passed on one by one.
+            tokio::time::sleep(Duration::from_millis(20)).await; // the holder's work
+            assert!(p.release().await.unwrap().is_released());
+            drop(c);
+            (i, token)
+        }));
+        poll_until(Duration::from_secs(5), "the waiter to queue", || {
+            let mut con = con.clone();
+            async move { queued(&mut con, NAME).await == i + 1 }
+        })
+        .await;
+    }
+    assert!(first.release().await.unwrap().is_released());
+    assert!(second.release().await.unwrap().is_released());
+    let mut grants = Vec::new();
+    for w in waiters {
+        grants.push(w.await.unwrap());
+    }
+    // Tokens are issued in grant order: sorted by token, the waiters come in arrival order.
+    grants.sort_by_key(|(_, token)| *token);
+    let order: Vec<usize> = grants.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, [0, 1, 2, 3], "permits granted out of arrival order");
+    assert_eq!(
+        queued(&mut con, NAME).await,
+        0,
+        "every waiter left the queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_does_not_take_a_free_permit_before_an_older_waiter() {
+    const NAME: &str = "no-barging";
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let c = client(&server.url());
+    let sem = c.semaphore(NAME, 1).unwrap();
+    // An older waiter of another process, with a place that lives 400 ms more.
+    let now_ms: i64 = {
+        let t: (String, String) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+        t.0.parse::<i64>().unwrap() * 1000 + t.1.parse::<i64>().unwrap() / 1000
+    };
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(format!("leasehold:{{{NAME}}}:sem:waiters"))
+        .arg(1)
+        .arg("older")
+        .cmd("ZADD")
+        .arg(format!("leasehold:{{{NAME}}}:sem:waiters:exp"))
+        .arg(now_ms + 400)
+        .arg("older")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let err = sem.try_acquire().await.unwrap_err();
+    assert!(err.is_contended(), "{err}");
+    // Once the older waiter's place lapses (it stopped refreshing it), the permit is free.
+    let permit = poll_until_ok(Duration::from_secs(5), || sem.try_acquire()).await;
+    assert!(permit.release().await.unwrap().is_released());
+}
+
+/// Retry `f` until it succeeds, for at most `limit`.
+async fn poll_until_ok<T, F, Fut>(limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = leasehold::Result<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_contended(), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await; // the retry period
+            }
+            Err(e) => panic!("still refused after {limit:?}: {e}"),
+        }
+    }
+}

@@ -72,7 +72,10 @@ pub(crate) async fn acquire(
         req: req.clone(),
         active: false,
     };
-    let registers = matches!(lock.mode, Mode::Exclusive | Mode::Fair | Mode::Write);
+    let registers = matches!(
+        lock.mode,
+        Mode::Exclusive | Mode::Fair | Mode::Write | Mode::Permit(_)
+    );
     // A confirmed subscription (another waiter's, or one lingering since this client's
     // last wait on the lock) is taken before the first try: its version, read before the
     // try, covers every release after it, so a refusal goes straight to waiting.
@@ -176,7 +179,7 @@ pub(crate) async fn acquire(
                     sub = Some(inner.waker.subscribe(&lock.keys.channel, deadline).await);
                     continue;
                 };
-                let mut pause = if reserved && lock.mode == Mode::Fair {
+                let mut pause = if reserved && lock.mode.strict_order() {
                     // Someone is ahead: wait to be named by a release.
                     jitter(lock.refresh_every())
                 } else if reserved {
@@ -207,8 +210,9 @@ pub(crate) async fn acquire(
                             if handed_to.is_empty() || *handed_to == *req {
                                 break;
                             }
-                            if lock.mode == Mode::Fair {
-                                // Fair: only the named waiter may take it; keep waiting.
+                            if lock.mode.strict_order() {
+                                // Fair locks, permits: only the named waiter may take it
+                                // (in order); keep waiting.
                                 continue;
                             }
                             // Handed to another waiter: retry only if it fails to claim.

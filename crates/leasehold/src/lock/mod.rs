@@ -382,7 +382,7 @@ impl Lock {
         if let Some(place_ttl) = self.place_ttl {
             if !self.mode.keeps_place() {
                 return Err(Error::invalid(format!(
-                    "lock {:?}: place_ttl applies only to fair locks and read-write locks' writers, whose waiters keep a place at the server",
+                    "lock {:?}: place_ttl applies only to fair locks, semaphores and read-write locks' writers, whose waiters keep a place at the server",
                     self.name
                 )));
             }

@@ -44,9 +44,11 @@ pub(crate) enum Kind {
     /// waiting writers, `expiries` the readers and `next` the readers' tokens.
     Writer,
     /// One lease in a lease set (a semaphore permit, a reader): `lock` is the set (zset)
-    /// and `queue` the tokens hash. `announce_all`: every release is announced (permits),
-    /// else only the last one (readers). A reader's `expiries` is the writer's lock hash
-    /// and its `next` the waiting writers, which the read acquire checks.
+    /// and `queue` the tokens hash. `announce_all`: a semaphore's permits, whose `next` is
+    /// the waiter queue and `expiries` its places' expiries (every release names the
+    /// oldest waiter); else readers (only the last release is announced), whose
+    /// `expiries` is the writer's lock hash and `next` the waiting writers, which the read
+    /// acquire checks.
     Member { announce_all: bool },
 }
 
@@ -57,8 +59,8 @@ pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
         fence: format!("{set}:fence"),
         channel: format!("{set}:released"),
         queue: format!("{set}:tokens"),
-        expiries: String::new(),
-        next: String::new(),
+        expiries: format!("{set}:waiters:exp"),
+        next: format!("{set}:waiters"),
         kind: Kind::Member { announce_all: true },
         lock: set,
     }

@@ -35,7 +35,13 @@ pub(crate) enum Mode {
 impl Mode {
     /// Waiters of this mode hold a place at the server, refreshed while they wait.
     pub(crate) fn keeps_place(self) -> bool {
-        matches!(self, Mode::Fair | Mode::Write)
+        matches!(self, Mode::Fair | Mode::Write | Mode::Permit(_))
+    }
+
+    /// Waiters of this mode are served strictly in order: a waiter retries only when a
+    /// release names it (or its place needs refreshing).
+    pub(crate) fn strict_order(self) -> bool {
+        matches!(self, Mode::Fair | Mode::Permit(_))
     }
 }
 
@@ -95,13 +101,20 @@ impl Acquire<'_> {
                     .arg(flag(self.mode == Mode::Fair));
                 inv
             }
+            // Permit keys: lock = the permits, queue = their tokens, next = the waiters,
+            // expiries = their places' expiries.
             Mode::Permit(capacity) => {
                 let mut inv = s.sem_acquire.key(&k.lock);
                 inv.key(&k.queue)
                     .key(&k.fence)
+                    .key(&k.next)
+                    .key(&k.expiries)
                     .arg(self.req)
                     .arg(ttl_ms)
-                    .arg(capacity);
+                    .arg(capacity)
+                    .arg(millis(self.wait_lease))
+                    .arg(flag(self.queued))
+                    .arg(&k.channel);
                 inv
             }
             // Reader keys: lock = readers, queue = their tokens, expiries = the writer,
@@ -214,8 +227,12 @@ impl Release<'_> {
             }
             Kind::Member { announce_all } => {
                 let mut inv = s.member_release.key(&keys.lock);
-                inv.key(&keys.queue)
-                    .arg(self.req)
+                inv.key(&keys.queue);
+                if announce_all {
+                    // Permits: the waiters, to name the next one.
+                    inv.key(&keys.next).key(&keys.expiries);
+                }
+                inv.arg(self.req)
                     .arg(&keys.channel)
                     .arg(if announce_all { "1" } else { "0" });
                 inv
@@ -369,6 +386,13 @@ impl Leave<'_> {
         if keys.kind == Kind::Writer {
             let mut inv = s.rw_leave.key(&keys.queue);
             inv.arg(self.req).arg(&keys.channel);
+            inv
+        } else if keys.kind == (Kind::Member { announce_all: true }) {
+            let mut inv = s.sem_leave.key(&keys.lock);
+            inv.key(&keys.next)
+                .key(&keys.expiries)
+                .arg(self.req)
+                .arg(&keys.channel);
             inv
         } else {
             let mut inv = s.leave.key(&keys.lock);

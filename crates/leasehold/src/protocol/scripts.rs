@@ -185,6 +185,11 @@ source!(
     RW_LEAVE,
     "rw_leave.lua"
 );
+source!(
+    /// The semaphore's leave script (a waiter gives up its place).
+    SEM_LEAVE,
+    "sem_leave.lua"
+);
 
 /// Source of the acquire script, as sent to one server.
 pub const ACQUIRE_LUA: &str = ACQUIRE.plain;
@@ -325,6 +330,7 @@ pub(crate) struct Scripts {
     pub rw_write: Script,
     pub rw_release: Script,
     pub rw_leave: Script,
+    pub sem_leave: Script,
 }
 
 impl Scripts {
@@ -352,6 +358,7 @@ impl Scripts {
             rw_write: script(RW_WRITE),
             rw_release: script(RW_RELEASE),
             rw_leave: script(RW_LEAVE),
+            sem_leave: script(SEM_LEAVE),
         }
     }
 }
@@ -360,7 +367,7 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    const ALL: [Source; 17] = [
+    const ALL: [Source; 18] = [
         ACQUIRE,
         RELEASE,
         LEAVE,
@@ -378,6 +385,7 @@ mod tests {
         RW_WRITE,
         RW_RELEASE,
         RW_LEAVE,
+        SEM_LEAVE,
     ];
 
     #[test]

@@ -176,4 +176,15 @@ local function grant(set, tokens, fence, req, ttl, now)
   return {1, token, 1, ttl}
 end
 
+-- Semaphores: a permit became free (a release, a leave) or stays free after a grant:
+-- name the oldest live waiter on `channel` (lapsed places are skipped first); nothing when
+-- nobody waits. Each grant to a waiter names the next one while permits are left, so k
+-- permits freed at once reach the k oldest waiters one after another.
+local function name_next_waiter(queue, expiries, channel, now)
+  if redis.call('ZCARD', queue) == 0 then return end
+  prune_lapsed(queue, expiries, now)
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if head then redis.call(PUBLISH, channel, head) end
+end
+
 -- (end of the prelude)

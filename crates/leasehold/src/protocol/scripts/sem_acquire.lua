@@ -1,21 +1,53 @@
--- leasehold semaphore acquire: take one of N permits, each a lease of its own.
+-- leasehold semaphore acquire: take one of N permits, each a lease of its own, in arrival
+-- order.
 -- KEYS[1] permits (zset: request id -> expiry ms)   KEYS[2] permit tokens (hash)
--- KEYS[3] fencing counter
--- ARGV[1] request id   ARGV[2] lease ttl (ms)   ARGV[3] capacity N (>= 1)   ARGV[4] reply tag
+-- KEYS[3] fencing counter   KEYS[4] waiters (zset: request id -> place, server µs)
+-- KEYS[5] waiter expiries (zset: request id -> expiry of the place, ms)
+-- ARGV[1] request id   ARGV[2] lease ttl (ms)   ARGV[3] capacity N (>= 1)
+-- ARGV[4] wait lease (ms): > 0 queues the caller when refused (its place lives that long
+--         from this call and must be refreshed), 0 = do not wait
+-- ARGV[5] '1' if an earlier try of this call may have queued it
+-- ARGV[6] channel to name the next waiter on   ARGV[7] reply tag
 -- Returns {1, token, 1, pttl} when the caller holds a permit (also for a retry of a
--- granted request), {0, ms until the earliest permit expires, 0} when all N are held.
+-- granted request); {0, ms until the earliest permit expires, 0} when all N are held;
+-- {0, -2, 1} when a permit is free but older waiters come first (wait to be named).
 -- Expired permits are reclaimed here. Live permits are counted against the caller's N, so
 -- a smaller N grants nothing until enough holders have left; no holder is ever revoked.
-local bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'string')
+-- First come, first served: with f permits free, only the f oldest live waiters may take
+-- one; a caller that is not queued stands behind every waiter.
+local bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'string', KEYS[4], 'zset', KEYS[5], 'zset')
 if bad then return bad end
-local set, tokens, fence = KEYS[1], KEYS[2], KEYS[3]
+local set, tokens, fence, queue, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local req, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local waitms, queued = tonumber(ARGV[4]), ARGV[5] == '1'
 local now = now_ms()
+
+local function dequeue()
+  if queued and redis.call('ZREM', queue, req) == 1 then redis.call('ZREM', expiries, req) end
+end
+
 prune(set, tokens, now)
 local again = granted(set, tokens, req, now)
-if again then return reply(again) end
-if redis.call('ZCOUNT', set, '(' .. now, '+inf') >= cap then
+if again then
+  dequeue()
+  return reply(again)
+end
+local free = cap - redis.call('ZCOUNT', set, '(' .. now, '+inf')
+if free <= 0 then
+  enqueue(queue, expiries, req, waitms)
   local first = redis.call('ZRANGEBYSCORE', set, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return reply({0, math.max(1, tonumber(first[2]) - now), 0})
 end
-return reply(grant(set, tokens, fence, req, ttl, now))
+if redis.call('ZCARD', queue) > 0 then
+  prune_lapsed(queue, expiries, now)
+  local ahead = redis.call('ZRANK', queue, req) or redis.call('ZCARD', queue)
+  if ahead >= free then
+    enqueue(queue, expiries, req, waitms)
+    return reply({0, -2, 1})
+  end
+end
+dequeue()
+local out = grant(set, tokens, fence, req, ttl, now)
+-- Permits left: the next waiter may take one too.
+if free > 1 then name_next_waiter(queue, expiries, ARGV[6], now) end
+return reply(out)
