@@ -173,7 +173,7 @@ fn cases() -> Vec<Case> {
                 ("t:{n}:sem:waiters", "zset"),
                 ("t:{n}:sem:waiters:exp", "zset"),
             ],
-            argv: &["r1", "10000", "3", "5000", "1", "t:{n}:sem:released"],
+            argv: &["r1", "10000", "3", "5000", "1"],
             setup: &[
                 &["SET", "t:{n}:sem:fence", "5"],
                 &["ZADD", "t:{n}:sem:waiters", "1", "r1"],
@@ -189,7 +189,7 @@ fn cases() -> Vec<Case> {
                 ("t:{n}:sem:waiters", "zset"),
                 ("t:{n}:sem:waiters:exp", "zset"),
             ],
-            argv: &["r1", "t:{n}:sem:released", "1"],
+            argv: &["r1", "t:{n}:sem:released", "3"],
             setup: &[
                 &["ZADD", "t:{n}:sem", "99999999999999", "r1"],
                 &["HSET", "t:{n}:sem:tokens", "r1", "5"],
@@ -215,7 +215,7 @@ fn cases() -> Vec<Case> {
                 ("t:{n}:sem:waiters", "zset"),
                 ("t:{n}:sem:waiters:exp", "zset"),
             ],
-            argv: &["w", "t:{n}:sem:released"],
+            argv: &["w", "t:{n}:sem:released", "3"],
             setup: &[
                 &["ZADD", "t:{n}:sem:waiters", "1", "w"],
                 &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "w"],

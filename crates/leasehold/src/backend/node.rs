@@ -205,9 +205,9 @@ pub(crate) async fn acquire(
                 loop {
                     tokio::select! {
                         _ = s.changed_since(seen) => {
-                            let (version, handed_to) = s.latest();
+                            let (version, heard) = s.heard_since(seen, &req);
                             seen = version;
-                            if handed_to.is_empty() || *handed_to == *req {
+                            if heard != crate::net::wait::Heard::Others {
                                 break;
                             }
                             if lock.mode.strict_order() {

@@ -114,6 +114,15 @@ impl Lock {
 
     pub(crate) fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        if let (Mode::Permit(capacity), crate::protocol::keys::Kind::Member { .. }) =
+            (mode, &self.keys.kind)
+        {
+            // A permit's release names the waiter a freed permit goes to: it needs N.
+            Arc::make_mut(&mut self.keys).kind = crate::protocol::keys::Kind::Member {
+                announce_all: true,
+                capacity,
+            };
+        }
         self
     }
 

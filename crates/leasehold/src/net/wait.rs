@@ -35,9 +35,39 @@ enum Cmd {
     Unsubscribe(String),
 }
 
-/// A channel's state as waiters see it: a version bumped by every message, and the last
-/// message's payload (the request id the lock was handed to; empty = everyone retry).
-pub(crate) type Wake = (u64, Arc<str>);
+/// A channel's state as waiters see it: a version bumped by every message, and the
+/// payloads of the last [`RECENT`] messages with their versions (the request id the lock
+/// or permit was handed to; empty = everyone retry), so that a waiter named by one of
+/// several messages in quick succession still sees its name.
+#[derive(Default)]
+pub(crate) struct Wake {
+    version: u64,
+    recent: std::collections::VecDeque<(u64, Arc<str>)>,
+}
+
+/// How many recent payloads a channel keeps for its waiters.
+const RECENT: usize = 32;
+
+impl Wake {
+    fn push(&mut self, payload: &str) {
+        self.version += 1;
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.version, Arc::from(payload)));
+    }
+}
+
+/// What the messages after a version said to one waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// One named this waiter (or more messages came than are kept: it may have been).
+    Named,
+    /// One told every waiter to retry.
+    Everyone,
+    /// Only other waiters were named.
+    Others,
+}
 
 struct Chan {
     tx: watch::Sender<Wake>,
@@ -107,7 +137,7 @@ impl Waker {
             if let Some(rx) = st.take_ref(channel) {
                 (rx, None)
             } else {
-                let (tx, rx) = watch::channel((0u64, Arc::from("")));
+                let (tx, rx) = watch::channel(Wake::default());
                 st.channels.insert(
                     channel.to_string(),
                     Chan {
@@ -217,7 +247,7 @@ impl Waker {
     fn bump(&self, channel: &str, payload: &str) {
         let st = self.lock();
         if let Some(chan) = st.channels.get(channel) {
-            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from(payload)));
+            chan.tx.send_modify(|w| w.push(payload));
         }
     }
 
@@ -225,7 +255,7 @@ impl Waker {
         let mut st = self.lock();
         for chan in st.channels.values_mut() {
             chan.confirmed = confirmed;
-            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
+            chan.tx.send_modify(|w| w.push(""));
         }
     }
 
@@ -235,7 +265,7 @@ impl Waker {
             chan.confirmed = true;
             // Wake anyone waiting for the confirmation itself (they retry: a release may
             // have happened before the subscription).
-            chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
+            chan.tx.send_modify(|w| w.push(""));
         }
     }
 
@@ -246,7 +276,7 @@ impl Waker {
         match st.channels.get_mut(channel) {
             Some(chan) => {
                 chan.confirmed = false;
-                chan.tx.send_modify(|w| *w = (w.0 + 1, Arc::from("")));
+                chan.tx.send_modify(|w| w.push(""));
                 true
             }
             None => false,
@@ -284,12 +314,31 @@ pub(crate) struct Subscription {
 impl Subscription {
     /// The current version; compare with [`changed_since`](Self::changed_since).
     pub(crate) fn version(&self) -> u64 {
-        self.rx.borrow().0
+        self.rx.borrow().version
     }
 
-    /// The current version and the last payload.
-    pub(crate) fn latest(&self) -> Wake {
-        self.rx.borrow().clone()
+    /// The current version, and what the messages after `seen` said to waiter `who`.
+    pub(crate) fn heard_since(&self, seen: u64, who: &str) -> (u64, Heard) {
+        let w = self.rx.borrow();
+        let oldest_kept = w.recent.front().map_or(w.version + 1, |(v, _)| *v);
+        if seen + 1 < oldest_kept && w.version > seen {
+            // Messages were dropped from the record: this waiter may have been named.
+            return (w.version, Heard::Named);
+        }
+        let mut heard = Heard::Others;
+        for payload in w
+            .recent
+            .iter()
+            .filter_map(|(v, p)| (*v > seen).then_some(p))
+        {
+            if **payload == *who {
+                return (w.version, Heard::Named);
+            }
+            if payload.is_empty() {
+                heard = Heard::Everyone;
+            }
+        }
+        (w.version, heard)
     }
 
     /// Whether the server confirmed the subscription (so releases will be announced).
@@ -305,7 +354,7 @@ impl Subscription {
     /// Resolve once the version differs from `seen`.
     pub(crate) async fn changed_since(&mut self, seen: u64) {
         loop {
-            if self.rx.borrow_and_update().0 != seen {
+            if self.rx.borrow_and_update().version != seen {
                 return;
             }
             if self.rx.changed().await.is_err() {
@@ -637,5 +686,51 @@ async fn run_single(waker: Weak<Waker>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             None => return,
         }
         sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod heard_tests {
+    use super::*;
+
+    fn heard(w: Wake, seen: u64, who: &str) -> Heard {
+        let (_tx, rx) = watch::channel(w);
+        let sub = Subscription {
+            waker: Weak::new(),
+            channel: String::new(),
+            rx,
+        };
+        sub.heard_since(seen, who).1
+    }
+
+    #[test]
+    fn a_waiter_named_before_another_message_still_hears_its_name() {
+        let mut w = Wake::default();
+        w.push("a");
+        w.push("b");
+        assert_eq!(heard(w, 0, "a"), Heard::Named);
+    }
+
+    #[test]
+    fn names_before_the_version_seen_and_of_others_are_not_this_waiters() {
+        let mut w = Wake::default();
+        w.push("a");
+        w.push("b");
+        w.push("c");
+        assert_eq!(heard(w, 1, "a"), Heard::Others);
+        let mut w = Wake::default();
+        w.push("b");
+        w.push("");
+        assert_eq!(heard(w, 0, "a"), Heard::Everyone);
+    }
+
+    #[test]
+    fn more_messages_than_are_kept_count_as_named() {
+        let mut w = Wake::default();
+        w.push("a");
+        for _ in 0..RECENT {
+            w.push("b");
+        }
+        assert_eq!(heard(w, 0, "a"), Heard::Named);
     }
 }

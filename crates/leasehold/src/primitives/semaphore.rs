@@ -9,8 +9,8 @@
 //! like a lock, carries its own fencing token and loss signal, and is released with a
 //! check of its request id. Waiters queue at the server, and permits are granted in
 //! arrival order: with f permits free only the f oldest live waiters may take one. A
-//! release names the oldest waiter on the semaphore's channel (and each grant the next,
-//! while permits are left); an expired permit is not announced, so waiters also sleep no
+//! release names the waiter its permit goes to (the f-th oldest) on the semaphore's
+//! channel; an expired permit is not announced, so waiters also sleep no
 //! longer than the earliest permit's remaining lease, and a waiter refreshes its place
 //! every third of its lifetime (a waiter that died holds up those behind it until its
 //! place lapses).

@@ -44,12 +44,12 @@ pub(crate) enum Kind {
     /// waiting writers, `expiries` the readers and `next` the readers' tokens.
     Writer,
     /// One lease in a lease set (a semaphore permit, a reader): `lock` is the set (zset)
-    /// and `queue` the tokens hash. `announce_all`: a semaphore's permits, whose `next` is
-    /// the waiter queue and `expiries` its places' expiries (every release names the
-    /// oldest waiter); else readers (only the last release is announced), whose
+    /// and `queue` the tokens hash. `announce_all`: a semaphore's permits (of `capacity`,
+    /// the handle's), whose `next` is the waiter queue and `expiries` its places' expiries
+    /// (a release names the waiter a freed permit goes to); else readers (only the last release is announced), whose
     /// `expiries` is the writer's lock hash and `next` the waiting writers, which the read
     /// acquire checks.
-    Member { announce_all: bool },
+    Member { announce_all: bool, capacity: u32 },
 }
 
 /// The keys of a semaphore (`{name}:sem…`), disjoint from those of a lock of the same name.
@@ -61,7 +61,11 @@ pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
         queue: format!("{set}:tokens"),
         expiries: format!("{set}:waiters:exp"),
         next: format!("{set}:waiters"),
-        kind: Kind::Member { announce_all: true },
+        // The capacity is the handle's, set with its mode (see `Lock::with_mode`).
+        kind: Kind::Member {
+            announce_all: true,
+            capacity: 0,
+        },
         lock: set,
     }
 }
@@ -89,6 +93,7 @@ pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
         next: writer.queue.clone(),
         kind: Kind::Member {
             announce_all: false,
+            capacity: 0,
         },
     };
     (writer, reader)

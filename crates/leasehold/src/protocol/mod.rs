@@ -113,8 +113,7 @@ impl Acquire<'_> {
                     .arg(ttl_ms)
                     .arg(capacity)
                     .arg(millis(self.wait_lease))
-                    .arg(flag(self.queued))
-                    .arg(&k.channel);
+                    .arg(flag(self.queued));
                 inv
             }
             // Reader keys: lock = readers, queue = their tokens, expiries = the writer,
@@ -225,16 +224,19 @@ impl Release<'_> {
                 inv.arg(self.owner_id).arg(self.req).arg(&keys.channel);
                 inv
             }
-            Kind::Member { announce_all } => {
+            Kind::Member {
+                announce_all,
+                capacity,
+            } => {
                 let mut inv = s.member_release.key(&keys.lock);
                 inv.key(&keys.queue);
                 if announce_all {
-                    // Permits: the waiters, to name the next one.
+                    // Permits: the waiters and the capacity, to name the next one.
                     inv.key(&keys.next).key(&keys.expiries);
+                    inv.arg(self.req).arg(&keys.channel).arg(capacity);
+                } else {
+                    inv.arg(self.req).arg(&keys.channel).arg("0");
                 }
-                inv.arg(self.req)
-                    .arg(&keys.channel)
-                    .arg(if announce_all { "1" } else { "0" });
                 inv
             }
         }
@@ -387,12 +389,17 @@ impl Leave<'_> {
             let mut inv = s.rw_leave.key(&keys.queue);
             inv.arg(self.req).arg(&keys.channel);
             inv
-        } else if keys.kind == (Kind::Member { announce_all: true }) {
+        } else if let Kind::Member {
+            announce_all: true,
+            capacity,
+        } = keys.kind
+        {
             let mut inv = s.sem_leave.key(&keys.lock);
             inv.key(&keys.next)
                 .key(&keys.expiries)
                 .arg(self.req)
-                .arg(&keys.channel);
+                .arg(&keys.channel)
+                .arg(capacity);
             inv
         } else {
             let mut inv = s.leave.key(&keys.lock);

@@ -1,11 +1,12 @@
 -- leasehold member release: end one lease of a lease set (a permit or a reader).
 -- KEYS[1] lease set (zset)   KEYS[2] tokens (hash)
 -- KEYS[3], KEYS[4] (permits only) the semaphore's waiters and their place expiries
--- ARGV[1] request id   ARGV[2] channel to announce on   ARGV[3] (readers) '1' = announce
--- every release, '0' = only when the set becomes empty   ARGV[4] reply tag
+-- ARGV[1] request id   ARGV[2] channel to announce on   ARGV[3] permits: the capacity N;
+-- readers: '1' = announce every release, '0' = only when the set becomes empty
+-- ARGV[4] reply tag
 -- Returns {1} released, {0} not held (expired, or already released).
--- A permit's release names the oldest live waiter (see name_next_waiter in the prelude);
--- a reader's release is announced to every waiter.
+-- A permit's release names the waiter the freed permit goes to (see name_next_waiter in
+-- the prelude); a reader's release is announced to every waiter.
 local permits = #KEYS >= 4
 local bad
 if permits then
@@ -22,7 +23,7 @@ redis.call('ZREM', set, req)
 redis.call('HDEL', tokens, req)
 if tonumber(exp) <= now then return reply({0}) end
 if permits then
-  name_next_waiter(KEYS[3], KEYS[4], ARGV[2], now)
+  name_next_waiter(set, KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), now)
 elseif ARGV[3] == '1' or redis.call('ZCOUNT', set, '(' .. now, '+inf') == 0 then
   redis.call(PUBLISH, ARGV[2], '')
 end

@@ -176,15 +176,17 @@ local function grant(set, tokens, fence, req, ttl, now)
   return {1, token, 1, ttl}
 end
 
--- Semaphores: a permit became free (a release, a leave) or stays free after a grant:
--- name the oldest live waiter on `channel` (lapsed places are skipped first); nothing when
--- nobody waits. Each grant to a waiter names the next one while permits are left, so k
--- permits freed at once reach the k oldest waiters one after another.
-local function name_next_waiter(queue, expiries, channel, now)
+-- Semaphores: a permit of `set` (capacity `cap`) became free (a release), or a waiter
+-- ahead left: name the waiter that may take it, the f-th oldest live one (f = permits
+-- free now, counting the live leases at `now` ms); nothing if fewer wait. Lapsed places
+-- are skipped first. The waiters ahead of it were named when their permit freed.
+local function name_next_waiter(set, queue, expiries, channel, cap, now)
   if redis.call('ZCARD', queue) == 0 then return end
   prune_lapsed(queue, expiries, now)
-  local head = redis.call('ZRANGE', queue, 0, 0)[1]
-  if head then redis.call(PUBLISH, channel, head) end
+  local free = cap - redis.call('ZCOUNT', set, '(' .. now, '+inf')
+  if free <= 0 then return end
+  local id = redis.call('ZRANGE', queue, free - 1, free - 1)[1]
+  if id then redis.call(PUBLISH, channel, id) end
 end
 
 -- (end of the prelude)

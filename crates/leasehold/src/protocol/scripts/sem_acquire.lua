@@ -6,8 +6,7 @@
 -- ARGV[1] request id   ARGV[2] lease ttl (ms)   ARGV[3] capacity N (>= 1)
 -- ARGV[4] wait lease (ms): > 0 queues the caller when refused (its place lives that long
 --         from this call and must be refreshed), 0 = do not wait
--- ARGV[5] '1' if an earlier try of this call may have queued it
--- ARGV[6] channel to name the next waiter on   ARGV[7] reply tag
+-- ARGV[5] '1' if an earlier try of this call may have queued it   ARGV[6] reply tag
 -- Returns {1, token, 1, pttl} when the caller holds a permit (also for a retry of a
 -- granted request); {0, ms until the earliest permit expires, 0} when all N are held;
 -- {0, -2, 1} when a permit is free but older waiters come first (wait to be named).
@@ -47,7 +46,4 @@ if redis.call('ZCARD', queue) > 0 then
   end
 end
 dequeue()
-local out = grant(set, tokens, fence, req, ttl, now)
--- Permits left: the next waiter may take one too.
-if free > 1 then name_next_waiter(queue, expiries, ARGV[6], now) end
-return reply(out)
+return reply(grant(set, tokens, fence, req, ttl, now))
