@@ -7,23 +7,31 @@
 -- Returns {1} released, {0} not held (expired, or already released).
 -- A permit's release names the waiter the freed permit goes to (see name_next_waiter in
 -- the prelude); a reader's release is announced to every waiter.
+-- All or nothing (see the prelude): the set is checked by ZSCORE, a semaphore's queue by
+-- ZCARD, before anything is written; the tokens hash (and the places' expiries when
+-- someone waits) by TYPE.
 local permits = #KEYS >= 4
-local bad
+local set, tokens, req = KEYS[1], KEYS[2], ARGV[1]
+local exp, bad = read(set, 'zset', 'ZSCORE', set, req)
+if bad then return bad end
+local waiting = 0
 if permits then
-  bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'zset')
+  waiting, bad = read(KEYS[3], 'zset', 'ZCARD', KEYS[3])
+  if bad then return bad end
+end
+if waiting > 0 then
+  bad = foreign_key(tokens, 'hash', KEYS[4], 'zset')
 else
-  bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash')
+  bad = foreign_key(tokens, 'hash')
 end
 if bad then return bad end
-local set, tokens, req = KEYS[1], KEYS[2], ARGV[1]
 local now = now_ms()
-local exp = redis.call('ZSCORE', set, req)
 if not exp then return reply({0}) end
 redis.call('ZREM', set, req)
 redis.call('HDEL', tokens, req)
 if tonumber(exp) <= now then return reply({0}) end
 if permits then
-  name_next_waiter(set, KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), now)
+  if waiting > 0 then name_next_waiter(set, KEYS[3], KEYS[4], ARGV[2], tonumber(ARGV[3]), now) end
 elseif ARGV[3] == '1' or redis.call('ZCOUNT', set, '(' .. now, '+inf') == 0 then
   redis.call(PUBLISH, ARGV[2], '')
 end

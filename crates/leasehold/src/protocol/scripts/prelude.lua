@@ -120,9 +120,9 @@ local function enqueue(queue, expiries, req, waitms)
     -- the second key) never leaves a key without one.
     redis.call('ZADD', queue, 'NX', string.format('%.0f', place), req)
   end
-  if redis.call('PTTL', queue) < waitms then redis.call('PEXPIRE', queue, waitms) end
+  at_least(queue, waitms)
   redis.call('ZADD', expiries, math.floor(now / 1000) + waitms, req)
-  if redis.call('PTTL', expiries) < waitms then redis.call('PEXPIRE', expiries, waitms) end
+  at_least(expiries, waitms)
 end
 
 -- Hand a free lock to the oldest live waiter: reserve it for reservems and tell it by name
@@ -154,8 +154,8 @@ end
 
 -- Make both keys live at least ms more.
 local function keep(set, tokens, ms)
-  if redis.call('PTTL', set) < ms then redis.call('PEXPIRE', set, ms) end
-  if redis.call('PTTL', tokens) < ms then redis.call('PEXPIRE', tokens, ms) end
+  at_least(set, ms)
+  at_least(tokens, ms)
 end
 
 -- A retry of a request that was already granted: the same grant, or nil.
@@ -167,9 +167,11 @@ local function granted(set, tokens, req, now)
   return nil
 end
 
--- Add a member with a lease of ttl ms and a fresh token.
+-- Add a member with a lease of ttl ms and a fresh token. Returns the reply, or nil and
+-- the error if the counter is of a foreign type (nothing written then).
 local function grant(set, tokens, fence, req, ttl, now)
-  local token = next_token(fence)
+  local token, bad = next_token(fence)
+  if bad then return nil, bad end
   redis.call('ZADD', set, now + ttl, req)
   redis.call('HSET', tokens, req, token)
   keep(set, tokens, ttl)

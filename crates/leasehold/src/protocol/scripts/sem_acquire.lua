@@ -14,18 +14,28 @@
 -- a smaller N grants nothing until enough holders have left; no holder is ever revoked.
 -- First come, first served: with f permits free, only the f oldest live waiters may take
 -- one; a caller that is not queued stands behind every waiter.
-local bad = foreign_key(KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'string', KEYS[4], 'zset', KEYS[5], 'zset')
-if bad then return bad end
+-- All or nothing (see the prelude): the permits are checked by their first read, the
+-- queue by ZCARD, the counter by SET … GET, before anything is written; the tokens hash
+-- and the places' expiries by TYPE.
 local set, tokens, fence, queue, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local req, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local waitms, queued = tonumber(ARGV[4]), ARGV[5] == '1'
 local now = now_ms()
 
+local dead, bad = read(set, 'zset', 'ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 256)
+if bad then return bad end
+local waiting
+waiting, bad = read(queue, 'zset', 'ZCARD', queue)
+if bad then return bad end
+bad = foreign_key(tokens, 'hash', expiries, 'zset')
+if bad then return bad end
+
 local function dequeue()
   if queued and redis.call('ZREM', queue, req) == 1 then redis.call('ZREM', expiries, req) end
 end
 
-prune(set, tokens, now)
+-- Expired permits go first (prune's own read finds the same ones).
+if #dead > 0 then prune(set, tokens, now) end
 local again = granted(set, tokens, req, now)
 if again then
   dequeue()
@@ -37,7 +47,7 @@ if free <= 0 then
   local first = redis.call('ZRANGEBYSCORE', set, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return reply({0, math.max(1, tonumber(first[2]) - now), 0})
 end
-if redis.call('ZCARD', queue) > 0 then
+if waiting > 0 then
   prune_lapsed(queue, expiries, now)
   local ahead = redis.call('ZRANK', queue, req) or redis.call('ZCARD', queue)
   if ahead >= free then
@@ -45,5 +55,8 @@ if redis.call('ZCARD', queue) > 0 then
     return reply({0, -2, 1})
   end
 end
+local out
+out, bad = grant(set, tokens, fence, req, ttl, now)
+if bad then return bad end
 dequeue()
-return reply(grant(set, tokens, fence, req, ttl, now))
+return reply(out)
