@@ -194,7 +194,7 @@ async fn a_caller_that_goes_away_while_queued_or_batched_holds_nothing_afterward
     warm_up(&c).await;
     // The batch runs at the server; its reply comes late, after some callers left.
     let batch_call = Match::command("EVALSHA").and(Match::arg_contains(sha(BATCH.plain)));
-    let _late = proxy.add_rule(
+    let late = proxy.add_rule(
         Rule::reply_to(batch_call)
             .first(1)
             .delay(Duration::from_millis(300)),
@@ -212,14 +212,31 @@ async fn a_caller_that_goes_away_while_queued_or_batched_holds_nothing_afterward
             })
         })
         .collect();
-    // Half of the callers go away: some while queued (withdrawn unsent), the others while
-    // their batch is on its way (granted at the server, released because nobody is there
-    // to hold it).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Half of the callers go away: some while the first calls wait at the paused server
+    // and the rest queue behind them (withdrawn unsent), the others while their batch is
+    // on its way (granted at the server, released because nobody is there to hold it).
+    let seen = proxy.commands_seen();
+    poll_until(
+        Duration::from_secs(5),
+        "the first calls to reach the server",
+        || {
+            let n = proxy.commands_seen();
+            async move { n >= seen + 4 }
+        },
+    )
+    .await;
     for t in &tasks[..3] {
         t.abort();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    poll_until(
+        Duration::from_secs(5),
+        "the batch's reply to be held back",
+        || {
+            let hits = late.hits();
+            async move { hits >= 1 }
+        },
+    )
+    .await;
     for t in &tasks[3..5] {
         t.abort();
     }

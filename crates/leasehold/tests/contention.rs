@@ -263,3 +263,45 @@ async fn a_second_wait_on_a_busy_lock_reuses_the_lingering_subscription() {
     assert_eq!(calls(&mut con, "unsubscribe").await, unsubs);
     granted.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_subscription_ends_a_few_seconds_after_the_last_wait() {
+    let server = RedisServer::start();
+    let con = server.async_connection().await;
+    let (holder, waiter) = (client(&server.url()), client(&server.url()));
+    let g = holder.lock("quiet").unwrap().acquire().await.unwrap();
+    let wlock = waiter.lock("quiet").unwrap().wait(Duration::from_secs(10));
+    let waiting = tokio::spawn(async move { wlock.acquire().await.unwrap() });
+    let subscribers = |con: &redis::aio::MultiplexedConnection| {
+        let mut con = con.clone();
+        async move {
+            let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("leasehold:{quiet}:released")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            n.first().map_or(0, |(_, n)| *n)
+        }
+    };
+    common::poll_until(Duration::from_secs(5), "the waiter to subscribe", || {
+        let s = subscribers(&con);
+        async move { s.await == 1 }
+    })
+    .await;
+    g.release().await.unwrap();
+    waiting.await.unwrap().release().await.unwrap();
+    let done = Instant::now();
+    // Still subscribed right after the wait (lingering), gone within the linger time.
+    assert_eq!(subscribers(&con).await, 1, "the subscription lingers");
+    common::poll_until(Duration::from_secs(10), "the subscription to end", || {
+        let s = subscribers(&con);
+        async move { s.await == 0 }
+    })
+    .await;
+    assert!(
+        done.elapsed() >= Duration::from_secs(4),
+        "ended after {:?}, before its linger time",
+        done.elapsed()
+    );
+}

@@ -117,7 +117,6 @@ pub(super) struct Measured {
 }
 
 struct Setup {
-    url: String,
     con: MultiplexedConnection,
     client: leasehold::Client,
     rslock: Arc<rslock::LockManager>,
@@ -242,7 +241,6 @@ pub(super) async fn measure(
         .await
         .unwrap();
     let s = Setup {
-        url: url.to_string(),
         con,
         client: leasehold::Client::new(url).unwrap(),
         rslock: Arc::new(rslock::LockManager::new(vec![url.to_string()])),
@@ -250,7 +248,6 @@ pub(super) async fn measure(
         release: Arc::new(Script::new(RELEASE_LUA)),
         unlock: Arc::new(Script::new(UNLOCK_LUA)),
     };
-    let _ = &s.url;
     let mut stats_con = redis_client
         .get_multiplexed_async_connection()
         .await

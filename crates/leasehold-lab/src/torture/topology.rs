@@ -173,7 +173,7 @@ async fn redlock(scenario: Scenario, duration: Duration) -> anyhow::Result<Outco
         let mut masters = masters;
         let mut i = 0usize;
         while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(300)); // the fault period
             if scenario == Scenario::RedlockNodeRestart {
                 // Killed and started again at once: it forgets the grants it held.
                 masters
@@ -226,7 +226,7 @@ async fn cluster(scenario: Scenario, duration: Duration) -> anyhow::Result<Outco
         let (mut serving, mut standby) = (primary, replica);
         let other = (primary + 1) % 3;
         while Instant::now() + Duration::from_secs(2) < until {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(300)); // the fault period
             if scenario == Scenario::ClusterFailover {
                 cluster.failover(standby)?;
                 std::mem::swap(&mut serving, &mut standby);

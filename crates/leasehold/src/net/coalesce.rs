@@ -256,31 +256,22 @@ pub(crate) async fn submit(
         id,
         pending: true,
     };
-    match timeout_at(until, rx).await {
-        Ok(Ok(Delivery::Done(result))) => {
-            waiting.pending = false;
-            result
-        }
+    let got = timeout_at(until, rx).await;
+    // Only a caller that goes away while waiting leaves its call behind.
+    waiting.pending = false;
+    match got {
+        Ok(Ok(Delivery::Done(result))) => result,
         Ok(Ok(Delivery::Lead)) => {
-            waiting.pending = false;
             let Some((entries, _flight)) = co.take_handed(id) else {
                 return Err(Failure::NotSent(None));
             };
             lead(conn, batch, entries).await
         }
         // The leader of this call's batch went away: it may have run.
-        Ok(Err(_)) => {
-            waiting.pending = false;
-            Err(Failure::Unknown(None))
-        }
-        Err(_) => {
-            waiting.pending = false;
-            if co.withdraw(id) {
-                Err(Failure::NotSent(None))
-            } else {
-                Err(Failure::Unknown(None))
-            }
-        }
+        Ok(Err(_)) => Err(Failure::Unknown(None)),
+        // Still queued (never sent), or handed to a leader that sent it.
+        Err(_) if co.withdraw(id) => Err(Failure::NotSent(None)),
+        Err(_) => Err(Failure::Unknown(None)),
     }
 }
 

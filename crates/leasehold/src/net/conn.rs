@@ -613,24 +613,9 @@ impl Connector {
         inv: &mut Call<'_>,
         budget: Duration,
     ) -> Result<Vec<redis::Value>, Failure> {
-        let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
-        inv.arg(tag);
-        let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
-        let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, invoke::<Vec<redis::Value>>(inv, &mut con)).await {
-            Ok(Ok(mut reply)) if reply.last() == Some(&redis::Value::Int(tag)) => {
-                reply.pop();
-                Ok(reply)
-            }
-            Ok(Ok(_)) => {
-                tracing::warn!("a batch reply did not match its request: the connection is out of step; discarding it");
-                self.invalidate(generation);
-                Err(Failure::Unknown(None))
-            }
-            other => Err(self
-                .classify(generation, other)
-                .unwrap_or(Failure::Unknown(None))),
-        }
+        self.eval_tagged_on::<redis::Value>(inv, budget)
+            .await
+            .map(|(reply, ..)| reply)
     }
 
     /// Run a tagged script (as [`eval_tagged`](Self::eval_tagged)) and, if its reply
@@ -667,17 +652,17 @@ impl Connector {
         }
     }
 
-    async fn eval_tagged_on(
+    async fn eval_tagged_on<T: Tagged>(
         &self,
         inv: &mut Call<'_>,
         budget: Duration,
-    ) -> Result<(Vec<i64>, u64, Con), Failure> {
+    ) -> Result<(Vec<T>, u64, Con), Failure> {
         let tag = i64::try_from(rand::random::<u64>() >> 16).unwrap_or(1) | 1;
         inv.arg(tag);
         let (generation, mut con, until) = self.ready(budget.min(self.response_timeout)).await?;
         let left = until.saturating_duration_since(Instant::now());
-        match timeout(left, invoke::<Vec<i64>>(inv, &mut con)).await {
-            Ok(Ok(mut reply)) if reply.last() == Some(&tag) => {
+        match timeout(left, invoke::<Vec<T>>(inv, &mut con)).await {
+            Ok(Ok(mut reply)) if reply.last().is_some_and(|last| last.is_tag(tag)) => {
                 reply.pop();
                 Ok((reply, generation, con))
             }
@@ -764,6 +749,23 @@ impl crate::net::coalesce::Transport for Connector {
         budget: Duration,
     ) -> impl std::future::Future<Output = Result<Vec<redis::Value>, Failure>> + Send + 'a {
         self.eval_tagged_values(inv, budget)
+    }
+}
+
+/// An element of a tagged script's reply: the last one must be the request's tag.
+trait Tagged: FromRedisValue {
+    fn is_tag(&self, tag: i64) -> bool;
+}
+
+impl Tagged for i64 {
+    fn is_tag(&self, tag: i64) -> bool {
+        *self == tag
+    }
+}
+
+impl Tagged for redis::Value {
+    fn is_tag(&self, tag: i64) -> bool {
+        *self == redis::Value::Int(tag)
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::net::endpoint::Endpoint;
 
@@ -73,9 +73,10 @@ struct Chan {
     tx: watch::Sender<Wake>,
     refs: usize,
     confirmed: bool,
-    /// Bumped each time the last waiter leaves: a linger timer unsubscribes only if the
-    /// channel is still idle since then.
-    idle_since: u64,
+    /// When the last waiter left (`None` while waiters are there).
+    idle_at: Option<Instant>,
+    /// A linger timer is running for this channel (at most one at a time).
+    timer: bool,
 }
 
 struct State {
@@ -144,7 +145,8 @@ impl Waker {
                         tx,
                         refs: 1,
                         confirmed: false,
-                        idle_since: 0,
+                        idle_at: None,
+                        timer: false,
                     },
                 );
                 let (ack_tx, ack_rx) = oneshot::channel();
@@ -195,31 +197,45 @@ impl Waker {
     /// The last waiter of `channel` left: keep it subscribed for [`LINGER`] (unless too
     /// many linger already), then unsubscribe if nobody came back.
     fn went_idle(self: &Arc<Self>, st: &mut State, channel: &str) {
-        let Some(chan) = st.channels.get_mut(channel) else {
-            return;
-        };
-        chan.idle_since += 1;
-        let mark = chan.idle_since;
         if st.idle >= MAX_IDLE {
             st.channels.remove(channel);
             self.command(st, Cmd::Unsubscribe(channel.to_string()));
             return;
         }
+        let Some(chan) = st.channels.get_mut(channel) else {
+            return;
+        };
+        chan.idle_at = Some(Instant::now());
         st.idle += 1;
+        if std::mem::replace(&mut chan.timer, true) {
+            return; // the running timer sees the new idle time
+        }
         let waker = Arc::downgrade(self);
         let channel = channel.to_string();
         self.handle.spawn(async move {
-            sleep(LINGER).await;
-            let Some(w) = waker.upgrade() else { return };
-            let mut st = w.lock();
-            let still_idle = st
-                .channels
-                .get(&channel)
-                .is_some_and(|c| c.refs == 0 && c.idle_since == mark);
-            if still_idle {
-                st.channels.remove(&channel);
-                st.idle = st.idle.saturating_sub(1);
-                w.command(&mut st, Cmd::Unsubscribe(channel));
+            let mut until = Instant::now() + LINGER;
+            loop {
+                sleep_until(until).await;
+                let Some(w) = waker.upgrade() else { return };
+                let mut st = w.lock();
+                let Some(chan) = st.channels.get_mut(&channel) else {
+                    return;
+                };
+                match chan.idle_at {
+                    // In use again: the next idle time starts a timer of its own.
+                    None => {
+                        chan.timer = false;
+                        return;
+                    }
+                    // Idle again since this timer started: wait out the newer idle time.
+                    Some(at) if at + LINGER > Instant::now() => until = at + LINGER,
+                    Some(_) => {
+                        st.channels.remove(&channel);
+                        st.idle = st.idle.saturating_sub(1);
+                        w.command(&mut st, Cmd::Unsubscribe(channel));
+                        return;
+                    }
+                }
             }
         });
     }
@@ -296,7 +312,7 @@ impl State {
     /// One more waiter on a known channel (a lingering one is live again).
     fn take_ref(&mut self, channel: &str) -> Option<watch::Receiver<Wake>> {
         let chan = self.channels.get_mut(channel)?;
-        if chan.refs == 0 {
+        if chan.refs == 0 && chan.idle_at.take().is_some() {
             self.idle = self.idle.saturating_sub(1);
         }
         chan.refs += 1;
