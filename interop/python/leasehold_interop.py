@@ -9,7 +9,11 @@ speaks the same keys and scripts as the Rust library, so the two contend on one 
 - a grant is a lease valid until send time + ttl - drift (drift = ttl/100 + 2 ms);
 - a waiter subscribes to PREFIX:{NAME}:released, waits for the confirmation, retries at
   once, then sleeps until a message, its fallback timer (the pttl of the refusal) or its
-  deadline; a waiter that gives up leaves the queue with leave.lua.
+  deadline; a waiter that gives up leaves the queue with leave.lua (which also ends a
+  grant made to it meanwhile);
+- a release may make the oldest waiter the holder and publish "REQ TOKEN TRY [NEXT]":
+  this client confirms such a grant with one more try (which reports it with the full
+  ttl), and the waiter named NEXT retries after the claim window.
 """
 
 import json
@@ -22,6 +26,7 @@ import redis
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "leasehold", "src", "protocol", "scripts")
 RESERVATION_MS = 100
+CLAIM_MS = 250
 
 
 def assemble(name, cluster=False, with_prelude=True):
@@ -66,7 +71,10 @@ class Client:
 
     def keys(self, name):
         base = f"{self.prefix}:{{{name}}}"
-        return base, [base, base + ":fence", base + ":waiters", base + ":waiters:exp", base + ":next"]
+        return base, [
+            base, base + ":fence", base + ":waiters", base + ":waiters:exp", base + ":next",
+            base + ":waiters:info",
+        ]
 
     @staticmethod
     def tagged(script, keys, args):
@@ -84,13 +92,15 @@ class Client:
         wait_lease = max(1, int(wait_s * 1000))
         queued = False
         pubsub = None
+        tries = 0
         try:
             while True:
                 sent = time.monotonic()
+                tries += 1
                 reply = self.tagged(
                     self.acquire_script,
                     keys,
-                    [owner, req, ttl_ms, "0", wait_lease, "1" if queued else "0", self.meta, "0"],
+                    [owner, req, ttl_ms, "0", wait_lease, "1" if queued else "0", self.meta, "0", tries],
                 )
                 if reply[0] == 1:
                     return Grant(name, owner, req, reply[1], sent, ttl_ms)
@@ -116,24 +126,34 @@ class Client:
                     m = pubsub.get_message(timeout=left)
                     if m is None or m["type"] != "message":
                         continue
-                    named = m["data"].decode()
-                    if named == req or named == "":
+                    parts = m["data"].decode().split(" ")
+                    if parts[0] == req or parts[0] == "":
+                        # Named (reserved for this waiter), or made the holder: the next
+                        # try takes the lock, or confirms the grant (a lease from its send).
                         break
-                    # Handed to another waiter: retry when its reservation would lapse.
-                    until = min(until, time.monotonic() + RESERVATION_MS / 1000.0)
+                    if len(parts) == 1:
+                        # Reserved for another waiter: retry when its reservation would lapse.
+                        until = min(until, time.monotonic() + RESERVATION_MS / 1000.0)
+                    elif len(parts) == 4 and parts[3] == req:
+                        # Granted to the waiter ahead: take the lock if it never confirms.
+                        until = min(until, time.monotonic() + CLAIM_MS / 1000.0)
         finally:
             if pubsub is not None:
                 pubsub.close()
 
     def leave(self, keys, req):
-        self.leave_script(keys=[keys[0], keys[2], keys[3], keys[4]], args=[req, RESERVATION_MS])
+        """Give up the place; ends a grant a release made meanwhile (the reply is then 2)."""
+        return self.leave_script(
+            keys=[keys[0], keys[2], keys[3], keys[4], keys[1], keys[5]],
+            args=[req, RESERVATION_MS, CLAIM_MS],
+        )
 
     def release(self, grant):
         """1 released (free), 2 released this hold, 0 expired, -1 held by another."""
         _, keys = self.keys(grant.name)
         reply = self.tagged(
             self.release_script,
-            [keys[0], keys[2], keys[3], keys[4]],
-            [grant.owner, grant.req, RESERVATION_MS],
+            [keys[0], keys[2], keys[3], keys[4], keys[1], keys[5]],
+            [grant.owner, grant.req, RESERVATION_MS, CLAIM_MS],
         )
         return reply[0]

@@ -67,6 +67,7 @@ impl Raw {
         let lock = format!("leasehold:{{{name}}}");
         let (fence, queue) = (format!("{lock}:fence"), format!("{lock}:waiters"));
         let (expiries, next) = (format!("{lock}:waiters:exp"), format!("{lock}:next"));
+        let info = format!("{lock}:waiters:info");
         let r: Vec<i64> = self
             .acquire
             .key(&lock)
@@ -74,6 +75,7 @@ impl Raw {
             .key(&queue)
             .key(&expiries)
             .key(&next)
+            .key(&info)
             .arg(&id)
             .arg(&id)
             .arg(30_000)
@@ -82,6 +84,7 @@ impl Raw {
             .arg(0)
             .arg(r#"{"host":"bench","pid":1}"#)
             .arg(0) // not fair
+            .arg(1) // the first try
             .arg(n | 1)
             .invoke_async(&mut self.con)
             .await
@@ -93,9 +96,12 @@ impl Raw {
             .key(&queue)
             .key(&expiries)
             .key(&next)
+            .key(&fence)
+            .key(&info)
             .arg(&id)
             .arg(&id)
             .arg(100)
+            .arg(250)
             .arg(n | 1)
             .invoke_async(&mut self.con)
             .await

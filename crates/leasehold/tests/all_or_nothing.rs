@@ -98,6 +98,7 @@ const FENCE: (&str, &str) = ("t:{n}:fence", "string");
 const QUEUE: (&str, &str) = ("t:{n}:waiters", "zset");
 const EXPIRIES: (&str, &str) = ("t:{n}:waiters:exp", "zset");
 const NEXT: (&str, &str) = ("t:{n}:next", "string");
+const INFO: (&str, &str) = ("t:{n}:waiters:info", "hash");
 
 const HELD: &[&str] = &[
     "HSET", "t:{n}", "owner", "o", "token", "5", "count", "1", "r:r1", "1", "meta", "{}",
@@ -105,6 +106,7 @@ const HELD: &[&str] = &[
 const HELD_TTL: &[&str] = &["PEXPIRE", "t:{n}", "20000"];
 const WAITER: &[&str] = &["ZADD", "t:{n}:waiters", "1", "w"];
 const WAITER_EXP: &[&str] = &["ZADD", "t:{n}:waiters:exp", "99999999999999", "w"];
+const WAITER_INFO: &[&str] = &["HSET", "t:{n}:waiters:info", "w", "1\n10000\now\n{}"];
 const COUNTER: &[&str] = &["SET", "t:{n}:fence", "5"];
 
 fn cases() -> Vec<Case> {
@@ -114,27 +116,54 @@ fn cases() -> Vec<Case> {
             // writes every key (an uncontended grant leaves the queue keys alone).
             name: "acquire (free lock: grant to a queued waiter)",
             script: scripts::ACQUIRE,
-            keys: &[LOCK, FENCE, QUEUE, EXPIRIES, NEXT],
-            argv: &["o", "r1", "10000", "0", "5000", "1", "{}", "0"],
+            keys: &[LOCK, FENCE, QUEUE, EXPIRIES, NEXT, INFO],
+            argv: &["o", "r1", "10000", "0", "5000", "1", "{}", "0", "2"],
             setup: &[
                 COUNTER,
                 &["ZADD", "t:{n}:waiters", "1", "r1"],
                 &["ZADD", "t:{n}:waiters:exp", "99999999999999", "r1"],
+                &["HSET", "t:{n}:waiters:info", "r1", "1\n10000\no\n{}"],
                 &["SET", "t:{n}:next", "r1", "PX", "5000"],
             ],
         },
         Case {
-            name: "release (hand-off to a waiter)",
+            name: "release (hand-off: the waiter is made the holder)",
             script: scripts::RELEASE,
-            keys: &[LOCK, QUEUE, EXPIRIES, NEXT],
-            argv: &["o", "r1", "100"],
+            keys: &[LOCK, QUEUE, EXPIRIES, NEXT, FENCE, INFO],
+            argv: &["o", "r1", "100", "250"],
+            setup: &[HELD, HELD_TTL, WAITER, WAITER_EXP, WAITER_INFO, COUNTER],
+        },
+        Case {
+            name: "release (hand-off: reserved for a waiter without details)",
+            script: scripts::RELEASE,
+            keys: &[LOCK, QUEUE, EXPIRIES, NEXT, FENCE, INFO],
+            argv: &["o", "r1", "100", "250"],
             setup: &[HELD, HELD_TTL, WAITER, WAITER_EXP],
+        },
+        Case {
+            // The waiter was made the holder and never confirmed: the grant ends and the
+            // lock goes to the next waiter.
+            name: "leave (granted: handed on)",
+            script: scripts::LEAVE,
+            keys: &[LOCK, QUEUE, EXPIRIES, NEXT, FENCE, INFO],
+            argv: &["w", "100", "250"],
+            setup: &[
+                &[
+                    "HSET", "t:{n}", "owner", "ow", "token", "5", "count", "1", "r:w", "1", "meta",
+                    "{}",
+                ],
+                HELD_TTL,
+                &["ZADD", "t:{n}:waiters", "2", "x"],
+                &["ZADD", "t:{n}:waiters:exp", "99999999999999", "x"],
+                &["HSET", "t:{n}:waiters:info", "x", "1\n10000\nox\n{}"],
+                COUNTER,
+            ],
         },
         Case {
             name: "leave",
             script: scripts::LEAVE,
-            keys: &[LOCK, QUEUE, EXPIRIES, NEXT],
-            argv: &["w", "100"],
+            keys: &[LOCK, QUEUE, EXPIRIES, NEXT, FENCE, INFO],
+            argv: &["w", "100", "250"],
             setup: &[
                 WAITER,
                 WAITER_EXP,
@@ -144,9 +173,9 @@ fn cases() -> Vec<Case> {
         Case {
             name: "force release",
             script: scripts::FORCE_RELEASE,
-            keys: &[LOCK, QUEUE, EXPIRIES, NEXT],
-            argv: &["100"],
-            setup: &[HELD, HELD_TTL, WAITER, WAITER_EXP],
+            keys: &[LOCK, QUEUE, EXPIRIES, NEXT, FENCE, INFO],
+            argv: &["100", "250"],
+            setup: &[HELD, HELD_TTL, WAITER, WAITER_EXP, WAITER_INFO, COUNTER],
         },
         Case {
             name: "extend",

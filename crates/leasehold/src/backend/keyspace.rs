@@ -242,7 +242,10 @@ async fn force_release_one(inner: &Inner, name: &str, keys: &LockKeys) -> Result
     inv.key(&keys.queue)
         .key(&keys.expiries)
         .key(&keys.next)
-        .arg(crate::protocol::scripts::RESERVATION_MS);
+        .key(&keys.fence)
+        .key(&keys.info)
+        .arg(crate::protocol::scripts::RESERVATION_MS)
+        .arg(crate::protocol::scripts::CLAIM_MS);
     inner
         .conn
         .eval(&inv, budget(inner))

@@ -140,6 +140,10 @@ pub(crate) struct Grant {
     /// Replica acknowledgements asked for and fewer heard: (wanted, heard; `None` if
     /// `WAIT` failed). The caller releases the grant and reports the shortfall.
     pub shortfall: Option<(u32, Option<u32>)>,
+    /// A release made the caller the holder with a lease of only this long (the claim
+    /// window), counted from after `start`: the lease is provisional until a renewal
+    /// confirms it (see `LeaseState::provisional`).
+    pub claim: Option<Duration>,
 }
 
 /// Acquire `lock` for `hold` on the client's topology, until `deadline` if `waiting`.
@@ -392,9 +396,17 @@ pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
 }
 
 /// Wake this client's waiters of a lock it just freed, without waiting for the round trip
-/// through Redis; not for fair locks, whose release names the one waiter it goes to.
+/// through Redis. Not for locks and fair locks on one server or Cluster: their release made
+/// the oldest waiter the holder (or reserved the lock for it) and told it, so a local
+/// wake-up would only send tries that are refused. RedLock waiters hold no place at the
+/// nodes and retry on it.
 fn notify_local(inner: &Inner, keys: &LockKeys) {
-    if keys.kind != Kind::FairLock {
+    let handed_on = match keys.kind {
+        Kind::FairLock => true,
+        Kind::Lock => Topology::of(inner) != Topology::RedLock,
+        _ => false,
+    };
+    if !handed_on {
         inner.waker.notify_local(&keys.channel);
     }
 }

@@ -15,6 +15,14 @@
 //! its deadline; if the subscription is not confirmed it polls with jittered backoff
 //! instead. Fair waiters and waiting writers keep a place at the server and refresh it.
 //!
+//! Handoff: a lock's release makes its oldest waiter the holder and names the try whose
+//! details it used. The waiter holds at once, on a lease of the claim window measured from
+//! that try's first send (a time before the grant), which the renewer confirms at once;
+//! with too little of it left (or replica acknowledgements to wait for) it confirms with
+//! one more try instead, even past its deadline. A wait that ends gives up its place before
+//! it reports the timeout, ending a grant it never took (so "not acquired" is never said
+//! while the server holds the lock for this call).
+//!
 //! Invariants: a request that may have been granted is released unless it became a
 //! [`Grant`] (see `PendingGrant`); a place taken at the server is given up unless granted
 //! (see `Registration`).
@@ -28,7 +36,9 @@ use crate::backend::{jitter, release_in_background, Grant, Hold, LockRequest};
 use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::conn::Failure;
-use crate::protocol::keys::LockKeys;
+use crate::net::wait::Heard;
+use crate::protocol::keys::{Kind, LockKeys};
+use crate::protocol::scripts::{CLAIM_MS, RESERVATION_MS};
 use crate::protocol::{Acquired, Mode};
 
 enum Attempt {
@@ -44,8 +54,14 @@ enum Attempt {
         pttl: i64,
         /// The lock is free but reserved for the waiter it was handed to.
         reserved: bool,
+        /// When this try was first sent (it may have left the caller's details).
+        sent_at: Instant,
     },
 }
+
+/// How many refused tries' send times a waiter remembers (a release names the try whose
+/// details it used; an older one is confirmed with a try instead).
+const TRIES_KEPT: usize = 16;
 
 /// Acquire `lock` on its server for `hold`, trying until `deadline` if `waiting`.
 pub(crate) async fn acquire(
@@ -87,12 +103,18 @@ pub(crate) async fn acquire(
     let mut backoff = Duration::from_millis(5);
     let mut attempts = 0u32;
     let mut queued = false;
+    // The refused tries' numbers and first send times, latest last.
+    let mut tries: std::collections::VecDeque<(u32, Instant)> = Default::default();
+    // A release made this call the holder: the next try confirms it, even past the deadline.
+    let mut heard_grant = false;
     loop {
-        if attempts > 0 && Instant::now() >= deadline {
+        if attempts > 0 && Instant::now() >= deadline && !heard_grant {
+            registration.leave_before_timeout(lock.name).await?;
             tracing::debug!(outcome = "timed_out", attempts, "lock not granted in time");
             crate::metrics::acquisition(lock.series, "timed_out");
             return Err(Error::timed_out(lock.name, started.elapsed()));
         }
+        heard_grant = false;
         let seen = sub.as_ref().map(crate::net::wait::Subscription::version);
         attempts += 1;
         let resolve_by = deadline.max(Instant::now() + 2 * inner.conn.response_timeout());
@@ -111,7 +133,7 @@ pub(crate) async fn acquire(
             &hold.owner_id,
             &req,
             hold.reentrant,
-            (wait_lease, queued),
+            (wait_lease, queued, attempts),
             resolve_by,
             &mut pending,
         )
@@ -126,16 +148,7 @@ pub(crate) async fn acquire(
                 pending.armed = false;
                 // The script took the caller off the waiter queue.
                 registration.active = false;
-                tracing::debug!(
-                    outcome = "granted",
-                    token,
-                    count,
-                    attempts,
-                    waited_us = started.elapsed().as_micros() as u64,
-                    "lock granted"
-                );
-                crate::metrics::acquisition(lock.series, "granted");
-                crate::metrics::waited(lock.series, started.elapsed());
+                granted(&lock, started, attempts, token, count);
                 let shortfall = lock
                     .replica_acks
                     .and_then(|(wanted, _)| (acks.unwrap_or(0) < wanted).then_some((wanted, acks)));
@@ -145,9 +158,18 @@ pub(crate) async fn acquire(
                     count,
                     start: sent_at,
                     shortfall,
+                    claim: None,
                 });
             }
-            Attempt::Contended { pttl, reserved } => {
+            Attempt::Contended {
+                pttl,
+                reserved,
+                sent_at,
+            } => {
+                if tries.len() == TRIES_KEPT {
+                    tries.pop_front();
+                }
+                tries.push_back((attempts, sent_at));
                 crate::metrics::contended(lock.series);
                 if !waiting {
                     crate::metrics::acquisition(lock.series, "contended");
@@ -207,17 +229,42 @@ pub(crate) async fn acquire(
                         _ = s.changed_since(seen) => {
                             let (version, heard) = s.heard_since(seen, &req);
                             seen = version;
-                            if heard != crate::net::wait::Heard::Others {
-                                break;
-                            }
-                            if lock.mode.strict_order() {
+                            match heard {
+                                Heard::Granted { token, try_no } => {
+                                    if let Some((start, claim)) = held_at_once(&lock, &tries, try_no) {
+                                        registration.active = false;
+                                        granted(&lock, started, attempts, token, 1);
+                                        return Ok(Grant {
+                                            req,
+                                            token,
+                                            count: 1,
+                                            start,
+                                            shortfall: None,
+                                            claim: Some(claim),
+                                        });
+                                    }
+                                    heard_grant = true;
+                                    break;
+                                }
+                                Heard::Named | Heard::Everyone => break,
+                                // If the grant ahead is never confirmed, take the lock
+                                // when its claim window is over.
+                                Heard::Next => {
+                                    let claim = Duration::from_millis(CLAIM_MS);
+                                    wake = (Instant::now() + claim + small_jitter()).min(deadline);
+                                }
+                                // Held by the waiter it went to: wait for its release.
+                                Heard::OthersGranted => {}
                                 // Fair locks, permits: only the named waiter may take it
                                 // (in order); keep waiting.
-                                continue;
+                                Heard::Others if lock.mode.strict_order() => {}
+                                Heard::Others => {
+                                    // Reserved for another waiter: retry only if it
+                                    // fails to claim it.
+                                    let grace = Duration::from_millis(RESERVATION_MS);
+                                    wake = (Instant::now() + jitter(grace)).min(deadline);
+                                }
                             }
-                            // Handed to another waiter: retry only if it fails to claim.
-                            let grace = Duration::from_millis(crate::protocol::scripts::RESERVATION_MS);
-                            wake = (Instant::now() + jitter(grace)).min(deadline);
                         }
                         _ = sleep_until(wake) => break,
                     }
@@ -227,14 +274,50 @@ pub(crate) async fn acquire(
     }
 }
 
+/// Log and count a grant.
+fn granted(lock: &LockRequest<'_>, started: Instant, attempts: u32, token: u64, count: u32) {
+    tracing::debug!(
+        outcome = "granted",
+        token,
+        count,
+        attempts,
+        waited_us = started.elapsed().as_micros() as u64,
+        "lock granted"
+    );
+    crate::metrics::acquisition(lock.series, "granted");
+    crate::metrics::waited(lock.series, started.elapsed());
+}
+
+/// A release made this waiter the holder using the details its try `try_no` left: the
+/// lease (its start and length) it may hold at once, or `None` if it must confirm with a
+/// try first (that try is not remembered, too little of the claim window is left, or
+/// replica acknowledgements must follow the grant).
+///
+/// The server's lease is `min(ttl, CLAIM_MS)` from the release, which ran after the try
+/// that left the details, which ran after that try was first sent: measured from the first
+/// send, the local lease ends no later than the server's (the drift allowance on top).
+fn held_at_once(
+    lock: &LockRequest<'_>,
+    tries: &std::collections::VecDeque<(u32, Instant)>,
+    try_no: u32,
+) -> Option<(Instant, Duration)> {
+    if lock.replica_acks.is_some() {
+        return None;
+    }
+    let (_, start) = tries.iter().find(|(n, _)| *n == try_no)?;
+    let claim = Duration::from_millis(CLAIM_MS).min(lock.ttl);
+    let fire = crate::lease::valid_until(*start, claim)
+        .checked_sub(crate::lease::deadline_margin(claim))?;
+    (fire.saturating_duration_since(Instant::now()) >= claim / 2).then_some((*start, claim))
+}
+
 /// The acquire script call of this lock's mode, for request `req`.
 fn acquire_call<'a>(
     lock: &LockRequest<'a>,
     owner_id: &str,
     req: &str,
     reentrant: bool,
-    wait_lease: Duration,
-    queued: bool,
+    (wait_lease, queued, try_no): (Duration, bool, u32),
 ) -> crate::protocol::scripts::Call<'a> {
     crate::protocol::Acquire {
         mode: lock.mode,
@@ -246,6 +329,7 @@ fn acquire_call<'a>(
         wait_lease,
         queued,
         metadata: lock.metadata,
+        try_no,
     }
     .call(&lock.inner.scripts)
 }
@@ -256,7 +340,7 @@ async fn attempt(
     owner_id: &str,
     req: &str,
     reentrant: bool,
-    (wait_lease, queued): (Duration, bool),
+    (wait_lease, queued, try_no): (Duration, bool, u32),
     resolve_by: Instant,
     pending: &mut PendingGrant,
 ) -> Result<Attempt> {
@@ -305,8 +389,7 @@ async fn attempt(
             owner_id,
             req,
             reentrant,
-            wait_lease,
-            queued || maybe_applied,
+            (wait_lease, queued || maybe_applied, try_no),
         );
         let result = match lock.replica_acks {
             None => inner
@@ -332,7 +415,11 @@ async fn attempt(
                     }),
                     Ok(Acquired::Refused { pttl, reserved }) => {
                         pending.armed = false;
-                        Ok(Attempt::Contended { pttl, reserved })
+                        Ok(Attempt::Contended {
+                            pttl,
+                            reserved,
+                            sent_at: first_send.unwrap_or(sent_at),
+                        })
                     }
                     Err(unexpected) => Err(Error::new(
                         ErrorKind::Server,
@@ -433,6 +520,40 @@ struct Registration {
     active: bool,
 }
 
+impl Registration {
+    /// The wait ended without a grant: give up the place now, before the caller hears "not
+    /// acquired". For a lock, this also ends a grant a release made meanwhile (the grant
+    /// message may still be on its way); if that cannot be done, the outcome is unknown
+    /// (the place is then given up in the background).
+    async fn leave_before_timeout(&mut self, name: &str) -> Result<()> {
+        if !self.active || !matches!(self.keys.kind, Kind::Lock | Kind::FairLock) {
+            return Ok(());
+        }
+        let inv = crate::protocol::Leave {
+            keys: &self.keys,
+            req: &self.req,
+        }
+        .call(&self.inner.scripts);
+        let budget = 2 * self.inner.conn.response_timeout();
+        match self.inner.conn.eval::<i64>(&inv, budget).await {
+            Ok(left) => {
+                self.active = false;
+                if left == 2 {
+                    tracing::debug!(lock = %self.keys.lock, "the wait ended as a release made this waiter the holder; that grant was ended");
+                }
+                Ok(())
+            }
+            Err(f) => Err(Error::new(
+                ErrorKind::Ambiguous,
+                format!(
+                    "lock {name:?}: the wait ended, and giving up the place failed ({}); a release may have made this call the holder meanwhile, and that possible grant is being ended in the background",
+                    f.describe()
+                ),
+            )),
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         if !self.active {
@@ -460,7 +581,7 @@ impl Drop for Registration {
 fn fallback_delay(pttl: i64, confirmed: bool, backoff: &mut Duration) -> Duration {
     // Unconfirmed waiters poll faster than a handoff reservation lapses, so they do not
     // miss a lock handed to them.
-    let cap = Duration::from_millis(crate::protocol::scripts::RESERVATION_MS / 2);
+    let cap = Duration::from_millis(RESERVATION_MS / 2);
     let ttl_left = u64::try_from(pttl)
         .ok()
         .filter(|ms| *ms > 0)

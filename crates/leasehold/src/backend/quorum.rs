@@ -100,6 +100,7 @@ async fn node_acquire(
         wait_lease: Duration::ZERO,
         queued: false,
         metadata: &metadata,
+        try_no: 1,
     }
     .call(&node.scripts);
     match node.conn.eval_tagged(&mut inv, budget).await {
@@ -281,6 +282,7 @@ pub(crate) async fn acquire(
                     count,
                     start,
                     shortfall: None,
+                    claim: None,
                 });
             }
         }

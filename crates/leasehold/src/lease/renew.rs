@@ -258,7 +258,13 @@ impl Renewer {
     /// Start watching a lease: its deadline, and its renewals if it auto-renews.
     pub(crate) fn watch<R: Renewals>(self: &Arc<Self>, inner: &Arc<R>, lease: Arc<LeaseState>) {
         lease.registered.store(true, Ordering::Release);
-        let first = lease.renew_every.map(|every| lease.granted_at + every);
+        // A handoff's short grant is confirmed at once (also for leases that do not
+        // auto-renew: that one renewal gives them the TTL they asked for).
+        let first = if lease.is_provisional() {
+            Some(Instant::now())
+        } else {
+            lease.renew_every.map(|every| lease.granted_at + every)
+        };
         let wake = first.map_or(lease.fire_at(), |at| at.min(lease.fire_at()));
         self.push(inner, Cmd::Watch(lease, first), wake);
     }
@@ -453,7 +459,9 @@ impl Renewer {
         lease.confirm(sent, lease.ttl);
         self.renewed.fetch_add(1, Ordering::Relaxed);
         crate::metrics::renewed(&lease.series);
-        let every = lease.renew_every.unwrap_or(lease.ttl / 3);
+        let Some(every) = lease.renew_every else {
+            return; // a handoff's confirmation of a lease that does not auto-renew
+        };
         let at = next_due(due, every, sent);
         inner
             .renewer()

@@ -83,7 +83,12 @@ pub(crate) struct LeaseState {
     /// When the request that granted the lease was sent: renewals are due at
     /// `granted_at + k × renew_every`.
     pub(crate) granted_at: Instant,
-    valid_until: Mutex<Instant>,
+    /// The local deadline and how much earlier it is declared lost (the margin of the
+    /// lease it was computed from: the claim window while provisional, else the TTL).
+    valid_until: Mutex<(Instant, Duration)>,
+    /// The lease is the short one a release gave a waiter it made the holder (see
+    /// [`provisional`](Self::provisional)) and no renewal has confirmed it yet.
+    provisional: AtomicBool,
     cancel: CancellationToken,
     reason: OnceLock<LostReason>,
     ended: AtomicBool,
@@ -114,7 +119,8 @@ impl LeaseState {
             renew_every,
             token,
             granted_at: sent_at,
-            valid_until: Mutex::new(valid_until(sent_at, ttl)),
+            valid_until: Mutex::new((valid_until(sent_at, ttl), deadline_margin(ttl))),
+            provisional: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             reason: OnceLock::new(),
             ended: AtomicBool::new(false),
@@ -123,7 +129,24 @@ impl LeaseState {
     }
 
     pub(crate) fn valid_until(&self) -> Instant {
-        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+        self.valid_until.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The grant is a release's handoff: the server gave it a lease of only `claim`,
+    /// counted from a moment after `granted_at` (the send of the try whose details the
+    /// release used). Until a renewal confirms it, the local deadline is that short one;
+    /// the renewer confirms it at once.
+    pub(crate) fn provisional(self, claim: Duration) -> Self {
+        let claim = claim.min(self.ttl);
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            (valid_until(self.granted_at, claim), deadline_margin(claim));
+        self.provisional.store(true, Ordering::Release);
+        self
+    }
+
+    /// Whether the lease still waits for the renewal that confirms a handoff's grant.
+    pub(crate) fn is_provisional(&self) -> bool {
+        self.provisional.load(Ordering::Acquire)
     }
 
     /// A request that made the lease last `ttl` was sent at `sent_at` and confirmed.
@@ -133,9 +156,10 @@ impl LeaseState {
         }
         let new = valid_until(sent_at, ttl);
         let mut v = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
-        if new > *v {
-            *v = new;
+        if new > v.0 {
+            *v = (new, deadline_margin(ttl));
         }
+        self.provisional.store(false, Ordering::Release);
     }
 
     /// Declare the lease lost (first reason wins).
@@ -175,9 +199,8 @@ impl LeaseState {
     }
 
     pub(crate) fn fire_at(&self) -> Instant {
-        self.valid_until()
-            .checked_sub(deadline_margin(self.ttl))
-            .unwrap_or_else(|| self.valid_until())
+        let (until, margin) = *self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.checked_sub(margin).unwrap_or(until)
     }
 }
 

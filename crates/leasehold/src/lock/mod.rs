@@ -634,7 +634,7 @@ impl Lock {
         if let Some(o) = &self.owner {
             o.add_hold(&hold.hold_key);
         }
-        let state = Arc::new(LeaseState::new(
+        let mut state = LeaseState::new(
             self.name.clone(),
             series.clone(),
             self.keys.clone(),
@@ -644,7 +644,11 @@ impl Lock {
             self.effective_renewal(),
             grant.token,
             grant.start,
-        ));
+        );
+        if let Some(claim) = grant.claim {
+            state = state.provisional(claim);
+        }
+        let state = Arc::new(state);
         let guard = LockGuard::new(
             inner.clone(),
             state,

@@ -1,8 +1,11 @@
 //! Waking waiters: one shared pub/sub connection per client, plus local wake-ups.
 //!
-//! A release hands the free lock to the oldest live waiter and publishes that waiter's
-//! request id; waiters see the payload and only the named one retries at once (no
-//! thundering herd). An empty payload means "everyone retry".
+//! A release hands the free lock to the oldest live waiter and publishes what it did; waiters
+//! see the payload and only the named one acts (no thundering herd). A lock's release
+//! makes that waiter the holder and publishes `REQ TOKEN TRY [NEXT]` (the grantee holds at
+//! once; NEXT, the waiter after it, retries if the grant is never confirmed); a permit's
+//! release (or a lock's, to a waiter of an older client) publishes the request id alone:
+//! that waiter retries at once. An empty payload means "everyone retry".
 //!
 //! A waiter subscribes to its lock's `…:released` channel before it retries after
 //! contention, so a release that happens after its failed attempt is never missed: every
@@ -61,12 +64,63 @@ impl Wake {
 /// What the messages after a version said to one waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Heard {
+    /// A release made this waiter the holder, with this fencing token, using the details
+    /// its try number `try_no` left.
+    Granted { token: u64, try_no: u32 },
     /// One named this waiter (or more messages came than are kept: it may have been).
     Named,
+    /// A release made another waiter the holder and named this one as the next: if that
+    /// grant is never confirmed, this waiter takes the lock once the claim window is over.
+    Next,
     /// One told every waiter to retry.
     Everyone,
+    /// A release made another waiter the holder.
+    OthersGranted,
     /// Only other waiters were named.
     Others,
+}
+
+impl Heard {
+    /// What one message says to waiter `who`.
+    fn of(payload: &str, who: &str) -> Heard {
+        if payload.is_empty() {
+            return Heard::Everyone;
+        }
+        let mut parts = payload.split(' ');
+        let req = parts.next().unwrap_or_default();
+        let (token, try_no, next) = (parts.next(), parts.next(), parts.next());
+        let Some(token) = token else {
+            return if req == who {
+                Heard::Named
+            } else {
+                Heard::Others
+            };
+        };
+        if req == who {
+            return match (token.parse(), try_no.and_then(|t| t.parse().ok())) {
+                (Ok(token), Some(try_no)) => Heard::Granted { token, try_no },
+                // A grant of a shape this client does not know: confirm it with a try.
+                _ => Heard::Named,
+            };
+        }
+        if next == Some(who) {
+            Heard::Next
+        } else {
+            Heard::OthersGranted
+        }
+    }
+
+    /// Which of two messages matters more to the waiter (the later one of equal rank wins).
+    fn rank(self) -> u8 {
+        match self {
+            Heard::Granted { .. } => 5,
+            Heard::Named => 4,
+            Heard::Next => 3,
+            Heard::Everyone => 2,
+            Heard::OthersGranted => 1,
+            Heard::Others => 0,
+        }
+    }
 }
 
 struct Chan {
@@ -347,11 +401,9 @@ impl Subscription {
             .iter()
             .filter_map(|(v, p)| (*v > seen).then_some(p))
         {
-            if **payload == *who {
-                return (w.version, Heard::Named);
-            }
-            if payload.is_empty() {
-                heard = Heard::Everyone;
+            let this = Heard::of(payload, who);
+            if this.rank() >= heard.rank() {
+                heard = this;
             }
         }
         (w.version, heard)
@@ -738,6 +790,33 @@ mod heard_tests {
         w.push("b");
         w.push("");
         assert_eq!(heard(w, 0, "a"), Heard::Everyone);
+    }
+
+    #[test]
+    fn grants_name_their_holder_and_the_next_waiter() {
+        let mut w = Wake::default();
+        w.push("a 17 3 b");
+        w.push("c");
+        assert_eq!(
+            heard(w, 0, "a"),
+            Heard::Granted {
+                token: 17,
+                try_no: 3
+            }
+        );
+        let mut w = Wake::default();
+        w.push("a 17 3 b");
+        assert_eq!(heard(w, 0, "b"), Heard::Next);
+        let mut w = Wake::default();
+        w.push("a 17 3 b");
+        w.push("");
+        assert_eq!(heard(w, 0, "z"), Heard::Everyone);
+        let mut w = Wake::default();
+        w.push("a 17 3");
+        assert_eq!(heard(w, 0, "z"), Heard::OthersGranted);
+        let mut w = Wake::default();
+        w.push("a 17 x");
+        assert_eq!(heard(w, 0, "a"), Heard::Named);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) struct LockKeys {
     pub expiries: String,
     /// The handoff reservation: the request id of the waiter a free lock is reserved for.
     pub next: String,
+    /// The waiters' details (hash: request id -> try, ttl, owner, metadata), from which a
+    /// release makes the oldest waiter the holder.
+    pub info: String,
     /// What `lock` is, which decides how a hold on it is renewed, extended and released.
     pub kind: Kind,
 }
@@ -61,6 +64,7 @@ pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
         queue: format!("{set}:tokens"),
         expiries: format!("{set}:waiters:exp"),
         next: format!("{set}:waiters"),
+        info: format!("{set}:waiters:info"),
         // The capacity is the handle's, set with its mode (see `Lock::with_mode`).
         kind: Kind::Member {
             announce_all: true,
@@ -81,6 +85,7 @@ pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
         queue: format!("{base}:writers"),
         expiries: readers.clone(),
         next: tokens.clone(),
+        info: format!("{base}:writers:info"),
         kind: Kind::Writer,
         lock: base.clone(),
     };
@@ -91,6 +96,7 @@ pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
         queue: tokens,
         expiries: base,
         next: writer.queue.clone(),
+        info: writer.info.clone(),
         kind: Kind::Member {
             announce_all: false,
             capacity: 0,
@@ -133,6 +139,7 @@ impl LockKeys {
             queue: format!("{lock}:waiters"),
             expiries: format!("{lock}:waiters:exp"),
             next: format!("{lock}:next"),
+            info: format!("{lock}:waiters:info"),
             kind: Kind::Lock,
             lock,
         }
@@ -190,7 +197,14 @@ mod tests {
         assert_eq!(slot("a{}b"), slot("a{}b"));
         assert_ne!(slot("a{}b"), slot(""));
         let k = LockKeys::new("p", "orders/7");
-        for other in [&k.fence, &k.channel, &k.queue, &k.expiries, &k.next] {
+        for other in [
+            &k.fence,
+            &k.channel,
+            &k.queue,
+            &k.expiries,
+            &k.next,
+            &k.info,
+        ] {
             assert_eq!(slot(other), slot(&k.lock));
         }
     }

@@ -14,7 +14,7 @@ pub mod scripts;
 
 use crate::lease::millis;
 use crate::protocol::keys::{Kind, LockKeys};
-use crate::protocol::scripts::{Call, Scripts, RESERVATION_MS};
+use crate::protocol::scripts::{Call, Scripts, CLAIM_MS, RESERVATION_MS};
 
 /// What an acquire asks the server for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,9 @@ pub(crate) struct Acquire<'a> {
     pub queued: bool,
     /// Holder metadata (JSON) stored with a new grant.
     pub metadata: &'a str,
+    /// The number of this try of the call (from 1): a release that makes the caller the
+    /// holder names the try whose details it used.
+    pub try_no: u32,
 }
 
 impl Acquire<'_> {
@@ -91,6 +94,7 @@ impl Acquire<'_> {
                     .key(&k.queue)
                     .key(&k.expiries)
                     .key(&k.next)
+                    .key(&k.info)
                     .arg(self.owner_id)
                     .arg(self.req)
                     .arg(ttl_ms)
@@ -98,7 +102,8 @@ impl Acquire<'_> {
                     .arg(millis(self.wait_lease))
                     .arg(flag(self.queued))
                     .arg(self.metadata)
-                    .arg(flag(self.mode == Mode::Fair));
+                    .arg(flag(self.mode == Mode::Fair))
+                    .arg(self.try_no);
                 inv
             }
             // Permit keys: lock = the permits, queue = their tokens, next = the waiters,
@@ -154,17 +159,25 @@ pub(crate) type CallParts = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 /// granted: `release.lua`'s keys and arguments (without tags), or `None` if the parts do
 /// not have acquire's shape.
 pub(crate) fn release_of_acquire(keys: &[Vec<u8>], args: &[Vec<u8>]) -> Option<CallParts> {
-    let [lock, _fence, queue, expiries, next] = keys else {
+    let [lock, fence, queue, expiries, next, info] = keys else {
         return None;
     };
     let [owner, req, ..] = args else {
         return None;
     };
-    let keys = vec![lock.clone(), queue.clone(), expiries.clone(), next.clone()];
+    let keys = vec![
+        lock.clone(),
+        queue.clone(),
+        expiries.clone(),
+        next.clone(),
+        fence.clone(),
+        info.clone(),
+    ];
     let args = vec![
         owner.clone(),
         req.clone(),
         RESERVATION_MS.to_string().into_bytes(),
+        CLAIM_MS.to_string().into_bytes(),
     ];
     Some((keys, args))
 }
@@ -214,9 +227,12 @@ impl Release<'_> {
                 inv.key(&keys.queue)
                     .key(&keys.expiries)
                     .key(&keys.next)
+                    .key(&keys.fence)
+                    .key(&keys.info)
                     .arg(self.owner_id)
                     .arg(self.req)
-                    .arg(RESERVATION_MS);
+                    .arg(RESERVATION_MS)
+                    .arg(CLAIM_MS);
                 inv
             }
             Kind::Writer => {
@@ -382,7 +398,8 @@ pub(crate) struct Leave<'a> {
 }
 
 impl Leave<'_> {
-    /// The script call (its reply, 1 or 0, only says whether there was a place).
+    /// The script call. Its reply: 2 if it ended a grant the waiter never took as held
+    /// (locks only), else 1 or 0, whether there was a place.
     pub(crate) fn call<'s>(&self, s: &'s Scripts) -> Call<'s> {
         let keys = self.keys;
         if keys.kind == Kind::Writer {
@@ -406,8 +423,11 @@ impl Leave<'_> {
             inv.key(&keys.queue)
                 .key(&keys.expiries)
                 .key(&keys.next)
+                .key(&keys.fence)
+                .key(&keys.info)
                 .arg(self.req)
-                .arg(RESERVATION_MS);
+                .arg(RESERVATION_MS)
+                .arg(CLAIM_MS);
             inv
         }
     }

@@ -200,6 +200,11 @@ pub const RELEASE_LUA: &str = RELEASE.plain;
 /// waiter does not claim it in time (it crashed, or gave up), anyone may take it.
 pub const RESERVATION_MS: u64 = 100;
 
+/// The lease a release gives the waiter it makes the holder (ms), at most: the waiter
+/// confirms the grant (renews it to its own TTL) within it, or the grant lapses and the
+/// next waiter takes the lock.
+pub const CLAIM_MS: u64 = 250;
+
 /// One script: its source and SHA1 (computed once).
 pub(crate) struct Script {
     code: &'static str,

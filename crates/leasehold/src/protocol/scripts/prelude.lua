@@ -98,13 +98,27 @@ end
 -- `expiries` (zset: request id -> expiry of the place, ms). A place lives `waitms` from the
 -- waiter's last call and is skipped once it lapsed.
 
--- Drop places that lapsed by `now` (ms), at most 64 per call.
-local function prune_lapsed(queue, expiries, now)
+-- A lock's waiters may also leave their details in `info` (hash: request id -> "TRY\nTTL\n
+-- OWNER\nMETA": the number of the try that wrote them, the lease asked for, the owner id and
+-- the holder metadata), so that a release can make the oldest one the holder at once.
+
+-- Drop places that lapsed by `now` (ms), at most 64 per call (and their details, if `info`).
+local function prune_lapsed(queue, expiries, now, info)
   local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 64)
   for _, id in ipairs(dead) do
     redis.call('ZREM', queue, id)
     redis.call('ZREM', expiries, id)
+    if info then redis.call('HDEL', info, id) end
   end
+end
+
+-- A waiter's details from `info`: try number, ttl (ms), owner id, metadata; or nil.
+local function waiter_details(info, req)
+  local d = redis.call('HGET', info, req)
+  if not d then return nil end
+  local try, ttl, owner, meta = string.match(d, '^(%d+)\n(%d+)\n([^\n]*)\n(.*)$')
+  if not try then return nil end
+  return try, tonumber(ttl), owner, meta
 end
 
 -- Join the queue (first come keeps its place) or refresh the place, until now + waitms;
@@ -125,18 +139,39 @@ local function enqueue(queue, expiries, req, waitms)
   at_least(expiries, waitms)
 end
 
--- Hand a free lock to the oldest live waiter: reserve it for reservems and tell it by name
--- on `lock .. ':released'`.
-local function handoff(lock, queue, expiries, nextkey, reservems)
-  if redis.call('ZCARD', queue) == 0 then return end
-  prune_lapsed(queue, expiries, now_ms())
-  local head = redis.call('ZRANGE', queue, 0, 0)[1]
-  if head then
-    redis.call('SET', nextkey, head, 'PX', reservems)
-    redis.call(PUBLISH, lock .. ':released', head)
-  else
+-- Hand a free lock to the oldest live waiter (the caller checked that the queue is not
+-- empty, and the types of every key written here). A waiter that left its details in `info`
+-- becomes the holder at once: a fresh fencing token, its own request id and owner, a lease
+-- of min(its ttl, claimms) that the waiter confirms by renewing it; `lock .. ':released'`
+-- carries "REQ TOKEN TRY" (and " NEXT", the request id of the waiter after it, which
+-- retries if the grant is never confirmed). A waiter without details (an older client)
+-- gets the reservation: the lock stays free for it for reservems, and the message is its
+-- request id. Returns nil, or the error of a fencing counter of a foreign type.
+local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, claimms)
+  prune_lapsed(queue, expiries, now_ms(), info)
+  local head = redis.call('ZRANGE', queue, 0, 1)
+  if not head[1] then
     redis.call('DEL', nextkey)
+    return nil
   end
+  local try, ttl, owner, meta = waiter_details(info, head[1])
+  if not try then
+    redis.call('SET', nextkey, head[1], 'PX', reservems)
+    redis.call(PUBLISH, lock .. ':released', head[1])
+    return nil
+  end
+  local token, bad = next_token(fence)
+  if bad then return bad end
+  redis.call('DEL', nextkey)
+  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, 'r:' .. head[1], 1, 'meta', meta)
+  redis.call('PEXPIRE', lock, math.min(ttl, claimms))
+  redis.call('ZREM', queue, head[1])
+  redis.call('ZREM', expiries, head[1])
+  redis.call('HDEL', info, head[1])
+  local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+  if head[2] then msg = msg .. ' ' .. head[2] end
+  redis.call(PUBLISH, lock .. ':released', msg)
+  return nil
 end
 
 -- Lease sets (semaphore permits, readers): a sorted set (request id -> expiry, ms, server

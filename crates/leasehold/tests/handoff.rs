@@ -1,0 +1,214 @@
+//! Handoff granted by the server: a release makes the oldest waiter the holder, and the
+//! waiter holds at once (no acquire try after the release), on a short lease the renewer
+//! confirms. A grant nobody confirms lapses after the claim window and goes to the next
+//! waiter; a waiter that gives up ends a grant it never took.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{command_calls, hget, pttl, reset_stats, steady, wait_for_queue};
+use leasehold::scripts;
+use leasehold_testkit::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_made_the_holder_by_a_release_holds_without_another_acquire_try() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .lock("handed")
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .acquire()
+        .await
+        .unwrap();
+    let lock = b
+        .lock("handed")
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(10));
+    let waiter = tokio::spawn(async move { lock.acquire().await });
+    wait_for_queue(&con, "handed", 1).await;
+    // The waiter's details are at the server; from here on, count its script calls.
+    reset_stats(&mut con).await;
+    assert!(held.release().await.unwrap().is_released());
+    let guard = waiter.await.unwrap().expect("the waiter holds the lock");
+    // The renewer confirms the short grant at once: the lock then lives the full TTL.
+    common::poll_until(Duration::from_secs(5), "the grant confirmed", || {
+        let mut con = con.clone();
+        async move { pttl(&mut con, "leasehold:{handed}").await > 1_000 }
+    })
+    .await;
+    let token = hget(&mut con, "leasehold:{handed}", "token").await;
+    assert_eq!(token, Some(guard.fencing_token().to_string()));
+    // The release and the confirming renewal: no acquire try after the release.
+    // (A first call of a script on a connection fails with NOSCRIPT, then loads it: only
+    // the calls that ran count.)
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let ran = |cmd: &str| -> u64 {
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:")))
+            .unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            line.split(',')
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        field("calls") - field("failed_calls")
+    };
+    assert_eq!(
+        ran("evalsha") + ran("eval"),
+        2,
+        "script calls after the release: {info}"
+    );
+    // HMGET is the acquire script's first read (the release's too; renewals use HEXISTS).
+    assert_eq!(command_calls(&mut con, "hmget").await, 1, "{info}");
+    assert!(!guard.is_lost());
+    assert!(guard.release().await.unwrap().is_released());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_to_a_waiter_that_never_confirms_goes_to_the_next_after_the_claim_window() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .lock("ghosted")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    // A waiter of a process that died while queued: its place and details, first in line.
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("leasehold:{ghosted}:waiters")
+        .arg(1)
+        .arg("ghost")
+        .cmd("ZADD")
+        .arg("leasehold:{ghosted}:waiters:exp")
+        .arg(99_999_999_999_999u64)
+        .arg("ghost")
+        .cmd("HSET")
+        .arg("leasehold:{ghosted}:waiters:info")
+        .arg("ghost")
+        .arg("1\n30000\nghost-owner\n{}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let lock = b
+        .lock("ghosted")
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(5));
+    let waiter = tokio::spawn(async move { lock.acquire().await });
+    wait_for_queue(&con, "ghosted", 2).await;
+    let released_at = Instant::now();
+    assert!(held.release().await.unwrap().is_released());
+    // The ghost got the lock, on a lease of the claim window only.
+    let owner = hget(&mut con, "leasehold:{ghosted}", "owner").await;
+    assert_eq!(owner.as_deref(), Some("ghost-owner"));
+    let ghost_token: u64 = hget(&mut con, "leasehold:{ghosted}", "token")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pttl(&mut con, "leasehold:{ghosted}").await <= scripts::CLAIM_MS as i64);
+    // The waiter named next takes it once the window is over (its own fallback timer
+    // would be the old holder's 30 s lease; its wait ends at 5 s).
+    let guard = waiter
+        .await
+        .unwrap()
+        .expect("the next waiter holds the lock");
+    let waited = released_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(scripts::CLAIM_MS - 20),
+        "taken before the claim window ended: {waited:?}"
+    );
+    assert!(guard.fencing_token() > ghost_token);
+    assert!(guard.release().await.unwrap().is_released());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_leaves_ends_a_grant_it_never_took_and_the_lock_goes_on() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let hset = |con: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: redis::Value = cmd.query(con).unwrap();
+    };
+    // Granted to w (never confirmed), x waits behind it with its details.
+    hset(&mut con, &["SET", "t:{n}:fence", "5"]);
+    hset(
+        &mut con,
+        &[
+            "HSET", "t:{n}", "owner", "ow", "token", "5", "count", "1", "r:w", "1", "meta", "{}",
+        ],
+    );
+    hset(&mut con, &["PEXPIRE", "t:{n}", "250"]);
+    hset(&mut con, &["ZADD", "t:{n}:waiters", "2", "x"]);
+    hset(
+        &mut con,
+        &["ZADD", "t:{n}:waiters:exp", "99999999999999", "x"],
+    );
+    hset(
+        &mut con,
+        &[
+            "HSET",
+            "t:{n}:waiters:info",
+            "x",
+            "3\n10000\nox\n{\"label\":\"x\"}",
+        ],
+    );
+    let mut sub = server.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("t:{n}:released").unwrap();
+    let left: i64 = redis::cmd("EVAL")
+        .arg(scripts::LEAVE.plain)
+        .arg(6)
+        .arg("t:{n}")
+        .arg("t:{n}:waiters")
+        .arg("t:{n}:waiters:exp")
+        .arg("t:{n}:next")
+        .arg("t:{n}:fence")
+        .arg("t:{n}:waiters:info")
+        .arg("w")
+        .arg("100")
+        .arg("250")
+        .arg("7")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, 2, "leave reports the grant it ended");
+    let h: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg("t:{n}")
+        .arg("owner")
+        .arg("token")
+        .arg("r:x")
+        .arg("r:w")
+        .arg("meta")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(h[0].as_deref(), Some("ox"));
+    let token: u64 = h[1].as_deref().unwrap().parse().unwrap();
+    assert!(token > 5, "a fresh token: {token}");
+    assert_eq!(h[2].as_deref(), Some("1"));
+    assert_eq!(h[3], None);
+    assert_eq!(h[4].as_deref(), Some("{\"label\":\"x\"}"));
+    let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    assert_eq!(msg, format!("x {token} 3"));
+    let info: i64 = redis::cmd("EXISTS")
+        .arg("t:{n}:waiters:info")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(info, 0, "the grantee's details are gone");
+}
