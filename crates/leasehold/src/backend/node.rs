@@ -525,6 +525,10 @@ impl Registration {
     /// acquired". For a lock, this also ends a grant a release made meanwhile (the grant
     /// message may still be on its way); if that cannot be done, the outcome is unknown
     /// (the place is then given up in the background).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before the reply, the registration stays active and its `Drop`
+    /// gives the place up (and ends such a grant) in the background.
     async fn leave_before_timeout(&mut self, name: &str) -> Result<()> {
         if !self.active || !matches!(self.keys.kind, Kind::Lock | Kind::FairLock) {
             return Ok(());
