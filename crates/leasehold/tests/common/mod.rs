@@ -105,6 +105,28 @@ pub async fn command_calls(con: &mut redis::aio::MultiplexedConnection, command:
         .unwrap_or(0)
 }
 
+/// Calls of `command` in `INFO commandstats` that ran: a script call refused with
+/// NOSCRIPT (the first call of a script on a server, before it is loaded) does not count.
+pub async fn command_runs(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:");
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        line.split(',')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    field("calls") - field("failed_calls")
+}
+
 /// Reset `INFO commandstats`.
 pub async fn reset_stats(con: &mut redis::aio::MultiplexedConnection) {
     let _: () = redis::cmd("CONFIG")
