@@ -93,6 +93,30 @@ fn prepare(con: &mut Connection, case: &Case) {
     }
 }
 
+const SEM_KEYS: &[(&str, &str)] = &[
+    ("t:{n}:sem", "zset"),
+    ("t:{n}:sem:tokens", "hash"),
+    ("t:{n}:sem:fence", "string"),
+    ("t:{n}:sem:waiters", "zset"),
+    ("t:{n}:sem:waiters:exp", "zset"),
+    ("t:{n}:sem:waiters:info", "hash"),
+];
+const SEM_RELEASE_KEYS: &[(&str, &str)] = &[
+    ("t:{n}:sem", "zset"),
+    ("t:{n}:sem:tokens", "hash"),
+    ("t:{n}:sem:waiters", "zset"),
+    ("t:{n}:sem:waiters:exp", "zset"),
+    ("t:{n}:sem:fence", "string"),
+    ("t:{n}:sem:waiters:info", "hash"),
+];
+const SEM_LEAVE_KEYS: &[(&str, &str)] = &[
+    ("t:{n}:sem", "zset"),
+    ("t:{n}:sem:waiters", "zset"),
+    ("t:{n}:sem:waiters:exp", "zset"),
+    ("t:{n}:sem:tokens", "hash"),
+    ("t:{n}:sem:fence", "string"),
+    ("t:{n}:sem:waiters:info", "hash"),
+];
 const LOCK: (&str, &str) = ("t:{n}", "hash");
 const FENCE: (&str, &str) = ("t:{n}:fence", "string");
 const QUEUE: (&str, &str) = ("t:{n}:waiters", "zset");
@@ -195,30 +219,35 @@ fn cases() -> Vec<Case> {
             // A queued waiter (r1) takes a free permit.
             name: "semaphore acquire",
             script: scripts::SEM_ACQUIRE,
-            keys: &[
-                ("t:{n}:sem", "zset"),
-                ("t:{n}:sem:tokens", "hash"),
-                ("t:{n}:sem:fence", "string"),
-                ("t:{n}:sem:waiters", "zset"),
-                ("t:{n}:sem:waiters:exp", "zset"),
-            ],
-            argv: &["r1", "10000", "3", "5000", "1"],
+            keys: SEM_KEYS,
+            argv: &["r1", "10000", "3", "5000", "1", "2"],
             setup: &[
                 &["SET", "t:{n}:sem:fence", "5"],
                 &["ZADD", "t:{n}:sem:waiters", "1", "r1"],
                 &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "r1"],
+                &["HSET", "t:{n}:sem:waiters:info", "r1", "1\n10000\n1\n"],
+            ],
+        },
+        Case {
+            // The freed permit goes to the waiter, which holds it at once.
+            name: "semaphore permit release (hand-off: the waiter holds the permit)",
+            script: scripts::MEMBER_RELEASE,
+            keys: SEM_RELEASE_KEYS,
+            argv: &["r1", "t:{n}:sem:released", "1", "250"],
+            setup: &[
+                &["ZADD", "t:{n}:sem", "99999999999999", "r1"],
+                &["HSET", "t:{n}:sem:tokens", "r1", "5"],
+                &["ZADD", "t:{n}:sem:waiters", "1", "w"],
+                &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "w"],
+                &["HSET", "t:{n}:sem:waiters:info", "w", "3\n10000\n1\n"],
+                &["SET", "t:{n}:sem:fence", "5"],
             ],
         },
         Case {
             name: "semaphore permit release",
             script: scripts::MEMBER_RELEASE,
-            keys: &[
-                ("t:{n}:sem", "zset"),
-                ("t:{n}:sem:tokens", "hash"),
-                ("t:{n}:sem:waiters", "zset"),
-                ("t:{n}:sem:waiters:exp", "zset"),
-            ],
-            argv: &["r1", "t:{n}:sem:released", "3"],
+            keys: SEM_RELEASE_KEYS,
+            argv: &["r1", "t:{n}:sem:released", "3", "250"],
             setup: &[
                 &["ZADD", "t:{n}:sem", "99999999999999", "r1"],
                 &["HSET", "t:{n}:sem:tokens", "r1", "5"],
@@ -239,15 +268,26 @@ fn cases() -> Vec<Case> {
         Case {
             name: "semaphore leave",
             script: scripts::SEM_LEAVE,
-            keys: &[
-                ("t:{n}:sem", "zset"),
-                ("t:{n}:sem:waiters", "zset"),
-                ("t:{n}:sem:waiters:exp", "zset"),
-            ],
-            argv: &["w", "t:{n}:sem:released", "3"],
+            keys: SEM_LEAVE_KEYS,
+            argv: &["w", "t:{n}:sem:released", "3", "250"],
             setup: &[
                 &["ZADD", "t:{n}:sem:waiters", "1", "w"],
                 &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "w"],
+            ],
+        },
+        Case {
+            // A release granted w a permit it never took: it ends and goes on to x.
+            name: "semaphore leave (granted: handed on)",
+            script: scripts::SEM_LEAVE,
+            keys: SEM_LEAVE_KEYS,
+            argv: &["w", "t:{n}:sem:released", "1", "250"],
+            setup: &[
+                &["ZADD", "t:{n}:sem", "99999999999999", "w"],
+                &["HSET", "t:{n}:sem:tokens", "w", "5"],
+                &["ZADD", "t:{n}:sem:waiters", "2", "x"],
+                &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "x"],
+                &["HSET", "t:{n}:sem:waiters:info", "x", "1\n10000\n1\n"],
+                &["SET", "t:{n}:sem:fence", "5"],
             ],
         },
         Case {
@@ -334,6 +374,57 @@ fn every_writing_script_refuses_a_key_of_a_foreign_type_before_it_writes_anythin
                 case.name
             );
         }
+    }
+}
+
+#[test]
+fn a_refused_semaphore_try_refuses_a_foreign_queue_key_before_it_queues_the_caller() {
+    // Every permit is held and nobody waits yet: the caller queues and leaves its details,
+    // and writes nothing else (so the permits, tokens and counter are not checked here).
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let keys: Vec<&str> = SEM_KEYS.iter().map(|(k, _)| *k).collect();
+    let argv = ["r1", "10000", "1", "5000", "0", "1"];
+    let setup = |con: &mut Connection| {
+        redis_do(con, &["FLUSHALL"]);
+        redis_do(con, &["ZADD", "t:{n}:sem", "99999999999999", "h"]);
+        redis_do(con, &["HSET", "t:{n}:sem:tokens", "h", "5"]);
+        redis_do(con, &["PEXPIRE", "t:{n}:sem", "20000"]);
+        redis_do(con, &["PEXPIRE", "t:{n}:sem:tokens", "20000"]);
+    };
+    setup(&mut con);
+    let before = snapshot(&mut con);
+    let reply = run(&mut con, scripts::SEM_ACQUIRE, &keys, &argv).unwrap();
+    assert!(
+        matches!(&reply, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "refused: {reply:?}"
+    );
+    let info: Option<String> = redis::cmd("HGET")
+        .arg("t:{n}:sem:waiters:info")
+        .arg("r1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        info.as_deref(),
+        Some("1\n10000\n1\n"),
+        "the caller's details"
+    );
+    assert_ne!(snapshot(&mut con), before, "the control run wrote nothing");
+    for (key, kind) in &SEM_KEYS[3..] {
+        setup(&mut con);
+        make_foreign(&mut con, key, kind);
+        let before = snapshot(&mut con);
+        let err = run(&mut con, scripts::SEM_ACQUIRE, &keys, &argv)
+            .expect_err(&format!("a foreign {key} was not refused"));
+        assert!(
+            err.to_string().contains("WRONGTYPE"),
+            "foreign {key}: {err}"
+        );
+        assert_eq!(
+            snapshot(&mut con),
+            before,
+            "foreign {key}: something changed"
+        );
     }
 }
 

@@ -212,3 +212,259 @@ async fn a_waiter_that_leaves_ends_a_grant_it_never_took_and_the_lock_goes_on() 
         .unwrap();
     assert_eq!(info, 0, "the grantee's details are gone");
 }
+
+/// The score (expiry, ms) of `member` in the zset `key`, if it is there.
+async fn zscore(
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    member: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_permit_goes_to_the_oldest_waiter_which_holds_it_without_another_try() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .semaphore("pool", 1)
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .acquire()
+        .await
+        .unwrap();
+    let sem = b
+        .semaphore("pool", 1)
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(10));
+    let waiter = tokio::spawn(async move { sem.acquire().await });
+    common::poll_until(Duration::from_secs(5), "the waiter's details", || {
+        let mut con = con.clone();
+        async move { common::zcard(&mut con, "leasehold:{pool}:sem:waiters").await == 1 }
+    })
+    .await;
+    let req: Vec<String> = redis::cmd("HKEYS")
+        .arg("leasehold:{pool}:sem:waiters:info")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(req.len(), 1, "the waiter left its details");
+    reset_stats(&mut con).await;
+    assert!(held.release().await.unwrap().is_released());
+    let permit = waiter.await.unwrap().expect("the waiter holds the permit");
+    let token = hget(&mut con, "leasehold:{pool}:sem:tokens", &req[0]).await;
+    assert_eq!(token, Some(permit.fencing_token().to_string()));
+    // The renewer confirms the short grant at once: the permit then lasts the full TTL.
+    common::poll_until(Duration::from_secs(5), "the grant confirmed", || {
+        let mut con = con.clone();
+        let req = req[0].clone();
+        async move {
+            let now: Vec<u64> = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+            let exp = zscore(&mut con, "leasehold:{pool}:sem", &req).await;
+            exp.is_some_and(|e| e > (now[0] * 1000) as f64 + 1_000.0)
+        }
+    })
+    .await;
+    // The release and the confirming renewal: no acquire try after the release.
+    assert_eq!(
+        common::command_runs(&mut con, "evalsha").await
+            + common::command_runs(&mut con, "eval").await,
+        2,
+        "script calls after the release"
+    );
+    // And the second is the renewal, not a confirming try: ZCOUNT (the live permits) is
+    // the release's grant only; an acquire try would count them too (renewals don't).
+    assert_eq!(
+        command_calls(&mut con, "zcount").await,
+        1,
+        "a try after the release"
+    );
+    assert!(!permit.is_lost());
+    assert!(permit.release().await.unwrap().is_released());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_granted_to_a_waiter_that_never_confirms_goes_to_the_next_after_the_claim_window()
+{
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .semaphore("ghosted", 1)
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    // A waiter of a process that died while queued: its place and details, first in line.
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("leasehold:{ghosted}:sem:waiters")
+        .arg(1)
+        .arg("ghost")
+        .cmd("ZADD")
+        .arg("leasehold:{ghosted}:sem:waiters:exp")
+        .arg(99_999_999_999_999u64)
+        .arg("ghost")
+        .cmd("HSET")
+        .arg("leasehold:{ghosted}:sem:waiters:info")
+        .arg("ghost")
+        .arg("1\n30000\n1\n")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let sem = b
+        .semaphore("ghosted", 1)
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(5));
+    let waiter = tokio::spawn(async move { sem.acquire().await });
+    common::poll_until(Duration::from_secs(5), "the second waiter", || {
+        let mut con = con.clone();
+        async move { common::zcard(&mut con, "leasehold:{ghosted}:sem:waiters").await == 2 }
+    })
+    .await;
+    let released_at = Instant::now();
+    assert!(held.release().await.unwrap().is_released());
+    // The ghost got the permit, on a lease of the claim window only.
+    let ghost_token: u64 = hget(&mut con, "leasehold:{ghosted}:sem:tokens", "ghost")
+        .await
+        .expect("the ghost holds the permit")
+        .parse()
+        .unwrap();
+    let now: Vec<u64> = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let exp = zscore(&mut con, "leasehold:{ghosted}:sem", "ghost")
+        .await
+        .unwrap();
+    assert!(exp <= (now[0] * 1000 + now[1] / 1000 + scripts::CLAIM_MS) as f64);
+    let permit = waiter
+        .await
+        .unwrap()
+        .expect("the next waiter holds the permit");
+    let waited = released_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(scripts::CLAIM_MS - 20),
+        "taken before the claim window ended: {waited:?}"
+    );
+    assert!(permit.fencing_token() > ghost_token);
+    assert!(permit.release().await.unwrap().is_released());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_waiter_that_leaves_ends_a_permit_it_never_took_and_it_goes_on() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let run = |con: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: redis::Value = cmd.query(con).unwrap();
+    };
+    // One permit, granted to w (never confirmed); x waits behind it with its details.
+    run(&mut con, &["SET", "t:{n}:sem:fence", "5"]);
+    run(&mut con, &["ZADD", "t:{n}:sem", "99999999999999", "w"]);
+    run(&mut con, &["HSET", "t:{n}:sem:tokens", "w", "5"]);
+    run(&mut con, &["ZADD", "t:{n}:sem:waiters", "2", "x"]);
+    run(
+        &mut con,
+        &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "x"],
+    );
+    run(
+        &mut con,
+        &["HSET", "t:{n}:sem:waiters:info", "x", "3\n10000\n1\n"],
+    );
+    let mut sub = server.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("t:{n}:sem:released").unwrap();
+    let left: i64 = redis::cmd("EVAL")
+        .arg(scripts::SEM_LEAVE.plain)
+        .arg(6)
+        .arg("t:{n}:sem")
+        .arg("t:{n}:sem:waiters")
+        .arg("t:{n}:sem:waiters:exp")
+        .arg("t:{n}:sem:tokens")
+        .arg("t:{n}:sem:fence")
+        .arg("t:{n}:sem:waiters:info")
+        .arg("w")
+        .arg("t:{n}:sem:released")
+        .arg("1")
+        .arg("250")
+        .arg("7")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, 2, "leave reports the permit it ended");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("t:{n}:sem")
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(members, ["x"], "the permit went on to x");
+    let token: String = redis::cmd("HGET")
+        .arg("t:{n}:sem:tokens")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    assert!(token.parse::<u64>().unwrap() > 5);
+    let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    assert_eq!(msg, format!("x {token} 3"));
+    let waiting: u64 = redis::cmd("ZCARD")
+        .arg("t:{n}:sem:waiters")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(waiting, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirming_try_of_a_granted_permit_makes_it_last_its_full_ttl() {
+    // The caller counts its lease from this try's send, so the script must make the
+    // permit (granted by a release on the claim window only) last the ttl from now.
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let now: Vec<u64> = redis::cmd("TIME").query(&mut con).unwrap();
+    let now_ms = now[0] * 1000 + now[1] / 1000;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("t:{n}:sem")
+        .arg(now_ms + scripts::CLAIM_MS)
+        .arg("w")
+        .cmd("HSET")
+        .arg("t:{n}:sem:tokens")
+        .arg("w")
+        .arg("9")
+        .query(&mut con)
+        .unwrap();
+    let reply: Vec<i64> = redis::cmd("EVAL")
+        .arg(scripts::SEM_ACQUIRE.plain)
+        .arg(6)
+        .arg("t:{n}:sem")
+        .arg("t:{n}:sem:tokens")
+        .arg("t:{n}:sem:fence")
+        .arg("t:{n}:sem:waiters")
+        .arg("t:{n}:sem:waiters:exp")
+        .arg("t:{n}:sem:waiters:info")
+        .arg(&["w", "10000", "1", "5000", "1", "4", "7"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        reply,
+        [1, 9, 1, 10_000, 7],
+        "the same grant, on the full ttl"
+    );
+    let exp: f64 = redis::cmd("ZSCORE")
+        .arg("t:{n}:sem")
+        .arg("w")
+        .query(&mut con)
+        .unwrap();
+    assert!(exp >= (now_ms + 10_000) as f64, "{exp} vs {now_ms}");
+    let pttl: i64 = redis::cmd("PTTL").arg("t:{n}:sem").query(&mut con).unwrap();
+    assert!(pttl > 9_000, "the set lives as long as its permit: {pttl}");
+}

@@ -396,14 +396,19 @@ pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
 }
 
 /// Wake this client's waiters of a lock it just freed, without waiting for the round trip
-/// through Redis. Not for locks and fair locks on one server or Cluster: their release made
-/// the oldest waiter the holder (or reserved the lock for it) and told it, so a local
+/// through Redis. Not for locks and fair locks on one server or Cluster, nor for semaphore
+/// permits: their release made the oldest waiter the holder (or reserved the lock for it,
+/// or named it) and told it, so a local
 /// wake-up would only send tries that are refused. RedLock waiters hold no place at the
 /// nodes and retry on it.
 fn notify_local(inner: &Inner, keys: &LockKeys) {
     let handed_on = match keys.kind {
         Kind::FairLock => true,
         Kind::Lock => Topology::of(inner) != Topology::RedLock,
+        // Semaphore permits: the release granted the freed permit to the oldest waiter.
+        Kind::Member {
+            announce_all: true, ..
+        } => true,
         _ => false,
     };
     if !handed_on {

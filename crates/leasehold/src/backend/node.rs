@@ -522,7 +522,7 @@ struct Registration {
 
 impl Registration {
     /// The wait ended without a grant: give up the place now, before the caller hears "not
-    /// acquired". For a lock, this also ends a grant a release made meanwhile (the grant
+    /// acquired". For a lock or a permit, this also ends a grant a release made meanwhile (the grant
     /// message may still be on its way); if that cannot be done, the outcome is unknown
     /// (the place is then given up in the background).
     ///
@@ -530,7 +530,16 @@ impl Registration {
     /// Cancel-safe: dropped before the reply, the registration stays active and its `Drop`
     /// gives the place up (and ends such a grant) in the background.
     async fn leave_before_timeout(&mut self, name: &str) -> Result<()> {
-        if !self.active || !matches!(self.keys.kind, Kind::Lock | Kind::FairLock) {
+        let granted_by_release = matches!(
+            self.keys.kind,
+            Kind::Lock
+                | Kind::FairLock
+                | Kind::Member {
+                    announce_all: true,
+                    ..
+                }
+        );
+        if !self.active || !granted_by_release {
             return Ok(());
         }
         let inv = crate::protocol::Leave {

@@ -9,11 +9,12 @@
 //! like a lock, carries its own fencing token and loss signal, and is released with a
 //! check of its request id. Waiters queue at the server, and permits are granted in
 //! arrival order: with f permits free only the f oldest live waiters may take one. A
-//! release names the waiter its permit goes to (the f-th oldest) on the semaphore's
-//! channel; an expired permit is not announced, so waiters also sleep no
-//! longer than the earliest permit's remaining lease, and a waiter refreshes its place
-//! every third of its lifetime (a waiter that died holds up those behind it until its
-//! place lapses).
+//! release grants its permit to the oldest waiter inside the release script (a fresh
+//! token, a lease of the claim window) and tells it on the semaphore's channel; the waiter
+//! holds it at once and its renewal confirms it (see `PROTOCOL.md`, "Permit handoff"). An
+//! expired permit is not announced, so waiters also sleep no longer than the earliest
+//! permit's remaining lease, and a waiter refreshes its place every third of its lifetime
+//! (a waiter that died holds up those behind it until its place lapses).
 
 use std::time::Duration;
 

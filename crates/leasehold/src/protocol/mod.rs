@@ -114,11 +114,13 @@ impl Acquire<'_> {
                     .key(&k.fence)
                     .key(&k.next)
                     .key(&k.expiries)
+                    .key(&k.info)
                     .arg(self.req)
                     .arg(ttl_ms)
                     .arg(capacity)
                     .arg(millis(self.wait_lease))
-                    .arg(flag(self.queued));
+                    .arg(flag(self.queued))
+                    .arg(self.try_no);
                 inv
             }
             // Reader keys: lock = readers, queue = their tokens, expiries = the writer,
@@ -247,9 +249,16 @@ impl Release<'_> {
                 let mut inv = s.member_release.key(&keys.lock);
                 inv.key(&keys.queue);
                 if announce_all {
-                    // Permits: the waiters and the capacity, to name the next one.
-                    inv.key(&keys.next).key(&keys.expiries);
-                    inv.arg(self.req).arg(&keys.channel).arg(capacity);
+                    // Permits: the waiters, the counter, their details and the capacity,
+                    // to grant the freed permit to the oldest.
+                    inv.key(&keys.next)
+                        .key(&keys.expiries)
+                        .key(&keys.fence)
+                        .key(&keys.info);
+                    inv.arg(self.req)
+                        .arg(&keys.channel)
+                        .arg(capacity)
+                        .arg(CLAIM_MS);
                 } else {
                     inv.arg(self.req).arg(&keys.channel).arg("0");
                 }
@@ -399,7 +408,7 @@ pub(crate) struct Leave<'a> {
 
 impl Leave<'_> {
     /// The script call. Its reply: 2 if it ended a grant the waiter never took as held
-    /// (locks only), else 1 or 0, whether there was a place.
+    /// (locks and permits), else 1 or 0, whether there was a place.
     pub(crate) fn call<'s>(&self, s: &'s Scripts) -> Call<'s> {
         let keys = self.keys;
         if keys.kind == Kind::Writer {
@@ -414,9 +423,13 @@ impl Leave<'_> {
             let mut inv = s.sem_leave.key(&keys.lock);
             inv.key(&keys.next)
                 .key(&keys.expiries)
+                .key(&keys.queue)
+                .key(&keys.fence)
+                .key(&keys.info)
                 .arg(self.req)
                 .arg(&keys.channel)
-                .arg(capacity);
+                .arg(capacity)
+                .arg(CLAIM_MS);
             inv
         } else {
             let mut inv = s.leave.key(&keys.lock);

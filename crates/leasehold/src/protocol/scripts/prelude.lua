@@ -213,17 +213,48 @@ local function grant(set, tokens, fence, req, ttl, now)
   return {1, token, 1, ttl}
 end
 
--- Semaphores: a permit of `set` (capacity `cap`) became free (a release), or a waiter
--- ahead left: name the waiter that may take it, the f-th oldest live one (f = permits
--- free now, counting the live leases at `now` ms); nothing if fewer wait. Lapsed places
--- are skipped first. The waiters ahead of it were named when their permit freed.
-local function name_next_waiter(set, queue, expiries, channel, cap, now)
-  if redis.call('ZCARD', queue) == 0 then return end
-  prune_lapsed(queue, expiries, now)
-  local free = cap - redis.call('ZCOUNT', set, '(' .. now, '+inf')
-  if free <= 0 then return end
-  local id = redis.call('ZRANGE', queue, free - 1, free - 1)[1]
-  if id then redis.call(PUBLISH, channel, id) end
+-- Semaphores: permits of `set` may be free (a release, or a waiter ahead left): grant them
+-- to the oldest live waiters, in order (at most 16 per call; live leases counted at `now`
+-- ms). A waiter that left its details in `info` ("TRY\nTTL\nCAP\n": the capacity N its
+-- handle counts against) gets a permit while fewer than its N are live, and holds it at
+-- once: a fresh fencing token and a lease of min(its ttl, claimms), which it confirms by
+-- renewing it; `channel` carries "REQ TOKEN TRY" (and " NEXT", the request id of the
+-- waiter after it). The granting stops at the first waiter that may not have one (no one
+-- barges past it), and at the first without details (an older client): then the f-th
+-- oldest waiter is named instead (f = `cap`, the releaser's N, minus the live permits),
+-- and it takes a permit with a try. Lapsed places are skipped first. The caller checked
+-- the types of every key written here. Returns nil, or the error of a fencing counter of
+-- a foreign type.
+local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, channel, cap, now, claimms)
+  if redis.call('ZCARD', queue) == 0 then return nil end
+  prune_lapsed(queue, expiries, now, info)
+  local live = redis.call('ZCOUNT', set, '(' .. now, '+inf')
+  for _ = 1, 16 do
+    local head = redis.call('ZRANGE', queue, 0, 1)
+    if not head[1] then return nil end
+    local try, ttl, wcap = waiter_details(info, head[1])
+    if not try then
+      local free = cap - live
+      local id = free > 0 and redis.call('ZRANGE', queue, free - 1, free - 1)[1]
+      if id then redis.call(PUBLISH, channel, id) end
+      return nil
+    end
+    if live >= (tonumber(wcap) or cap) then return nil end
+    local token, bad = next_token(fence)
+    if bad then return bad end
+    local lease = math.min(ttl, claimms)
+    redis.call('ZADD', set, now + lease, head[1])
+    redis.call('HSET', tokens, head[1], string.format('%.0f', token))
+    keep(set, tokens, lease)
+    redis.call('ZREM', queue, head[1])
+    redis.call('ZREM', expiries, head[1])
+    redis.call('HDEL', info, head[1])
+    local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+    if head[2] then msg = msg .. ' ' .. head[2] end
+    redis.call(PUBLISH, channel, msg)
+    live = live + 1
+  end
+  return nil
 end
 
 -- (end of the prelude)
