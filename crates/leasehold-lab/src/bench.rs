@@ -6,9 +6,10 @@
 //!     compare-and-delete script) and raw redis-rs sending leasehold's own two scripts, with
 //!     cycles/s, cycle p50/p99 and Redis CPU (`INFO cpu`), scripts and commands per cycle
 //!     (in the `cycles` submodule);
-//! (c) 8 contenders (separate clients) on one key: handoff to a different waiter in µs and
-//!     in raw round trips, the share of self-handoffs, the longest single wait, beside
-//!     `rslock`'s retrying acquire;
+//! (c) 8 contenders on one key, with a client each and with one shared client: handoff to
+//!     a different waiter in µs and in raw round trips, the share of self-handoffs, the
+//!     longest single wait, acquisitions/s and Redis CPU per acquisition, beside
+//!     `rslock`'s retrying acquire (in the `contention` submodule);
 //! (d) renewing many held leases: round trips per period, time per call and Redis CPU,
 //!     beside one extend call per lease;
 //! (e) RedLock over 5 more private masters: p50/p99 of one uncontended acquire+release
@@ -24,8 +25,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leasehold_testkit::RedisServer;
@@ -34,6 +34,7 @@ use redis::Script;
 
 use crate::args::BenchArgs;
 
+mod contention;
 mod cycles;
 mod primitives;
 mod redlock;
@@ -133,135 +134,12 @@ async fn ping_rtt_us(con: &mut MultiplexedConnection) -> f64 {
     median(&mut samples)
 }
 
+/// A contention run's event log: a release call starts, a grant arrives (and how long its
+/// acquire waited).
 #[derive(Clone, Copy)]
 enum Ev {
     ReleaseStart(usize, Instant),
     Granted(usize, Instant, Duration),
-}
-
-struct ContentionStats {
-    handoffs: usize,
-    p50_us: f64,
-    p99_us: f64,
-    self_share: f64,
-    longest_wait_ms: f64,
-    acquisitions: usize,
-}
-
-fn analyse(events: &[Ev]) -> ContentionStats {
-    let mut last_release: Option<(usize, Instant)> = None;
-    let mut handoffs = Vec::new();
-    let mut selfs = 0usize;
-    let mut longest = Duration::ZERO;
-    let mut acquisitions = 0;
-    for ev in events {
-        match *ev {
-            Ev::ReleaseStart(who, t) => last_release = Some((who, t)),
-            Ev::Granted(who, t, waited) => {
-                acquisitions += 1;
-                longest = longest.max(waited);
-                if let Some((prev, rt)) = last_release.take() {
-                    if prev == who {
-                        selfs += 1;
-                    } else {
-                        handoffs.push(t.saturating_duration_since(rt).as_secs_f64() * 1e6);
-                    }
-                }
-            }
-        }
-    }
-    let total = handoffs.len() + selfs;
-    handoffs.sort_by(|a, b| a.total_cmp(b));
-    ContentionStats {
-        handoffs: handoffs.len(),
-        p50_us: percentile(&handoffs, 0.5),
-        p99_us: percentile(&handoffs, 0.99),
-        self_share: if total == 0 {
-            f64::NAN
-        } else {
-            selfs as f64 / total as f64
-        },
-        longest_wait_ms: longest.as_secs_f64() * 1e3,
-        acquisitions,
-    }
-}
-
-async fn contention_leasehold(url: &str, dur: Duration) -> ContentionStats {
-    let events = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for who in 0..8 {
-        let client = leasehold::Client::new(url).expect("client");
-        let lock = client
-            .lock("bench-contended")
-            .unwrap()
-            .ttl(Duration::from_secs(10))
-            .auto_renew(false)
-            .wait(Duration::from_secs(30));
-        let (events, stop) = (events.clone(), stop.clone());
-        handles.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                let guard = lock.acquire().await.expect("acquire");
-                let now = Instant::now();
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::Granted(who, now, now - asked));
-                tokio::task::yield_now().await; // the critical section
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::ReleaseStart(who, Instant::now()));
-                guard.release().await.expect("release");
-            }
-            client.shutdown().await;
-        }));
-    }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.await.unwrap();
-    }
-    let ev = events.lock().unwrap();
-    analyse(&ev)
-}
-
-async fn contention_rslock(url: &str, dur: Duration) -> ContentionStats {
-    let events = Arc::new(Mutex::new(Vec::with_capacity(10_000)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for who in 0..8 {
-        let lm = rslock::LockManager::new(vec![url.to_string()]);
-        let (events, stop) = (events.clone(), stop.clone());
-        handles.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                let guard = lm
-                    .acquire(b"bench-rslock".as_slice(), Duration::from_secs(10))
-                    .await
-                    .expect("rslock acquire");
-                let now = Instant::now();
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::Granted(who, now, now - asked));
-                tokio::task::yield_now().await;
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::ReleaseStart(who, Instant::now()));
-                guard.release().await;
-            }
-        }));
-    }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.await.unwrap();
-    }
-    let ev = events.lock().unwrap();
-    analyse(&ev)
 }
 
 struct RenewalFigures {
@@ -376,7 +254,7 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         .await?
         .map_err(|e| anyhow::anyhow!("cannot start a private redis-server: {e}"))?;
     let url = server.url();
-    let steps = (rounds * 6 + 5) as u64;
+    let steps = (rounds * 7 + 3) as u64;
     let pb = indicatif::ProgressBar::new(steps).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -395,8 +273,10 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
         ));
 
         // (a) one task on fresh keys; (b) 32 and 64 tasks on distinct keys.
+        let mut uncontended_cpu_us = None;
         if args.wants('a') {
             let m = cycles::measure(&url, 1, dur, rounds, &pb).await;
+            uncontended_cpu_us = Some(cycles::leasehold_cpu_us(&m));
             rows.extend(cycles::rows(&m));
         }
         if args.wants('b') {
@@ -406,15 +286,10 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
             }
         }
 
-        let cdur = Duration::from_secs(secs * 5);
         if args.wants('c') {
-            // (c) contention: 8 separate clients on one key.
-            let lc = contention_leasehold(&url, cdur).await;
-            pb.inc(1);
-            pb.set_message("(c) 8 contenders with rslock");
-            let rc = contention_rslock(&url, cdur).await;
-            pb.inc(1);
-            rows.extend(contention_rows(&lc, &rc, rtt_us, cdur));
+            // (c) contention: 8 contenders on one key, a client each and one shared client.
+            let m = contention::measure(&url, dur, rounds, &pb).await;
+            rows.extend(contention::rows(&m, rtt_us, uncontended_cpu_us));
         }
         client.shutdown().await;
         if args.wants('d') {
@@ -442,46 +317,6 @@ pub async fn run(_redis: Option<&str>, args: &BenchArgs) -> anyhow::Result<u8> {
     drop(server);
     print_rows(&rows, args.json)?;
     Ok(leasehold_cli::exit::OK)
-}
-
-/// The rows of (c).
-fn contention_rows(
-    lc: &ContentionStats,
-    rc: &ContentionStats,
-    rtt_us: f64,
-    cdur: Duration,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    out.push(format!(
-        "| (c) 8 contenders, handoff to another waiter p50 | {:.0} µs | raw PING RTT {:.1} µs; rslock: {:.0} µs on the {:.1}% of its handoffs that reach another waiter | {:.1} RTT | ≤ 2 RTT |",
-        lc.p50_us, rtt_us, rc.p50_us, (1.0 - rc.self_share) * 100.0, lc.p50_us / rtt_us
-    ));
-    out.push(format!(
-        "| (c) handoff p99 | {:.0} µs = {:.1} RTT | rslock: {:.0} µs | | ≤ 6 RTT |",
-        lc.p99_us,
-        lc.p99_us / rtt_us,
-        rc.p99_us
-    ));
-    out.push(format!(
-        "| (c) self-handoffs (same holder again) | {:.1}% of {} | rslock: {:.1}% of {} | | |",
-        lc.self_share * 100.0,
-        lc.handoffs + (lc.self_share * lc.handoffs as f64 / (1.0 - lc.self_share)).round() as usize,
-        rc.self_share * 100.0,
-        rc.handoffs + (rc.self_share * rc.handoffs as f64 / (1.0 - rc.self_share)).round() as usize
-    ));
-    out.push(format!(
-        "| (c) longest single wait over {} s | {:.1} ms | rslock: {:.1} ms | | ≤ 20 ms |",
-        cdur.as_secs(),
-        lc.longest_wait_ms,
-        rc.longest_wait_ms
-    ));
-    out.push(format!(
-        "| (c) acquisitions in {} s | {} | rslock: {} | | |",
-        cdur.as_secs(),
-        lc.acquisitions,
-        rc.acquisitions
-    ));
-    out
 }
 
 /// The rows of (d).

@@ -42,13 +42,14 @@ const VARIANTS: [Variant; 4] = [
 
 /// What the server counted so far.
 #[derive(Clone, Copy, Default)]
-struct Counters {
-    cpu_us: f64,
-    commands: f64,
-    scripts: f64,
+pub(super) struct Counters {
+    pub(super) cpu_us: f64,
+    pub(super) commands: f64,
+    pub(super) scripts: f64,
 }
 
-async fn counters(con: &mut MultiplexedConnection) -> Counters {
+/// The server's CPU time, commands and script calls so far (`INFO cpu`, `INFO commandstats`).
+pub(super) async fn counters(con: &mut MultiplexedConnection) -> Counters {
     let cpu: String = redis::cmd("INFO")
         .arg("cpu")
         .query_async(con)
@@ -315,6 +316,17 @@ pub(super) async fn measure(
 
 fn med(v: &[f64]) -> f64 {
     median(&mut v.to_vec())
+}
+
+/// leasehold's median Redis CPU per cycle (µs).
+pub(super) fn leasehold_cpu_us(m: &Measured) -> f64 {
+    let lh = &m
+        .by
+        .iter()
+        .find(|(x, _)| *x == Variant::Leasehold)
+        .unwrap()
+        .1;
+    med(&lh.cpu_us)
 }
 
 /// The table rows of one measurement.
