@@ -106,6 +106,9 @@ pub(crate) struct LeaseholdUnderTest {
     /// refusal audit asks about that very call, not an earlier hold of the same worker
     /// whose release is still on its way (a failover can delay it).
     pub(crate) calls: std::sync::Mutex<std::collections::HashMap<usize, u64>>,
+    /// A client per worker (worker `w` uses `per_worker[w % len]`), as separate processes
+    /// would; empty: every worker shares `client`.
+    pub(crate) per_worker: Vec<Client>,
 }
 
 impl LeaseholdUnderTest {
@@ -119,6 +122,16 @@ impl LeaseholdUnderTest {
             renewed,
             replica_acks,
             calls: std::sync::Mutex::new(std::collections::HashMap::new()),
+            per_worker: Vec::new(),
+        }
+    }
+
+    /// The client worker `worker` acquires with.
+    fn client_for(&self, worker: usize) -> &Client {
+        if self.per_worker.is_empty() {
+            &self.client
+        } else {
+            &self.per_worker[worker % self.per_worker.len()]
         }
     }
 
@@ -166,7 +179,7 @@ impl LockUnderTest for LeaseholdUnderTest {
     ) -> BoxFuture<'a, Result<Option<Box<dyn HoldUnderTest>>, String>> {
         Box::pin(async move {
             let mut lock = self
-                .client
+                .client_for(worker)
                 .lock(name)
                 .map(|l| l.label(&self.call_label(worker, true)))
                 .map_err(|e| e.to_string())?;
@@ -199,15 +212,20 @@ impl LockUnderTest for LeaseholdUnderTest {
     }
 }
 
-fn lock_for(kind: LockKind, url: &str) -> anyhow::Result<Arc<dyn LockUnderTest>> {
+fn lock_for(kind: LockKind, url: &str, per_worker: bool) -> anyhow::Result<Arc<dyn LockUnderTest>> {
+    let client = || {
+        Client::builder(url)
+            .response_timeout(Duration::from_millis(150))
+            .build()
+    };
     Ok(match kind {
-        LockKind::Leasehold => Arc::new(LeaseholdUnderTest::new(
-            Client::builder(url)
-                .response_timeout(Duration::from_millis(150))
-                .build()?,
-            None,
-            None,
-        )),
+        LockKind::Leasehold => {
+            let mut lock = LeaseholdUnderTest::new(client()?, None, None);
+            if per_worker {
+                lock.per_worker = (0..WORKERS).map(|_| client()).collect::<Result<_, _>>()?;
+            }
+            Arc::new(lock)
+        }
         LockKind::SetnxExpire => Arc::new(SetnxExpireLock { url: url.into() }),
         LockKind::Getset => Arc::new(GetsetTimestampLock { url: url.into() }),
         LockKind::NoRenewal => Arc::new(NoRenewalLock { url: url.into() }),
@@ -235,7 +253,7 @@ pub async fn run_cell(
     }
     let mut server = tokio::task::spawn_blocking(|| RedisServer::builder().try_start()).await??;
     let proxy = FaultProxy::start(server.addr()).await?;
-    let lock = lock_for(lock_kind, &proxy.url())?;
+    let lock = lock_for(lock_kind, &proxy.url(), scenario.client_per_worker())?;
     let history = History::new();
     let resource = FencedResource::new(history.clone());
     let plan = WorkPlan {
@@ -356,9 +374,67 @@ async fn inject_once(fault: Fault, server: &mut RedisServer, proxy: &FaultProxy)
                 return false;
             }
         }
+        Fault::GhostWaiters { period } => {
+            tokio::time::sleep(period).await; // the scenario's fault period
+            if ghost_waiter(server).await.is_err() {
+                return false;
+            }
+        }
+        Fault::DropMessages { first, period } => {
+            proxy.drop_messages(first);
+            tokio::time::sleep(period).await; // the scenario's fault period
+        }
+        Fault::HoldRenewals { first, by, period } => {
+            let renew = redis::Script::new(leasehold::scripts::RENEW.plain)
+                .get_hash()
+                .to_string();
+            let renewals = Match::custom(Arc::new(move |args: &[Vec<u8>]| {
+                args.first()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"EVALSHA"))
+                    && args
+                        .get(1)
+                        .is_some_and(|sha| sha.eq_ignore_ascii_case(renew.as_bytes()))
+            }));
+            let _rule = proxy.add_rule(Rule::command_to(renewals).first(first).delay(by));
+            tokio::time::sleep(period).await; // the scenario's fault period
+        }
         Fault::PauseHolders { .. } | Fault::CancelAcquires { .. } => {}
     }
     true
+}
+
+/// A waiter of a process that died while queued: its place ahead of every live waiter of
+/// the cells' lock, and the details a release needs to make it the holder. The keys keep
+/// a TTL (at least 2 s), as a real waiter's do.
+async fn ghost_waiter(server: &RedisServer) -> redis::RedisResult<()> {
+    static GHOSTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = GHOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ghost = format!("ghost-{n}");
+    let (queue, expiries, info) = (
+        "leasehold:{torture}:waiters",
+        "leasehold:{torture}:waiters:exp",
+        "leasehold:{torture}:waiters:info",
+    );
+    let mut con = server.async_connection().await;
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD").arg(queue).arg("NX").arg(0).arg(&ghost);
+    // Its place lapses a second from now (the server runs on this machine's clock).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    pipe.cmd("ZADD")
+        .arg(expiries)
+        .arg(now_ms + 1_000)
+        .arg(&ghost);
+    pipe.cmd("HSET")
+        .arg(info)
+        .arg(&ghost)
+        .arg(format!("1\n{}\nghost-owner\n{{}}", TTL.as_millis()));
+    for key in [queue, expiries, info] {
+        pipe.cmd("PEXPIRE").arg(key).arg(2_000).arg("NX");
+        pipe.cmd("PEXPIRE").arg(key).arg(2_000).arg("GT");
+    }
+    pipe.query_async::<()>(&mut con).await
 }
 
 /// `leasehold-lab torture`: run the chosen cells (all when none is named) for `secs` each,

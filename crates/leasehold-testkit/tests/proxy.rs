@@ -308,6 +308,35 @@ async fn pubsub_connection_is_not_desynchronised_by_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_pubsub_messages_never_arrive_and_the_next_ones_do() {
+    let (server, proxy) = setup().await;
+    let mut subscriber = Raw::connect(proxy.addr()).await;
+    subscriber.send(&[&["SUBSCRIBE", "ch"]]).await;
+    subscriber
+        .expect(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", SOON)
+        .await;
+    proxy.drop_messages(2);
+    let mut publisher = server.connection();
+    for payload in ["one", "two", "three"] {
+        let receivers: u64 = redis::cmd("PUBLISH")
+            .arg("ch")
+            .arg(payload)
+            .query(&mut publisher)
+            .unwrap();
+        assert_eq!(receivers, 1);
+    }
+    // The replies to the subscriber's own commands still pass.
+    subscriber.send(&[&["PING"]]).await;
+    subscriber
+        .expect(
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nthree\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+            SOON,
+        )
+        .await;
+    assert_eq!(proxy.messages_dropped(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_loopback_upstream_is_refused() {
     for upstream in [
         "10.1.2.3:6379",

@@ -49,6 +49,15 @@ pub enum Scenario {
     /// Redis Cluster: the lock's slot migrated between primaries (`MIGRATING`/`IMPORTING`,
     /// `ASK` then `MOVED`) again and again.
     ClusterSlotMigration,
+    /// Waiters that died while queued, first in line: a release grants them the lock,
+    /// nobody confirms it, and the grant must lapse after the claim window and go on.
+    GhostGrantees,
+    /// Pub/sub messages lost (grant and wake-up messages never arrive).
+    GrantMessagesLost,
+    /// Renewals held in the network past the claim window: a waiter granted the lock by a
+    /// release confirms it too late (as if paused right after the grant), and holders
+    /// work past the claim window.
+    ConfirmationsLate,
 }
 
 /// Where a scenario's cells run: one private server behind the fault proxy, or a topology
@@ -119,6 +128,29 @@ pub enum Fault {
         /// The longest an acquire runs before it is cancelled.
         within: Duration,
     },
+    /// Every `period`, put a waiter that will never confirm (its details, a place ahead
+    /// of every live waiter) into the lock's queue.
+    GhostWaiters {
+        /// How often.
+        period: Duration,
+    },
+    /// Every `period`, discard the next `first` pub/sub messages.
+    DropMessages {
+        /// How many messages each time.
+        first: usize,
+        /// How often.
+        period: Duration,
+    },
+    /// Every `period`, hold the next `first` renewal calls (`renew.lua`) in the proxy for
+    /// `by` before they reach Redis.
+    HoldRenewals {
+        /// How many calls each time.
+        first: usize,
+        /// How long (longer than the claim window).
+        by: Duration,
+        /// How often.
+        period: Duration,
+    },
     /// After `after`, snapshot Redis (`SAVE`); `after` later, kill it and start it again
     /// from that snapshot (what was written since is rolled back).
     RollBack {
@@ -129,7 +161,7 @@ pub enum Fault {
 
 impl Scenario {
     /// Every scenario, in the table's order.
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 19] = [
         Scenario::Baseline,
         Scenario::DroppedReplies,
         Scenario::LateReplies,
@@ -146,6 +178,9 @@ impl Scenario {
         Scenario::RedlockNodesPaused,
         Scenario::ClusterFailover,
         Scenario::ClusterSlotMigration,
+        Scenario::GhostGrantees,
+        Scenario::GrantMessagesLost,
+        Scenario::ConfirmationsLate,
     ];
 
     /// Where the scenario runs.
@@ -179,6 +214,16 @@ impl Scenario {
         )
     }
 
+    /// Whether leasehold's workers each have a client of their own (separate processes):
+    /// where one waiter's fault (its lost message, its late confirmation) must not hold up
+    /// the others, which share nothing with it but the server.
+    pub fn client_per_worker(self) -> bool {
+        matches!(
+            self,
+            Scenario::GrantMessagesLost | Scenario::ConfirmationsLate
+        )
+    }
+
     /// The scenario's name (the command line's and the table's).
     pub fn name(self) -> &'static str {
         match self {
@@ -198,6 +243,9 @@ impl Scenario {
             Scenario::RedlockNodesPaused => "redlock-nodes-paused",
             Scenario::ClusterFailover => "cluster-failover",
             Scenario::ClusterSlotMigration => "cluster-slot-migration",
+            Scenario::GhostGrantees => "ghost-grantees",
+            Scenario::GrantMessagesLost => "grant-messages-lost",
+            Scenario::ConfirmationsLate => "confirmations-late",
         }
     }
 
@@ -264,6 +312,36 @@ impl Scenario {
                 const F: &[Fault] = &[Fault::RollBack {
                     after: Duration::from_millis(500),
                 }];
+                F
+            }
+            Scenario::GhostGrantees => {
+                const F: &[Fault] = &[Fault::GhostWaiters {
+                    period: Duration::from_millis(400),
+                }];
+                F
+            }
+            Scenario::GrantMessagesLost => {
+                const F: &[Fault] = &[Fault::DropMessages {
+                    first: 1,
+                    period: Duration::from_millis(100),
+                }];
+                F
+            }
+            Scenario::ConfirmationsLate => {
+                // Holders also work past the claim window (every second hold pauses for
+                // 300 ms, within the 400 ms lease): a holder made so by a release must be
+                // told its grant lapsed, as its confirmation came too late.
+                const F: &[Fault] = &[
+                    Fault::HoldRenewals {
+                        first: 2,
+                        by: Duration::from_millis(400),
+                        period: Duration::from_millis(300),
+                    },
+                    Fault::PauseHolders {
+                        every: 2,
+                        pause: Duration::from_millis(300),
+                    },
+                ];
                 F
             }
             // The topology scenarios' faults are the topology's own (torture/topology.rs).
@@ -381,7 +459,7 @@ mod tests {
         for s in Scenario::ALL {
             assert_eq!(
                 s.holder_pauses().is_some(),
-                s == Scenario::PausedHolder,
+                matches!(s, Scenario::PausedHolder | Scenario::ConfirmationsLate),
                 "{s}"
             );
             assert_eq!(

@@ -302,7 +302,7 @@ async fn pump_replies(
     tx: mpsc::Sender<Outgoing>,
     rx: mpsc::Receiver<Outgoing>,
 ) -> Exit {
-    let reader = read_replies(upstream, pending, upstream_closed, tx);
+    let reader = read_replies(shared, upstream, pending, upstream_closed, tx);
     let writer = write_replies(shared, client, rx);
     tokio::pin!(reader, writer);
     tokio::select! {
@@ -313,8 +313,12 @@ async fn pump_replies(
 }
 
 /// Reads replies until the server closes (which it records in
-/// `upstream_closed`) or the writer is gone.
+/// `upstream_closed`) or the writer is gone. Once replies can no longer be
+/// paired with commands (a subscribed connection), frames still pass one by
+/// one, so that pub/sub messages can be discarded; bytes that do not parse
+/// pass raw from then on.
 async fn read_replies(
+    shared: &Shared,
     upstream: &TcpStream,
     pending: &Mutex<VecDeque<Pending>>,
     upstream_closed: &AtomicBool,
@@ -322,6 +326,7 @@ async fn read_replies(
 ) {
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut matching = true;
+    let mut raw = false;
     loop {
         match read_some(upstream, &mut buf).await {
             Ok(0) | Err(_) => {
@@ -333,19 +338,28 @@ async fn read_replies(
         let arrived = Instant::now();
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut consumed = 0;
-        while matching {
+        while !raw {
             match resp::reply_len(&buf[consumed..]) {
                 Ok(Some(len)) => {
                     let frame = &buf[consumed..consumed + len];
-                    let verdict = next_verdict(pending, frame, &mut matching);
-                    push_outgoing(&mut batch, frame, verdict, arrived);
                     consumed += len;
+                    // A pub/sub message: a push, or any frame once unpaired.
+                    let message = (!matching || resp::is_push(frame)) && resp::is_message(frame);
+                    if message && shared.take_message_drop() {
+                        continue;
+                    }
+                    let verdict = if matching {
+                        next_verdict(pending, frame, &mut matching)
+                    } else {
+                        Verdict::Pass
+                    };
+                    push_outgoing(&mut batch, frame, verdict, arrived);
                 }
                 Ok(None) => break,
-                Err(Invalid) => matching = false,
+                Err(Invalid) => raw = true,
             }
         }
-        if !matching {
+        if raw {
             push_outgoing(&mut batch, &buf[consumed..], Verdict::Pass, arrived);
             consumed = buf.len();
         }

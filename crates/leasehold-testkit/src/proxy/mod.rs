@@ -62,6 +62,8 @@ struct Shared {
     refuse_new: AtomicBool,
     next_connection: AtomicU64,
     connections: Mutex<HashMap<u64, Connection>>,
+    /// Pub/sub messages still to be discarded (see [`FaultProxy::drop_messages`]).
+    drop_messages: AtomicUsize,
     stats: Stats,
 }
 
@@ -69,6 +71,7 @@ struct Shared {
 struct Stats {
     commands_seen: AtomicU64,
     replies_dropped: AtomicU64,
+    messages_dropped: AtomicU64,
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     active: AtomicUsize,
@@ -226,6 +229,7 @@ impl FaultProxy {
             refuse_new: AtomicBool::new(false),
             next_connection: AtomicU64::new(0),
             connections: Mutex::default(),
+            drop_messages: AtomicUsize::new(0),
             stats: Stats::default(),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -303,6 +307,18 @@ impl FaultProxy {
         self.shared.stats.replies_dropped.load(Ordering::Relaxed)
     }
 
+    /// Discard the next `n` pub/sub messages the server pushes to any client (`message`,
+    /// `smessage` and `pmessage` frames, RESP2 or RESP3), as a lossy network or a
+    /// subscriber's overflowing buffer would; the connections stay open.
+    pub fn drop_messages(&self, n: usize) {
+        self.shared.drop_messages.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Pub/sub messages discarded by [`drop_messages`](Self::drop_messages) so far.
+    pub fn messages_dropped(&self) -> u64 {
+        self.shared.stats.messages_dropped.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted and proxied so far (refused ones not included).
     pub fn connections_accepted(&self) -> u64 {
         self.shared
@@ -323,6 +339,20 @@ impl FaultProxy {
     /// Connections open right now.
     pub fn active_connections(&self) -> usize {
         self.shared.stats.active.load(Ordering::Acquire)
+    }
+}
+
+impl Shared {
+    /// Whether the proxy should discard a pub/sub message now (and count it if so).
+    fn take_message_drop(&self) -> bool {
+        let took = self
+            .drop_messages
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if took {
+            self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        took
     }
 }
 

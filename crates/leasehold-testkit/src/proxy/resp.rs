@@ -39,6 +39,25 @@ pub(crate) fn reply_len(buf: &[u8]) -> Result<Option<usize>, Invalid> {
     frame_end(buf, 0, 0)
 }
 
+/// Whether a complete reply frame is a pub/sub message: an array or push whose first
+/// element is `message`, `smessage` or `pmessage`.
+pub(crate) fn is_message(frame: &[u8]) -> bool {
+    if !matches!(frame.first(), Some(b'*' | b'>')) {
+        return false;
+    }
+    let Some(eol) = frame.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let rest = &frame[eol + 2..];
+    [
+        &b"$7\r\nmessage\r\n"[..],
+        &b"$8\r\nsmessage\r\n"[..],
+        &b"$8\r\npmessage\r\n"[..],
+    ]
+    .iter()
+    .any(|kind| rest.starts_with(kind))
+}
+
 /// Whether a complete reply frame is an out-of-band RESP3 push (`>`).
 pub(crate) fn is_push(frame: &[u8]) -> bool {
     frame.first() == Some(&b'>')
@@ -286,6 +305,14 @@ mod tests {
             }
         }
         assert!(is_push(b">1\r\n+x\r\n"));
+        assert!(is_message(
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n"
+        ));
+        assert!(is_message(
+            b">3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n$1\r\nx\r\n"
+        ));
+        assert!(!is_message(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"));
+        assert!(!is_message(b"$7\r\nmessage\r\n"));
         assert!(!is_push(b"*1\r\n+x\r\n"));
     }
 

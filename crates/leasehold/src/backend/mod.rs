@@ -692,11 +692,20 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, r
             };
             match decoded {
                 Ok(kept) => {
-                    let refused = kept.iter().filter(|k| **k != Kept::Confirmed).count();
+                    // A lease its holder released while the renewal was on its way (a grant's
+                    // confirmation can trail a quick release) was not lost: it ended.
+                    let refused = batch
+                        .iter()
+                        .zip(&kept)
+                        .filter(|(r, k)| **k != Kept::Confirmed && !r.lease.is_ended())
+                        .count();
                     if refused > 0 {
                         tracing::warn!(leases = refused, "renewal refused: leases lost");
                     }
                     for (r, k) in batch.into_iter().zip(kept) {
+                        if k != Kept::Confirmed && r.lease.is_ended() {
+                            continue;
+                        }
                         match k {
                             Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
                             Kept::HeldByOther => {
