@@ -468,3 +468,41 @@ async fn a_confirming_try_of_a_granted_permit_makes_it_last_its_full_ttl() {
     let pttl: i64 = redis::cmd("PTTL").arg("t:{n}:sem").query(&mut con).unwrap();
     assert!(pttl > 9_000, "the set lives as long as its permit: {pttl}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_ends_while_its_leave_gets_no_answer_reports_an_unknown_outcome_not_a_refusal()
+{
+    // A release may have made the waiter the holder just as its wait ended; only the
+    // leave's reply tells. Without it, "not acquired" could be false.
+    let server = RedisServer::start();
+    let proxy = leasehold_testkit::FaultProxy::start(server.addr())
+        .await
+        .unwrap();
+    let holder = steady(&server.url());
+    let waiter = common::client(&proxy.url());
+    let con = server.async_connection().await;
+    let held = holder.lock("unanswered").unwrap().acquire().await.unwrap();
+    let leave = proxy.add_rule(
+        leasehold_testkit::Rule::reply_to(leasehold_testkit::Match::command("EVALSHA").and(
+            leasehold_testkit::Match::arg_contains(common::sha(scripts::LEAVE.plain)),
+        ))
+        .first(1)
+        .drop(),
+    );
+    let err = waiter
+        .lock("unanswered")
+        .unwrap()
+        .acquire_timeout(Duration::from_millis(300))
+        .await
+        .expect_err("the lock stays held");
+    assert_eq!(leave.hits(), 1, "the leave was sent and its reply dropped");
+    assert!(err.is_ambiguous(), "{err}");
+    assert!(!err.is_timeout(), "{err}");
+    // The place is given up in the background once the leave can be answered.
+    common::poll_until(Duration::from_secs(5), "the place given up", || {
+        let mut con = con.clone();
+        async move { common::queued_waiters(&mut con, "unanswered").await == 0 }
+    })
+    .await;
+    assert!(held.release().await.unwrap().is_released());
+}
