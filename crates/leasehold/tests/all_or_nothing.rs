@@ -117,6 +117,28 @@ const SEM_LEAVE_KEYS: &[(&str, &str)] = &[
     ("t:{n}:sem:fence", "string"),
     ("t:{n}:sem:waiters:info", "hash"),
 ];
+const RW_WRITE_KEYS: &[(&str, &str)] = &[
+    ("t:{n}:rw", "hash"),
+    ("t:{n}:rw:readers", "zset"),
+    ("t:{n}:rw:readers:tokens", "hash"),
+    ("t:{n}:rw:writers", "zset"),
+    ("t:{n}:rw:fence", "string"),
+    ("t:{n}:rw:writers:order", "zset"),
+    ("t:{n}:rw:writers:info", "hash"),
+];
+const RW_LEAVE_KEYS: &[(&str, &str)] = &[
+    ("t:{n}:rw:writers", "zset"),
+    ("t:{n}:rw:writers:order", "zset"),
+    ("t:{n}:rw:writers:info", "hash"),
+    ("t:{n}:rw", "hash"),
+    ("t:{n}:rw:readers", "zset"),
+    ("t:{n}:rw:fence", "string"),
+];
+/// A waiting writer `w`: its place's expiry, its arrival and its details.
+const RW_W_PLACE: &[&str] = &["ZADD", "t:{n}:rw:writers", "99999999999999", "w"];
+const RW_W_ORDER: &[&str] = &["ZADD", "t:{n}:rw:writers:order", "1", "w"];
+const RW_W_INFO: &[&str] = &["HSET", "t:{n}:rw:writers:info", "w", "1\n10000\now\n{}"];
+const RW_WAITING_WRITER: &[&[&str]] = &[RW_W_PLACE, RW_W_ORDER, RW_W_INFO];
 const LOCK: (&str, &str) = ("t:{n}", "hash");
 const FENCE: (&str, &str) = ("t:{n}:fence", "string");
 const QUEUE: (&str, &str) = ("t:{n}:waiters", "zset");
@@ -306,34 +328,93 @@ fn cases() -> Vec<Case> {
         Case {
             name: "write acquire",
             script: scripts::RW_WRITE,
-            keys: &[
-                ("t:{n}:rw", "hash"),
-                ("t:{n}:rw:readers", "zset"),
-                ("t:{n}:rw:readers:tokens", "hash"),
-                ("t:{n}:rw:writers", "zset"),
-                ("t:{n}:rw:fence", "string"),
-            ],
-            argv: &["o", "r1", "10000", "5000", "{}"],
+            keys: RW_WRITE_KEYS,
+            argv: &["o", "r1", "10000", "5000", "{}", "1"],
             setup: &[&["SET", "t:{n}:rw:fence", "5"]],
         },
         Case {
-            name: "write release",
+            // A reader holds: the writer registers and leaves its details.
+            name: "write acquire (refused: registered with its details)",
+            script: scripts::RW_WRITE,
+            keys: RW_WRITE_KEYS,
+            argv: &["o", "r1", "10000", "5000", "{}", "1"],
+            setup: &[
+                &["ZADD", "t:{n}:rw:readers", "99999999999999", "rd"],
+                &["HSET", "t:{n}:rw:readers:tokens", "rd", "4"],
+                &["PEXPIRE", "t:{n}:rw:readers", "20000"],
+                &["PEXPIRE", "t:{n}:rw:readers:tokens", "20000"],
+            ],
+        },
+        Case {
+            // The lock goes to the waiting writer w.
+            name: "write release (hand-off: the waiting writer is made the writer)",
             script: scripts::RW_RELEASE,
-            keys: &[("t:{n}:rw", "hash")],
-            argv: &["o", "r1", "t:{n}:rw:released"],
+            keys: &[
+                ("t:{n}:rw", "hash"),
+                ("t:{n}:rw:writers", "zset"),
+                ("t:{n}:rw:writers:order", "zset"),
+                ("t:{n}:rw:writers:info", "hash"),
+                ("t:{n}:rw:fence", "string"),
+            ],
+            argv: &["o", "r1", "t:{n}:rw:released", "250"],
             setup: &[
                 &[
                     "HSET", "t:{n}:rw", "owner", "o", "token", "5", "count", "1", "r:r1", "1",
                 ],
                 &["PEXPIRE", "t:{n}:rw", "20000"],
+                RW_W_PLACE,
+                RW_W_ORDER,
+                RW_W_INFO,
+                &["SET", "t:{n}:rw:fence", "5"],
+            ],
+        },
+        Case {
+            // The last reader leaves: the lock goes to the waiting writer w.
+            name: "read release (hand-off: the last reader makes the waiting writer the writer)",
+            script: scripts::RW_READ_RELEASE,
+            keys: &[
+                ("t:{n}:rw:readers", "zset"),
+                ("t:{n}:rw:readers:tokens", "hash"),
+                ("t:{n}:rw", "hash"),
+                ("t:{n}:rw:writers", "zset"),
+                ("t:{n}:rw:writers:order", "zset"),
+                ("t:{n}:rw:writers:info", "hash"),
+                ("t:{n}:rw:fence", "string"),
+            ],
+            argv: &["r1", "t:{n}:rw:released", "250"],
+            setup: &[
+                &["ZADD", "t:{n}:rw:readers", "99999999999999", "r1"],
+                &["HSET", "t:{n}:rw:readers:tokens", "r1", "4"],
+                RW_W_PLACE,
+                RW_W_ORDER,
+                RW_W_INFO,
+                &["SET", "t:{n}:rw:fence", "5"],
             ],
         },
         Case {
             name: "waiting writer leaves",
             script: scripts::RW_LEAVE,
-            keys: &[("t:{n}:rw:writers", "zset")],
-            argv: &["r1", "t:{n}:rw:released"],
-            setup: &[&["ZADD", "t:{n}:rw:writers", "99999999999999", "r1"]],
+            keys: RW_LEAVE_KEYS,
+            argv: &["w", "t:{n}:rw:released", "250"],
+            setup: RW_WAITING_WRITER,
+        },
+        Case {
+            // A release made w the writer; it never took the lock: it goes to x.
+            name: "waiting writer leaves (granted: handed on)",
+            script: scripts::RW_LEAVE,
+            keys: RW_LEAVE_KEYS,
+            argv: &["w", "t:{n}:rw:released", "250"],
+            setup: &[
+                &[
+                    "HSET", "t:{n}:rw", "owner", "ow", "token", "5", "count", "1", "r:w", "1",
+                    "meta", "{}",
+                ],
+                &["PEXPIRE", "t:{n}:rw", "250"],
+                &["ZADD", "t:{n}:rw:writers", "99999999999999", "x"],
+                &["ZADD", "t:{n}:rw:writers:order", "2", "x"],
+                &["HSET", "t:{n}:rw:writers:info", "x", "1\n10000\nox\n{}"],
+                &["SET", "t:{n}:rw:fence", "5"],
+            ],
         },
     ]
 }

@@ -506,3 +506,150 @@ async fn a_wait_that_ends_while_its_leave_gets_no_answer_reports_an_unknown_outc
     .await;
     assert!(held.release().await.unwrap().is_released());
 }
+
+/// `b` waits to write `name` while `holds` (a write or a read guard of `a`) is held; once
+/// `b` is registered with its details, `release` ends that hold. `b` must then hold the
+/// write lock with no acquire try after the release: the release and the confirming
+/// renewal are the only scripts that run (no ZREMRANGEBYSCORE, which every write try runs).
+async fn waiting_writer_is_made_the_writer_by(
+    server: &RedisServer,
+    b: &leasehold::Client,
+    name: &str,
+    release: impl std::future::Future<Output = bool>,
+) {
+    let mut con = server.async_connection().await;
+    let rw = b
+        .rwlock(name)
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(10));
+    let waiter = tokio::spawn(async move { rw.write().await });
+    let info = format!("leasehold:{{{name}}}:rw:writers:info");
+    common::poll_until(Duration::from_secs(5), "the writer's details", || {
+        let (mut con, info) = (con.clone(), info.clone());
+        async move {
+            let n: u64 = redis::cmd("HLEN")
+                .arg(&info)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            n == 1
+        }
+    })
+    .await;
+    reset_stats(&mut con).await;
+    assert!(release.await, "the hold ahead was released");
+    let guard = waiter
+        .await
+        .unwrap()
+        .expect("the waiting writer holds the lock");
+    let writer = format!("leasehold:{{{name}}}:rw");
+    common::poll_until(Duration::from_secs(5), "the grant confirmed", || {
+        let (mut con, writer) = (con.clone(), writer.clone());
+        async move { pttl(&mut con, &writer).await > 1_000 }
+    })
+    .await;
+    assert_eq!(
+        hget(&mut con, &writer, "token").await,
+        Some(guard.fencing_token().to_string())
+    );
+    assert_eq!(
+        common::command_runs(&mut con, "evalsha").await
+            + common::command_runs(&mut con, "eval").await,
+        2,
+        "script calls after the release"
+    );
+    assert_eq!(
+        command_calls(&mut con, "zremrangebyscore").await,
+        0,
+        "a write try after the release"
+    );
+    assert!(guard.release().await.unwrap().is_released());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_write_lock_goes_to_the_waiting_writer_which_holds_it_without_another_try() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let held = a.rwlock("rw-w").unwrap().write().await.unwrap();
+    waiting_writer_is_made_the_writer_by(&server, &b, "rw-w", async move {
+        held.release().await.unwrap().is_released()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_reader_to_leave_makes_the_waiting_writer_the_writer() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let read = a.rwlock("rw-r").unwrap().read().await.unwrap();
+    waiting_writer_is_made_the_writer_by(&server, &b, "rw-r", async move {
+        read.release().await.unwrap().is_released()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_writer_that_leaves_ends_a_grant_it_never_took_and_the_lock_goes_on() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let run = |con: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: redis::Value = cmd.query(con).unwrap();
+    };
+    // A release made w the writer (never confirmed); x waits behind it with its details.
+    run(&mut con, &["SET", "t:{n}:rw:fence", "5"]);
+    run(
+        &mut con,
+        &[
+            "HSET", "t:{n}:rw", "owner", "ow", "token", "5", "count", "1", "r:w", "1", "meta", "{}",
+        ],
+    );
+    run(&mut con, &["PEXPIRE", "t:{n}:rw", "250"]);
+    run(
+        &mut con,
+        &["ZADD", "t:{n}:rw:writers", "99999999999999", "x"],
+    );
+    run(&mut con, &["ZADD", "t:{n}:rw:writers:order", "2", "x"]);
+    run(
+        &mut con,
+        &["HSET", "t:{n}:rw:writers:info", "x", "3\n10000\nox\n{}"],
+    );
+    let mut sub = server.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("t:{n}:rw:released").unwrap();
+    let left: i64 = redis::cmd("EVAL")
+        .arg(scripts::RW_LEAVE.plain)
+        .arg(6)
+        .arg("t:{n}:rw:writers")
+        .arg("t:{n}:rw:writers:order")
+        .arg("t:{n}:rw:writers:info")
+        .arg("t:{n}:rw")
+        .arg("t:{n}:rw:readers")
+        .arg("t:{n}:rw:fence")
+        .arg("w")
+        .arg("t:{n}:rw:released")
+        .arg("250")
+        .arg("7")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, 2, "leave reports the grant it ended");
+    let h: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg("t:{n}:rw")
+        .arg("owner")
+        .arg("token")
+        .arg("r:x")
+        .arg("r:w")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(h[0].as_deref(), Some("ox"), "x is the writer");
+    let token: u64 = h[1].as_deref().unwrap().parse().unwrap();
+    assert!(token > 5);
+    assert_eq!(h[2].as_deref(), Some("1"));
+    assert_eq!(h[3], None, "w's grant ended");
+    let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    assert_eq!(msg, format!("x {token} 3"));
+}

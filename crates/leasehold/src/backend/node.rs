@@ -522,7 +522,7 @@ struct Registration {
 
 impl Registration {
     /// The wait ended without a grant: give up the place now, before the caller hears "not
-    /// acquired". For a lock or a permit, this also ends a grant a release made meanwhile (the grant
+    /// acquired". For a lock, a permit or a writer, this also ends a grant a release made meanwhile (the grant
     /// message may still be on its way); if that cannot be done, the outcome is unknown
     /// (the place is then given up in the background).
     ///
@@ -534,6 +534,7 @@ impl Registration {
             self.keys.kind,
             Kind::Lock
                 | Kind::FairLock
+                | Kind::Writer
                 | Kind::Member {
                     announce_all: true,
                     ..

@@ -7,8 +7,12 @@
 //! while it waits; while any live writer is registered, new readers are refused (writer
 //! preference, so a stream of readers cannot starve writers). A crashed waiting writer
 //! stops refreshing and its place lapses, so it never blocks readers for longer than its
-//! place lease. Readers and writers share one fencing counter. The writer's release, the
-//! last reader's release and a waiting writer giving up are announced on one channel.
+//! place lease. Readers and writers share one fencing counter. The writer's release and
+//! the last reader's release hand the lock to the oldest waiting writer inside the
+//! release script (waiting writers keep their arrival order and details at the server),
+//! which holds it at once and confirms it by renewing, as a lock's waiter does; when no
+//! writer waits, they are announced to the waiting readers on the lock's channel, as is
+//! a waiting writer giving up.
 
 use std::time::Duration;
 

@@ -31,6 +31,9 @@ pub(crate) struct LockKeys {
     /// The waiters' details (hash: request id -> try, ttl, owner, metadata), from which a
     /// release makes the oldest waiter the holder.
     pub info: String,
+    /// Read-write locks only (the writer's and the readers' keys): the waiting writers'
+    /// arrival order (zset: request id -> place, µs, server clock). Empty otherwise.
+    pub order: String,
     /// What `lock` is, which decides how a hold on it is renewed, extended and released.
     pub kind: Kind,
 }
@@ -65,6 +68,7 @@ pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
         expiries: format!("{set}:waiters:exp"),
         next: format!("{set}:waiters"),
         info: format!("{set}:waiters:info"),
+        order: String::new(),
         // The capacity is the handle's, set with its mode (see `Lock::with_mode`).
         kind: Kind::Member {
             announce_all: true,
@@ -86,6 +90,7 @@ pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
         expiries: readers.clone(),
         next: tokens.clone(),
         info: format!("{base}:writers:info"),
+        order: format!("{base}:writers:order"),
         kind: Kind::Writer,
         lock: base.clone(),
     };
@@ -97,6 +102,7 @@ pub(crate) fn rwlock_keys(prefix: &str, name: &str) -> (LockKeys, LockKeys) {
         expiries: base,
         next: writer.queue.clone(),
         info: writer.info.clone(),
+        order: writer.order.clone(),
         kind: Kind::Member {
             announce_all: false,
             capacity: 0,
@@ -140,6 +146,7 @@ impl LockKeys {
             expiries: format!("{lock}:waiters:exp"),
             next: format!("{lock}:next"),
             info: format!("{lock}:waiters:info"),
+            order: String::new(),
             kind: Kind::Lock,
             lock,
         }

@@ -143,11 +143,14 @@ impl Acquire<'_> {
                     .key(&k.next)
                     .key(&k.queue)
                     .key(&k.fence)
+                    .key(&k.order)
+                    .key(&k.info)
                     .arg(self.owner_id)
                     .arg(self.req)
                     .arg(ttl_ms)
                     .arg(millis(self.wait_lease))
-                    .arg(self.metadata);
+                    .arg(self.metadata)
+                    .arg(self.try_no);
                 inv
             }
         }
@@ -239,29 +242,51 @@ impl Release<'_> {
             }
             Kind::Writer => {
                 let mut inv = s.rw_release.key(&keys.lock);
-                inv.arg(self.owner_id).arg(self.req).arg(&keys.channel);
+                inv.key(&keys.queue)
+                    .key(&keys.order)
+                    .key(&keys.info)
+                    .key(&keys.fence)
+                    .arg(self.owner_id)
+                    .arg(self.req)
+                    .arg(&keys.channel)
+                    .arg(CLAIM_MS);
+                inv
+            }
+            // Readers: the last one hands the lock to the oldest waiting writer (reader
+            // keys: expiries = the writer, next = the waiting writers).
+            Kind::Member {
+                announce_all: false,
+                ..
+            } => {
+                let mut inv = s.rw_read_release.key(&keys.lock);
+                inv.key(&keys.queue)
+                    .key(&keys.expiries)
+                    .key(&keys.next)
+                    .key(&keys.order)
+                    .key(&keys.info)
+                    .key(&keys.fence)
+                    .arg(self.req)
+                    .arg(&keys.channel)
+                    .arg(CLAIM_MS);
                 inv
             }
             Kind::Member {
                 announce_all,
                 capacity,
             } => {
+                // Permits: the waiters, the counter, their details and the capacity, to
+                // grant the freed permit to the oldest.
+                debug_assert!(announce_all);
                 let mut inv = s.member_release.key(&keys.lock);
-                inv.key(&keys.queue);
-                if announce_all {
-                    // Permits: the waiters, the counter, their details and the capacity,
-                    // to grant the freed permit to the oldest.
-                    inv.key(&keys.next)
-                        .key(&keys.expiries)
-                        .key(&keys.fence)
-                        .key(&keys.info);
-                    inv.arg(self.req)
-                        .arg(&keys.channel)
-                        .arg(capacity)
-                        .arg(CLAIM_MS);
-                } else {
-                    inv.arg(self.req).arg(&keys.channel).arg("0");
-                }
+                inv.key(&keys.queue)
+                    .key(&keys.next)
+                    .key(&keys.expiries)
+                    .key(&keys.fence)
+                    .key(&keys.info);
+                inv.arg(self.req)
+                    .arg(&keys.channel)
+                    .arg(capacity)
+                    .arg(CLAIM_MS);
                 inv
             }
         }
@@ -412,8 +437,16 @@ impl Leave<'_> {
     pub(crate) fn call<'s>(&self, s: &'s Scripts) -> Call<'s> {
         let keys = self.keys;
         if keys.kind == Kind::Writer {
+            // Writer keys: expiries = the readers.
             let mut inv = s.rw_leave.key(&keys.queue);
-            inv.arg(self.req).arg(&keys.channel);
+            inv.key(&keys.order)
+                .key(&keys.info)
+                .key(&keys.lock)
+                .key(&keys.expiries)
+                .key(&keys.fence)
+                .arg(self.req)
+                .arg(&keys.channel)
+                .arg(CLAIM_MS);
             inv
         } else if let Kind::Member {
             announce_all: true,

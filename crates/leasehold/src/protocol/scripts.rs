@@ -181,6 +181,12 @@ source!(
     "rw_release.lua"
 );
 source!(
+    /// The read-write lock's read release script (a reader leaves; the last one hands the
+    /// lock to the oldest waiting writer).
+    RW_READ_RELEASE,
+    "rw_read_release.lua"
+);
+source!(
     /// The read-write lock's leave script (a waiting writer gives up).
     RW_LEAVE,
     "rw_leave.lua"
@@ -334,6 +340,7 @@ pub(crate) struct Scripts {
     pub rw_read: Script,
     pub rw_write: Script,
     pub rw_release: Script,
+    pub rw_read_release: Script,
     pub rw_leave: Script,
     pub sem_leave: Script,
 }
@@ -362,6 +369,7 @@ impl Scripts {
             rw_read: script(RW_READ),
             rw_write: script(RW_WRITE),
             rw_release: script(RW_RELEASE),
+            rw_read_release: script(RW_READ_RELEASE),
             rw_leave: script(RW_LEAVE),
             sem_leave: script(SEM_LEAVE),
         }
@@ -372,7 +380,7 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    const ALL: [Source; 18] = [
+    const ALL: [Source; 19] = [
         ACQUIRE,
         RELEASE,
         LEAVE,
@@ -389,6 +397,7 @@ mod tests {
         RW_READ,
         RW_WRITE,
         RW_RELEASE,
+        RW_READ_RELEASE,
         RW_LEAVE,
         SEM_LEAVE,
     ];

@@ -257,4 +257,42 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
   return nil
 end
 
+-- Read-write locks: the writer's lock hash `writer` is free and no reader holds `readers`
+-- (the caller checked both, and the types of every key written here): make the oldest
+-- live waiting writer the holder, as `handoff` does for a lock. Waiting writers are
+-- `order` (request id -> place, µs: arrival order), `writers` (request id -> place
+-- expiry, ms: what readers check for writer preference) and `info` (their details). A
+-- writer whose place lapsed, or that left no details (an older client), is not granted:
+-- lapsed ones are dropped, and at one without details the readers and writers are all
+-- told to retry (an empty message), as before. Returns true if a writer was granted, or
+-- nil and the error of a fencing counter of a foreign type.
+local function grant_waiting_writer(writer, writers, order, info, fence, channel, claimms)
+  local now = now_ms()
+  for _ = 1, 64 do
+    local head = redis.call('ZRANGE', order, 0, 1)
+    if not head[1] then return false end
+    local exp = redis.call('ZSCORE', writers, head[1])
+    if exp and tonumber(exp) > now then
+      local try, ttl, owner, meta = waiter_details(info, head[1])
+      if not try then return false end
+      local token, bad = next_token(fence)
+      if bad then return nil, bad end
+      redis.call('HSET', writer, 'owner', owner, 'token', token, 'count', 1, 'r:' .. head[1], 1, 'meta', meta)
+      redis.call('PEXPIRE', writer, math.min(ttl, claimms))
+      redis.call('ZREM', order, head[1])
+      redis.call('ZREM', writers, head[1])
+      redis.call('HDEL', info, head[1])
+      local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+      if head[2] then msg = msg .. ' ' .. head[2] end
+      redis.call(PUBLISH, channel, msg)
+      return true
+    end
+    -- A lapsed place (or one a reader's acquire already dropped from `writers`).
+    redis.call('ZREM', order, head[1])
+    redis.call('ZREM', writers, head[1])
+    redis.call('HDEL', info, head[1])
+  end
+  return false
+end
+
 -- (end of the prelude)
