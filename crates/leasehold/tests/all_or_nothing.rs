@@ -238,13 +238,18 @@ fn cases() -> Vec<Case> {
             setup: &[HELD, HELD_TTL, COUNTER],
         },
         Case {
-            // A queued waiter (r1) takes a free permit.
+            // A queued waiter (r1) takes a free permit; an expired one (old) is pruned
+            // first.
             name: "semaphore acquire",
             script: scripts::SEM_ACQUIRE,
             keys: SEM_KEYS,
             argv: &["r1", "10000", "3", "5000", "1", "2"],
             setup: &[
                 &["SET", "t:{n}:sem:fence", "5"],
+                &["ZADD", "t:{n}:sem", "1", "old"],
+                &["HSET", "t:{n}:sem:tokens", "old", "4"],
+                &["PEXPIRE", "t:{n}:sem", "20000"],
+                &["PEXPIRE", "t:{n}:sem:tokens", "20000"],
                 &["ZADD", "t:{n}:sem:waiters", "1", "r1"],
                 &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "r1"],
                 &["HSET", "t:{n}:sem:waiters:info", "r1", "1\n10000\n1\n"],

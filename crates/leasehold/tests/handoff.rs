@@ -653,3 +653,68 @@ async fn a_waiting_writer_that_leaves_ends_a_grant_it_never_took_and_the_lock_go
     let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
     assert_eq!(msg, format!("x {token} 3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_reader_looks_again_when_a_writer_grant_nobody_confirms_lapses() {
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .rwlock("rw-ghost")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .write()
+        .await
+        .unwrap();
+    // A writer of a process that died while waiting: first in line, with its details.
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("leasehold:{rw-ghost}:rw:writers")
+        .arg(99_999_999_999_999u64)
+        .arg("ghost")
+        .cmd("ZADD")
+        .arg("leasehold:{rw-ghost}:rw:writers:order")
+        .arg(1)
+        .arg("ghost")
+        .cmd("HSET")
+        .arg("leasehold:{rw-ghost}:rw:writers:info")
+        .arg("ghost")
+        .arg("1\n30000\nghost-owner\n{}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    reset_stats(&mut con).await;
+    let rw = b.rwlock("rw-ghost").unwrap().wait(Duration::from_secs(10));
+    let reader = tokio::spawn(async move { rw.read().await });
+    // Refused (the writer holds for 30 s), subscribed, refused again: now it sleeps.
+    common::poll_until(Duration::from_secs(5), "the reader waiting", || {
+        let mut con = con.clone();
+        async move {
+            command_calls(&mut con, "subscribe").await >= 1
+                && common::command_runs(&mut con, "evalsha").await
+                    + common::command_runs(&mut con, "eval").await
+                    >= 2
+        }
+    })
+    .await;
+    let released_at = Instant::now();
+    assert!(held.release().await.unwrap().is_released());
+    assert_eq!(
+        hget(&mut con, "leasehold:{rw-ghost}:rw", "owner")
+            .await
+            .as_deref(),
+        Some("ghost-owner"),
+        "the release made the ghost the writer"
+    );
+    let guard = reader.await.unwrap().expect("the reader gets in");
+    let waited = released_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(scripts::CLAIM_MS - 20),
+        "read before the ghost's grant lapsed: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "the reader slept on a free lock: {waited:?}"
+    );
+    assert!(guard.release().await.unwrap().is_released());
+}

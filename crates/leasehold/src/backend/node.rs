@@ -253,6 +253,13 @@ pub(crate) async fn acquire(
                                     let claim = Duration::from_millis(CLAIM_MS);
                                     wake = (Instant::now() + claim + small_jitter()).min(deadline);
                                 }
+                                // A reader: a writer was made the holder. If it never
+                                // confirms, its grant lapses unannounced (only the next
+                                // writer is named): look again once the window is over.
+                                Heard::OthersGranted if lock.mode == Mode::Read => {
+                                    let claim = Duration::from_millis(CLAIM_MS);
+                                    wake = wake.min(Instant::now() + claim + small_jitter());
+                                }
                                 // Held by the waiter it went to: wait for its release.
                                 Heard::OthersGranted => {}
                                 // Fair locks, permits: only the named waiter may take it

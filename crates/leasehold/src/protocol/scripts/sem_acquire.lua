@@ -21,9 +21,10 @@
 -- First come, first served: with f permits free, only the f oldest live waiters may take
 -- one; a caller that is not queued stands behind every waiter.
 -- All or nothing (see the prelude): the permits are checked by their first read, the
--- queue by ZCARD, the counter by SET … GET, before anything is written; the tokens hash
--- and the places' expiries by TYPE, and the details by TYPE when the call waits or others
--- do (an uncontended try neither reads nor writes them).
+-- queue by ZCARD, the counter by SET … GET (or by TYPE when expired permits or lapsed
+-- places are pruned first), before anything is written; the tokens hash and the places'
+-- expiries by TYPE, and the details by TYPE when the call waits or others do (an
+-- uncontended try neither reads nor writes them).
 local set, tokens, fence, queue, expiries, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local req, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local waitms, queued, try = tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
@@ -42,6 +43,11 @@ else
   bad = foreign_key(tokens, 'hash', expiries, 'zset')
 end
 if bad then return bad end
+-- The counter is checked by grant's SET … GET, unless pruning writes first.
+if #dead > 0 or waiting > 0 then
+  bad = foreign_key(fence, 'string')
+  if bad then return bad end
+end
 
 local function dequeue()
   if queued and redis.call('ZREM', queue, req) == 1 then
