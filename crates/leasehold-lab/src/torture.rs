@@ -258,6 +258,7 @@ pub async fn run_cell(
     let resource = FencedResource::new(history.clone());
     let plan = WorkPlan {
         name: "torture".into(),
+        names: scenario.names(),
         ttl: TTL,
         wait: Duration::from_millis(300),
         writes: 3,
@@ -267,7 +268,16 @@ pub async fn run_cell(
     };
     let until = Instant::now() + duration;
     let faults = inject(scenario, &mut server, &proxy, until);
-    let (counts, ()) = tokio::join!(run_workers(lock, plan, WORKERS, resource, until), faults);
+    let workers = scenario.workers().unwrap_or(WORKERS);
+    let (counts, ()) = tokio::join!(run_workers(lock, plan, workers, resource, until), faults);
+    if scenario == Scenario::BatchRepliesLost && lock_kind == LockKind::Leasehold {
+        // The scenario is about batches: it must have lost some of their replies.
+        let dropped = proxy.replies_dropped();
+        tracing::info!(%scenario, dropped, "batch replies dropped");
+        if dropped == 0 {
+            anyhow::bail!("{scenario}: no batch reply was dropped, so the cell tested nothing");
+        }
+    }
     // The server audit: lock keys that will never expire.
     let mut con = server.async_connection().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut con).await?;
@@ -373,6 +383,14 @@ async fn inject_once(fault: Fault, server: &mut RedisServer, proxy: &FaultProxy)
             if tokio::task::block_in_place(|| server.try_restart()).is_err() {
                 return false;
             }
+        }
+        Fault::DropBatchReplies { first, period } => {
+            let batch = redis::Script::new(leasehold::scripts::BATCH.plain)
+                .get_hash()
+                .to_string();
+            let batches = Match::command("EVALSHA").and(Match::arg_contains(batch));
+            let _rule = proxy.add_rule(Rule::reply_to(batches).first(first).drop());
+            tokio::time::sleep(period).await; // the scenario's fault period
         }
         Fault::GhostWaiters { period } => {
             tokio::time::sleep(period).await; // the scenario's fault period

@@ -490,11 +490,12 @@ fn a_refused_semaphore_try_refuses_a_foreign_queue_key_before_it_queues_the_call
         .arg("r1")
         .query(&mut con)
         .unwrap();
-    assert_eq!(
-        info.as_deref(),
-        Some("1\n10000\n1\n"),
-        "the caller's details"
-    );
+    // "TRY:AT\nTTL\nCAP\n": try 1, the server time it ran at, its ttl and capacity.
+    let info = info.expect("the caller's details");
+    let (try_at, rest) = info.split_once('\n').unwrap();
+    let (try_no, at) = try_at.split_once(':').unwrap();
+    assert_eq!((try_no, rest), ("1", "10000\n1\n"), "{info:?}");
+    assert!(at.parse::<u64>().unwrap() > 1_600_000_000_000, "{info:?}");
     assert_ne!(snapshot(&mut con), before, "the control run wrote nothing");
     for (key, kind) in &SEM_KEYS[3..] {
         setup(&mut con);

@@ -718,3 +718,48 @@ async fn a_waiting_reader_looks_again_when_a_writer_grant_nobody_confirms_lapses
     );
     assert!(guard.release().await.unwrap().is_released());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_last_try_was_long_before_the_release_still_holds_at_once() {
+    // The grant message gives the server time from the waiter's try to the grant, so the
+    // waiter's lease is not cut short by how long it waited (here over four claim windows).
+    let server = RedisServer::start();
+    let (a, b) = (steady(&server.url()), steady(&server.url()));
+    let mut con = server.async_connection().await;
+    let held = a
+        .lock("long-wait")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    let lock = b
+        .lock("long-wait")
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(10));
+    let waiter = tokio::spawn(async move { lock.acquire().await });
+    wait_for_queue(&con, "long-wait", 1).await;
+    // The scenario: the holder keeps the lock a while after the waiter's last try.
+    tokio::time::sleep(Duration::from_millis(4 * scripts::CLAIM_MS)).await;
+    reset_stats(&mut con).await;
+    assert!(held.release().await.unwrap().is_released());
+    let guard = waiter.await.unwrap().expect("the waiter holds the lock");
+    common::poll_until(Duration::from_secs(5), "the grant confirmed", || {
+        let mut con = con.clone();
+        async move { pttl(&mut con, "leasehold:{long-wait}").await > 1_000 }
+    })
+    .await;
+    assert_eq!(
+        common::command_runs(&mut con, "evalsha").await
+            + common::command_runs(&mut con, "eval").await,
+        2,
+        "the release and the confirming renewal, no acquire try"
+    );
+    assert_eq!(
+        command_calls(&mut con, "hmget").await,
+        1,
+        "an acquire try ran"
+    );
+    assert!(guard.release().await.unwrap().is_released());
+}

@@ -54,6 +54,9 @@ pub enum Scenario {
     GhostGrantees,
     /// Pub/sub messages lost (grant and wake-up messages never arrive).
     GrantMessagesLost,
+    /// Replies to coalesced calls (batch script calls) lost: 16 workers on one client over
+    /// 4 locks, so that calls are ready at once and go in batches.
+    BatchRepliesLost,
     /// Renewals held in the network past the claim window: a waiter granted the lock by a
     /// release confirms it too late (as if paused right after the grant), and holders
     /// work past the claim window.
@@ -134,6 +137,14 @@ pub enum Fault {
         /// How often.
         period: Duration,
     },
+    /// Every `period`, drop the replies to the next `first` batch script calls (coalesced
+    /// acquires, releases and extends).
+    DropBatchReplies {
+        /// How many replies each time.
+        first: usize,
+        /// How often.
+        period: Duration,
+    },
     /// Every `period`, discard the next `first` pub/sub messages.
     DropMessages {
         /// How many messages each time.
@@ -161,7 +172,7 @@ pub enum Fault {
 
 impl Scenario {
     /// Every scenario, in the table's order.
-    pub const ALL: [Scenario; 19] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::Baseline,
         Scenario::DroppedReplies,
         Scenario::LateReplies,
@@ -181,6 +192,7 @@ impl Scenario {
         Scenario::GhostGrantees,
         Scenario::GrantMessagesLost,
         Scenario::ConfirmationsLate,
+        Scenario::BatchRepliesLost,
     ];
 
     /// Where the scenario runs.
@@ -224,6 +236,20 @@ impl Scenario {
         )
     }
 
+    /// How many workers the scenario runs, if not the usual number.
+    pub fn workers(self) -> Option<usize> {
+        (self == Scenario::BatchRepliesLost).then_some(16)
+    }
+
+    /// How many locks the workers spread over (see `WorkPlan::names`).
+    pub fn names(self) -> usize {
+        if self == Scenario::BatchRepliesLost {
+            4
+        } else {
+            1
+        }
+    }
+
     /// The scenario's name (the command line's and the table's).
     pub fn name(self) -> &'static str {
         match self {
@@ -246,6 +272,7 @@ impl Scenario {
             Scenario::GhostGrantees => "ghost-grantees",
             Scenario::GrantMessagesLost => "grant-messages-lost",
             Scenario::ConfirmationsLate => "confirmations-late",
+            Scenario::BatchRepliesLost => "batch-replies-lost",
         }
     }
 
@@ -342,6 +369,13 @@ impl Scenario {
                         pause: Duration::from_millis(300),
                     },
                 ];
+                F
+            }
+            Scenario::BatchRepliesLost => {
+                const F: &[Fault] = &[Fault::DropBatchReplies {
+                    first: 1,
+                    period: Duration::from_millis(50),
+                }];
                 F
             }
             // The topology scenarios' faults are the topology's own (torture/topology.rs).

@@ -28,6 +28,7 @@ const NAME: &str = "torture";
 fn plan(work: Duration) -> WorkPlan {
     WorkPlan {
         name: NAME.into(),
+        names: 1,
         ttl: TTL,
         wait: Duration::from_millis(300),
         writes: 3,

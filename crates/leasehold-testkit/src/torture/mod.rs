@@ -64,8 +64,11 @@ pub trait HoldUnderTest: Send + Sync {
 /// What workers do while holding.
 #[derive(Debug, Clone)]
 pub struct WorkPlan {
-    /// The lock name all workers contend for.
+    /// The lock name all workers contend for (or its stem, with `names` > 1).
     pub name: String,
+    /// How many locks the workers spread over: worker `w` takes `NAME-(w % names)` when
+    /// more than one (so that calls on distinct locks run at once), else `NAME`.
+    pub names: usize,
     /// Lease length asked for.
     pub ttl: Duration,
     /// How long one acquire may wait.
@@ -113,8 +116,13 @@ pub async fn run_workers(
         let (errors, refused, misreported) = (errors.clone(), refused.clone(), misreported.clone());
         tasks.push(tokio::spawn(async move {
             let mut holds = 0usize;
+            let name = if plan.names > 1 {
+                format!("{}-{}", plan.name, w % plan.names)
+            } else {
+                plan.name.clone()
+            };
             while Instant::now() < until {
-                let attempt = lock.acquire(w, &plan.name, plan.ttl, plan.wait);
+                let attempt = lock.acquire(w, &name, plan.ttl, plan.wait);
                 let result = match plan.cancel_acquires_within {
                     Some(max) => {
                         let cut = Duration::from_micros(fastrand_micros(max));
@@ -132,11 +140,11 @@ pub async fn run_workers(
                             .pause_every
                             .filter(|(n, _)| *n > 0 && holds.is_multiple_of(*n))
                             .map(|(_, d)| d);
-                        work(w, holds, hold, &plan, &resource, pause).await;
+                        work(w, holds, hold, &name, &plan, &resource, pause).await;
                     }
                     Ok(None) => {
                         refused.fetch_add(1, Ordering::Relaxed);
-                        if lock.holds_for(w, &plan.name).await {
+                        if lock.holds_for(w, &name).await {
                             misreported.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -176,12 +184,13 @@ async fn work(
     worker: usize,
     n: usize,
     hold: Box<dyn HoldUnderTest>,
+    name: &str,
     plan: &WorkPlan,
     resource: &Arc<FencedResource>,
     pause: Option<Duration>,
 ) {
     let history: &Arc<History> = resource.history();
-    let rec = history.acquired(&plan.name, &format!("worker-{worker}#{n}"), hold.token());
+    let rec = history.acquired(name, &format!("worker-{worker}#{n}"), hold.token());
     // The gate orders writes and the lost notice: true once the notice is recorded.
     let gate = Arc::new(Mutex::new(false));
     let watcher = {

@@ -140,9 +140,10 @@ pub(crate) struct Grant {
     /// Replica acknowledgements asked for and fewer heard: (wanted, heard; `None` if
     /// `WAIT` failed). The caller releases the grant and reports the shortfall.
     pub shortfall: Option<(u32, Option<u32>)>,
-    /// A release made the caller the holder with a lease of only this long (the claim
-    /// window), counted from after `start`: the lease is provisional until a renewal
-    /// confirms it (see `LeaseState::provisional`).
+    /// A release made the caller the holder, and the server's lease of that grant ends at
+    /// least this long after a moment after `start` (the claim window, plus the server
+    /// time from the try to the grant when the message gave it): the lease is provisional
+    /// until a renewal confirms it (see `LeaseState::provisional`).
     pub claim: Option<Duration>,
 }
 

@@ -16,8 +16,9 @@
 //! instead. Fair waiters and waiting writers keep a place at the server and refresh it.
 //!
 //! Handoff: a lock's release makes its oldest waiter the holder and names the try whose
-//! details it used. The waiter holds at once, on a lease of the claim window measured from
-//! that try's first send (a time before the grant), which the renewer confirms at once;
+//! details it used, with the server time from that try to the grant. The waiter holds at
+//! once, on a lease of that time plus the claim window measured from that try's first send
+//! (a time before the try ran), which the renewer confirms at once;
 //! with too little of it left (or replica acknowledgements to wait for) it confirms with
 //! one more try instead, even past its deadline. A wait that ends gives up its place before
 //! it reports the timeout, ending a grant it never took (so "not acquired" is never said
@@ -230,8 +231,14 @@ pub(crate) async fn acquire(
                             let (version, heard) = s.heard_since(seen, &req);
                             seen = version;
                             match heard {
-                                Heard::Granted { token, try_no } => {
-                                    if let Some((start, claim)) = held_at_once(&lock, &tries, try_no) {
+                                Heard::Granted {
+                                    token,
+                                    try_no,
+                                    waited_ms,
+                                } => {
+                                    if let Some((start, claim)) =
+                                        held_at_once(&lock, &tries, try_no, waited_ms)
+                                    {
                                         registration.active = false;
                                         granted(&lock, started, attempts, token, 1);
                                         return Ok(Grant {
@@ -303,19 +310,24 @@ fn granted(lock: &LockRequest<'_>, started: Instant, attempts: u32, token: u64, 
 /// The server's lease is `min(ttl, CLAIM_MS)` from the release, which ran after the try
 /// that left the details, which ran after that try was first sent: measured from the first
 /// send, the local lease ends no later than the server's (the drift allowance on top).
+/// When the message gives the server time from that try to the grant (`waited_ms`), the
+/// server's lease ends `waited_ms + min(ttl, CLAIM_MS)` of server time after the try ran,
+/// so that much (less the drift allowance on all of it) is measured from the first send.
 fn held_at_once(
     lock: &LockRequest<'_>,
     tries: &std::collections::VecDeque<(u32, Instant)>,
     try_no: u32,
+    waited_ms: Option<u64>,
 ) -> Option<(Instant, Duration)> {
     if lock.replica_acks.is_some() {
         return None;
     }
     let (_, start) = tries.iter().find(|(n, _)| *n == try_no)?;
     let claim = Duration::from_millis(CLAIM_MS).min(lock.ttl);
-    let fire = crate::lease::valid_until(*start, claim)
-        .checked_sub(crate::lease::deadline_margin(claim))?;
-    (fire.saturating_duration_since(Instant::now()) >= claim / 2).then_some((*start, claim))
+    let lease = claim + Duration::from_millis(waited_ms.unwrap_or(0));
+    let fire = crate::lease::valid_until(*start, lease)
+        .checked_sub(crate::lease::deadline_margin(lease))?;
+    (fire.saturating_duration_since(Instant::now()) >= claim / 2).then_some((*start, lease))
 }
 
 /// The acquire script call of this lock's mode, for request `req`.

@@ -132,14 +132,13 @@ impl LeaseState {
         self.valid_until.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// The grant is a release's handoff: the server gave it a lease of only `claim`,
-    /// counted from a moment after `granted_at` (the send of the try whose details the
-    /// release used). Until a renewal confirms it, the local deadline is that short one;
-    /// the renewer confirms it at once.
-    pub(crate) fn provisional(self, claim: Duration) -> Self {
-        let claim = claim.min(self.ttl);
+    /// The grant is a release's handoff: the server's lease of it ends at least `lease`
+    /// after a moment after `granted_at` (the send of the try whose details the release
+    /// used; see `held_at_once`). Until a renewal confirms it, the local deadline is that
+    /// one; the renewer confirms it at once.
+    pub(crate) fn provisional(self, lease: Duration) -> Self {
         *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            (valid_until(self.granted_at, claim), deadline_margin(claim));
+            (valid_until(self.granted_at, lease), deadline_margin(lease));
         self.provisional.store(true, Ordering::Release);
         self
     }

@@ -65,8 +65,13 @@ impl Wake {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Heard {
     /// A release made this waiter the holder, with this fencing token, using the details
-    /// its try number `try_no` left.
-    Granted { token: u64, try_no: u32 },
+    /// its try number `try_no` left; `waited_ms`: the server time from that try to the
+    /// grant, when the message says.
+    Granted {
+        token: u64,
+        try_no: u32,
+        waited_ms: Option<u64>,
+    },
     /// One named this waiter (or more messages came than are kept: it may have been).
     Named,
     /// A release made another waiter the holder and named this one as the next: if that
@@ -97,8 +102,18 @@ impl Heard {
             };
         };
         if req == who {
-            return match (token.parse(), try_no.and_then(|t| t.parse().ok())) {
-                (Ok(token), Some(try_no)) => Heard::Granted { token, try_no },
+            // TRY is "N" or "N:WAITED".
+            let (try_no, waited) = match try_no.map(|t| t.split_once(':')) {
+                Some(Some((n, w))) => (n.parse().ok(), w.parse().ok().map(Some)),
+                Some(None) => (try_no.and_then(|t| t.parse().ok()), Some(None)),
+                None => (None, None),
+            };
+            return match (token.parse(), try_no, waited) {
+                (Ok(token), Some(try_no), Some(waited_ms)) => Heard::Granted {
+                    token,
+                    try_no,
+                    waited_ms,
+                },
                 // A grant of a shape this client does not know: confirm it with a try.
                 _ => Heard::Named,
             };
@@ -801,9 +816,26 @@ mod heard_tests {
             heard(w, 0, "a"),
             Heard::Granted {
                 token: 17,
-                try_no: 3
+                try_no: 3,
+                waited_ms: None
             }
         );
+        let mut w = Wake::default();
+        w.push("a 17 3:1250 b");
+        assert_eq!(
+            heard(w, 0, "a"),
+            Heard::Granted {
+                token: 17,
+                try_no: 3,
+                waited_ms: Some(1250)
+            }
+        );
+        let mut w = Wake::default();
+        w.push("a 17 3:1250 b");
+        assert_eq!(heard(w, 0, "b"), Heard::Next);
+        let mut w = Wake::default();
+        w.push("a 17 3:x");
+        assert_eq!(heard(w, 0, "a"), Heard::Named);
         let mut w = Wake::default();
         w.push("a 17 3 b");
         assert_eq!(heard(w, 0, "b"), Heard::Next);

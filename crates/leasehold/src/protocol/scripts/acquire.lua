@@ -1,7 +1,7 @@
 -- leasehold acquire: grant, re-enter or report contention, in one atomic step.
 -- KEYS[1] lock hash   KEYS[2] fencing counter   KEYS[3] waiter queue (zset: id -> enqueue time)
 -- KEYS[4] waiter expiries (zset: id -> expiry, ms)   KEYS[5] handoff reservation (string)
--- KEYS[6] waiter details (hash: id -> "TRY\nTTL\nOWNER\nMETA", see the prelude)
+-- KEYS[6] waiter details (hash: id -> "TRY:AT\nTTL\nOWNER\nMETA", see the prelude)
 -- ARGV[1] owner id    ARGV[2] request id   ARGV[3] lease ttl (ms)   ARGV[4] '1' = re-entrant owner
 -- ARGV[5] wait lease (ms): > 0 registers the caller as a waiter on contention, 0 = do not wait
 -- ARGV[6] '1' if this call may already be queued (a previous try was refused)
@@ -48,7 +48,7 @@ local function refuse(pttl, reserved)
   enqueue(queue, expiries, req, waitms)
   if waitms > 0 then
     -- The details a release needs to make this caller the holder at once.
-    redis.call('HSET', info, req, ARGV[9] .. '\n' .. ttl .. '\n' .. owner .. '\n' .. ARGV[7])
+    redis.call('HSET', info, req, try_field(ARGV[9]) .. '\n' .. ttl .. '\n' .. owner .. '\n' .. ARGV[7])
     at_least(info, waitms)
   end
   return reply({0, pttl, reserved})

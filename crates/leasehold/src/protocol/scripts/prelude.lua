@@ -98,9 +98,10 @@ end
 -- `expiries` (zset: request id -> expiry of the place, ms). A place lives `waitms` from the
 -- waiter's last call and is skipped once it lapsed.
 
--- A lock's waiters may also leave their details in `info` (hash: request id -> "TRY\nTTL\n
--- OWNER\nMETA": the number of the try that wrote them, the lease asked for, the owner id and
--- the holder metadata), so that a release can make the oldest one the holder at once.
+-- A lock's waiters may also leave their details in `info` (hash: request id -> "TRY:AT\nTTL\n
+-- OWNER\nMETA": the number of the try that wrote them and the server time (ms) it ran at,
+-- the lease asked for, the owner id and the holder metadata; ":AT" is absent in details of
+-- older clients), so that a release can make the oldest one the holder at once.
 
 -- Drop places that lapsed by `now` (ms), at most 64 per call (and their details, if `info`).
 local function prune_lapsed(queue, expiries, now, info)
@@ -112,13 +113,26 @@ local function prune_lapsed(queue, expiries, now, info)
   end
 end
 
--- A waiter's details from `info`: try number, ttl (ms), owner id, metadata; or nil.
+-- A waiter's details from `info`: try number, ttl (ms), owner id, metadata, and the
+-- try's server time (ms, or nil if absent); or nil.
 local function waiter_details(info, req)
   local d = redis.call('HGET', info, req)
   if not d then return nil end
-  local try, ttl, owner, meta = string.match(d, '^(%d+)\n(%d+)\n([^\n]*)\n(.*)$')
+  local try, at, ttl, owner, meta = string.match(d, '^(%d+):?(%d*)\n(%d+)\n([^\n]*)\n(.*)$')
   if not try then return nil end
-  return try, tonumber(ttl), owner, meta
+  return try, tonumber(ttl), owner, meta, tonumber(at)
+end
+
+-- The details' first field for the try numbered `try` that runs now.
+local function try_field(try)
+  return try .. ':' .. string.format('%.0f', now_ms())
+end
+
+-- The TRY field of a grant message: "TRY:WAITED" (WAITED: ms of server time from the try
+-- to this grant, when the details carry the try's time), else "TRY".
+local function grant_try(try, at, now)
+  if at and now >= at then return try .. ':' .. string.format('%.0f', now - at) end
+  return try
 end
 
 -- Join the queue (first come keeps its place) or refresh the place, until now + waitms;
@@ -148,13 +162,14 @@ end
 -- gets the reservation: the lock stays free for it for reservems, and the message is its
 -- request id. Returns nil, or the error of a fencing counter of a foreign type.
 local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, claimms)
-  prune_lapsed(queue, expiries, now_ms(), info)
+  local now = now_ms()
+  prune_lapsed(queue, expiries, now, info)
   local head = redis.call('ZRANGE', queue, 0, 1)
   if not head[1] then
     redis.call('DEL', nextkey)
     return nil
   end
-  local try, ttl, owner, meta = waiter_details(info, head[1])
+  local try, ttl, owner, meta, at = waiter_details(info, head[1])
   if not try then
     redis.call('SET', nextkey, head[1], 'PX', reservems)
     redis.call(PUBLISH, lock .. ':released', head[1])
@@ -168,7 +183,7 @@ local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, c
   redis.call('ZREM', queue, head[1])
   redis.call('ZREM', expiries, head[1])
   redis.call('HDEL', info, head[1])
-  local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+  local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
   if head[2] then msg = msg .. ' ' .. head[2] end
   redis.call(PUBLISH, lock .. ':released', msg)
   return nil
@@ -232,7 +247,7 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
   for _ = 1, 16 do
     local head = redis.call('ZRANGE', queue, 0, 1)
     if not head[1] then return nil end
-    local try, ttl, wcap = waiter_details(info, head[1])
+    local try, ttl, wcap, _, at = waiter_details(info, head[1])
     if not try then
       local free = cap - live
       local id = free > 0 and redis.call('ZRANGE', queue, free - 1, free - 1)[1]
@@ -249,7 +264,7 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
     redis.call('ZREM', queue, head[1])
     redis.call('ZREM', expiries, head[1])
     redis.call('HDEL', info, head[1])
-    local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+    local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
     if head[2] then msg = msg .. ' ' .. head[2] end
     redis.call(PUBLISH, channel, msg)
     live = live + 1
@@ -273,7 +288,7 @@ local function grant_waiting_writer(writer, writers, order, info, fence, channel
     if not head[1] then return false end
     local exp = redis.call('ZSCORE', writers, head[1])
     if exp and tonumber(exp) > now then
-      local try, ttl, owner, meta = waiter_details(info, head[1])
+      local try, ttl, owner, meta, at = waiter_details(info, head[1])
       if not try then return false end
       local token, bad = next_token(fence)
       if bad then return nil, bad end
@@ -282,7 +297,7 @@ local function grant_waiting_writer(writer, writers, order, info, fence, channel
       redis.call('ZREM', order, head[1])
       redis.call('ZREM', writers, head[1])
       redis.call('HDEL', info, head[1])
-      local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+      local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
       if head[2] then msg = msg .. ' ' .. head[2] end
       redis.call(PUBLISH, channel, msg)
       return true

@@ -3,7 +3,7 @@
 -- KEYS[2] readers (zset)   KEYS[3] reader tokens (hash)
 -- KEYS[4] waiting writers (zset: request id -> place expiry ms)   KEYS[5] fencing counter
 -- KEYS[6] waiting writers' arrival order (zset: request id -> place, µs)
--- KEYS[7] waiting writers' details (hash: request id -> "TRY\nTTL\nOWNER\nMETA")
+-- KEYS[7] waiting writers' details (hash: request id -> "TRY:AT\nTTL\nOWNER\nMETA")
 -- ARGV[1] owner id   ARGV[2] request id   ARGV[3] lease ttl (ms)
 -- ARGV[4] place (ms): > 0 registers the caller as a waiting writer until now + place (new
 --         readers are refused while it is registered; call again to refresh), 0 = do not wait
@@ -36,7 +36,7 @@ local function wait(ms)
   if place > 0 then
     -- Its place in arrival order, its place's expiry (which readers check), its details.
     enqueue(order, writers, req, place)
-    redis.call('HSET', info, req, ARGV[6] .. '\n' .. ttl .. '\n' .. owner .. '\n' .. ARGV[5])
+    redis.call('HSET', info, req, ARGV[6] .. ':' .. string.format('%.0f', now) .. '\n' .. ttl .. '\n' .. owner .. '\n' .. ARGV[5])
     at_least(info, place)
   end
   return reply({0, math.max(1, ms), 0})

@@ -3,7 +3,7 @@
 -- KEYS[1] permits (zset: request id -> expiry ms)   KEYS[2] permit tokens (hash)
 -- KEYS[3] fencing counter   KEYS[4] waiters (zset: request id -> place, server µs)
 -- KEYS[5] waiter expiries (zset: request id -> expiry of the place, ms)
--- KEYS[6] waiter details (hash: request id -> "TRY\nTTL\nCAP\n", see the prelude)
+-- KEYS[6] waiter details (hash: request id -> "TRY:AT\nTTL\nCAP\n", see the prelude)
 -- ARGV[1] request id   ARGV[2] lease ttl (ms)   ARGV[3] capacity N (>= 1)
 -- ARGV[4] wait lease (ms): > 0 queues the caller when refused (its place lives that long
 --         from this call and must be refreshed), 0 = do not wait
@@ -60,7 +60,7 @@ end
 local function refuse(out)
   enqueue(queue, expiries, req, waitms)
   if waitms > 0 then
-    redis.call('HSET', info, req, try .. '\n' .. ttl .. '\n' .. cap .. '\n')
+    redis.call('HSET', info, req, try .. ':' .. string.format('%.0f', now) .. '\n' .. ttl .. '\n' .. cap .. '\n')
     at_least(info, waitms)
   end
   return reply(out)
