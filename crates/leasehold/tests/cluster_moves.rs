@@ -159,7 +159,34 @@ async fn a_cluster_waiter_is_woken_at_once_by_a_release_after_its_slot_migrates(
         "the waiter's SSUBSCRIBE on the slot's new owner",
     )
     .await;
+    // Once subscribed again, the waiter tries once more (a release may have come while it
+    // was not subscribed). That try reaches the new owner through a redirect, which the
+    // cluster client may hold for a while: the release must come after it, or it would
+    // measure the redirect, not the wake-up.
+    poll_until(
+        Duration::from_secs(5),
+        "the waiter's try on the slot's new owner",
+        || {
+            let n = script_calls(&cluster, to);
+            async move { n >= 1 }
+        },
+    )
+    .await;
     release_wakes_the_waiter(guard, task).await;
     holder.shutdown().await;
     waiter.shutdown().await;
+}
+
+/// Script calls node `i` ran so far.
+fn script_calls(cluster: &RedisCluster, i: usize) -> u64 {
+    let mut con = cluster.nodes()[i].connection();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .filter_map(|rest| rest.split(',').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }

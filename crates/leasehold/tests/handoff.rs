@@ -11,6 +11,28 @@ use common::{command_calls, hget, pttl, reset_stats, steady, wait_for_queue};
 use leasehold::scripts;
 use leasehold_testkit::RedisServer;
 
+/// Wait until the one waiter in the details hash `info` has left the details of its second
+/// try: the try it sends once subscribed (the first one queued it before it subscribed).
+/// From then on it sends nothing until it is woken.
+async fn second_try_done(con: &redis::aio::MultiplexedConnection, info: &str) {
+    common::poll_until(
+        Duration::from_secs(5),
+        "the waiter's try once subscribed",
+        || {
+            let (mut con, info) = (con.clone(), info.to_string());
+            async move {
+                let details: Vec<String> = redis::cmd("HVALS")
+                    .arg(&info)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                details.len() == 1 && details[0].starts_with("2:")
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_made_the_holder_by_a_release_holds_without_another_acquire_try() {
     let server = RedisServer::start();
@@ -30,6 +52,7 @@ async fn a_waiter_made_the_holder_by_a_release_holds_without_another_acquire_try
         .wait(Duration::from_secs(10));
     let waiter = tokio::spawn(async move { lock.acquire().await });
     wait_for_queue(&con, "handed", 1).await;
+    second_try_done(&con, "leasehold:{handed}:waiters:info").await;
     // The waiter's details are at the server; from here on, count its script calls.
     reset_stats(&mut con).await;
     assert!(held.release().await.unwrap().is_released());
@@ -250,6 +273,7 @@ async fn a_released_permit_goes_to_the_oldest_waiter_which_holds_it_without_anot
         async move { common::zcard(&mut con, "leasehold:{pool}:sem:waiters").await == 1 }
     })
     .await;
+    second_try_done(&con, "leasehold:{pool}:sem:waiters:info").await;
     let req: Vec<String> = redis::cmd("HKEYS")
         .arg("leasehold:{pool}:sem:waiters:info")
         .query_async(&mut con)
@@ -525,18 +549,7 @@ async fn waiting_writer_is_made_the_writer_by(
         .wait(Duration::from_secs(10));
     let waiter = tokio::spawn(async move { rw.write().await });
     let info = format!("leasehold:{{{name}}}:rw:writers:info");
-    common::poll_until(Duration::from_secs(5), "the writer's details", || {
-        let (mut con, info) = (con.clone(), info.clone());
-        async move {
-            let n: u64 = redis::cmd("HLEN")
-                .arg(&info)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            n == 1
-        }
-    })
-    .await;
+    second_try_done(&con, &info).await;
     reset_stats(&mut con).await;
     assert!(release.await, "the hold ahead was released");
     let guard = waiter
