@@ -128,11 +128,15 @@ local function try_field(try)
   return try .. ':' .. string.format('%.0f', now_ms())
 end
 
--- The TRY field of a grant message: "TRY:WAITED" (WAITED: ms of server time from the try
--- to this grant, when the details carry the try's time), else "TRY".
-local function grant_try(try, at, now)
-  if at and now >= at then return try .. ':' .. string.format('%.0f', now - at) end
-  return try
+-- Tell waiter `head[1]` on `channel` that a release made it the holder with `token`:
+-- "REQ TOKEN TRY[:WAITED] [NEXT]" (TRY from its details, WAITED the ms of server time from
+-- that try, run at `at`, to this grant at `now`, when the details carry `at`; NEXT the
+-- waiter after it, `head[2]`, if any).
+local function announce_grant(channel, head, token, try, at, now)
+  local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. try
+  if at and now >= at then msg = msg .. ':' .. string.format('%.0f', now - at) end
+  if head[2] then msg = msg .. ' ' .. head[2] end
+  redis.call(PUBLISH, channel, msg)
 end
 
 -- Join the queue (first come keeps its place) or refresh the place, until now + waitms;
@@ -183,9 +187,7 @@ local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, c
   redis.call('ZREM', queue, head[1])
   redis.call('ZREM', expiries, head[1])
   redis.call('HDEL', info, head[1])
-  local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
-  if head[2] then msg = msg .. ' ' .. head[2] end
-  redis.call(PUBLISH, lock .. ':released', msg)
+  announce_grant(lock .. ':released', head, token, try, at, now)
   return nil
 end
 
@@ -264,9 +266,7 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
     redis.call('ZREM', queue, head[1])
     redis.call('ZREM', expiries, head[1])
     redis.call('HDEL', info, head[1])
-    local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
-    if head[2] then msg = msg .. ' ' .. head[2] end
-    redis.call(PUBLISH, channel, msg)
+    announce_grant(channel, head, token, try, at, now)
     live = live + 1
   end
   return nil
@@ -297,9 +297,7 @@ local function grant_waiting_writer(writer, writers, order, info, fence, channel
       redis.call('ZREM', order, head[1])
       redis.call('ZREM', writers, head[1])
       redis.call('HDEL', info, head[1])
-      local msg = head[1] .. ' ' .. string.format('%.0f', token) .. ' ' .. grant_try(try, at, now)
-      if head[2] then msg = msg .. ' ' .. head[2] end
-      redis.call(PUBLISH, channel, msg)
+      announce_grant(channel, head, token, try, at, now)
       return true
     end
     -- A lapsed place (or one a reader's acquire already dropped from `writers`).
