@@ -142,6 +142,46 @@ enum Ev {
     Granted(usize, Instant, Duration),
 }
 
+/// Contention: a task per lock (`who` = its index) loops acquire → yield (the critical
+/// section) → release for `dur`, then finishes its cycle. Returns the event log and when
+/// the `dur` ended (events after it are the tasks' last cycles).
+async fn contend(locks: &[leasehold::Lock], dur: Duration) -> (Vec<Ev>, Instant) {
+    let events = Arc::new(std::sync::Mutex::new(Vec::with_capacity(4_096)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = locks
+        .iter()
+        .enumerate()
+        .map(|(who, lock)| {
+            let (lock, events, stop) = (lock.clone(), events.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    let guard = lock.acquire().await.expect("contended acquire");
+                    let now = Instant::now();
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(Ev::Granted(who, now, now - asked));
+                    tokio::task::yield_now().await; // the critical section
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(Ev::ReleaseStart(who, Instant::now()));
+                    guard.release().await.expect("release");
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(dur).await;
+    let end = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("contender task");
+    }
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    (events, end)
+}
+
 struct RenewalFigures {
     leases: usize,
     calls_per_period: f64,

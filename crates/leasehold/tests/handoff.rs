@@ -11,6 +11,40 @@ use common::{command_calls, hget, pttl, reset_stats, steady, wait_for_queue};
 use leasehold::scripts;
 use leasehold_testkit::RedisServer;
 
+/// Run one command given as words (setups of raw script tests).
+fn redis_do(con: &mut redis::Connection, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query(con).unwrap();
+}
+
+/// A waiter of a process that died while queued, first in line: its place (arrival 1 in
+/// `queue`), a place expiry far ahead in `expiries`, and its `details` in `info`.
+async fn ghost_waiter(
+    con: &mut redis::aio::MultiplexedConnection,
+    (queue, expiries, info): (&str, &str, &str),
+    details: &str,
+) {
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(queue)
+        .arg(1)
+        .arg("ghost")
+        .cmd("ZADD")
+        .arg(expiries)
+        .arg(99_999_999_999_999u64)
+        .arg("ghost")
+        .cmd("HSET")
+        .arg(info)
+        .arg("ghost")
+        .arg(details)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
 /// Wait until the one waiter in the details hash `info` has left the details of its second
 /// try: the try it sends once subscribed (the first one queued it before it subscribed).
 /// From then on it sends nothing until it is woken.
@@ -93,22 +127,16 @@ async fn a_grant_to_a_waiter_that_never_confirms_goes_to_the_next_after_the_clai
         .await
         .unwrap();
     // A waiter of a process that died while queued: its place and details, first in line.
-    let _: () = redis::pipe()
-        .cmd("ZADD")
-        .arg("leasehold:{ghosted}:waiters")
-        .arg(1)
-        .arg("ghost")
-        .cmd("ZADD")
-        .arg("leasehold:{ghosted}:waiters:exp")
-        .arg(99_999_999_999_999u64)
-        .arg("ghost")
-        .cmd("HSET")
-        .arg("leasehold:{ghosted}:waiters:info")
-        .arg("ghost")
-        .arg("1\n30000\nghost-owner\n{}")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    ghost_waiter(
+        &mut con,
+        (
+            "leasehold:{ghosted}:waiters",
+            "leasehold:{ghosted}:waiters:exp",
+            "leasehold:{ghosted}:waiters:info",
+        ),
+        "1\n30000\nghost-owner\n{}",
+    )
+    .await;
     let lock = b
         .lock("ghosted")
         .unwrap()
@@ -146,28 +174,21 @@ async fn a_grant_to_a_waiter_that_never_confirms_goes_to_the_next_after_the_clai
 async fn a_waiter_that_leaves_ends_a_grant_it_never_took_and_the_lock_goes_on() {
     let server = RedisServer::start();
     let mut con = server.connection();
-    let hset = |con: &mut redis::Connection, args: &[&str]| {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(con).unwrap();
-    };
     // Granted to w (never confirmed), x waits behind it with its details.
-    hset(&mut con, &["SET", "t:{n}:fence", "5"]);
-    hset(
+    redis_do(&mut con, &["SET", "t:{n}:fence", "5"]);
+    redis_do(
         &mut con,
         &[
             "HSET", "t:{n}", "owner", "ow", "token", "5", "count", "1", "r:w", "1", "meta", "{}",
         ],
     );
-    hset(&mut con, &["PEXPIRE", "t:{n}", "250"]);
-    hset(&mut con, &["ZADD", "t:{n}:waiters", "2", "x"]);
-    hset(
+    redis_do(&mut con, &["PEXPIRE", "t:{n}", "250"]);
+    redis_do(&mut con, &["ZADD", "t:{n}:waiters", "2", "x"]);
+    redis_do(
         &mut con,
         &["ZADD", "t:{n}:waiters:exp", "99999999999999", "x"],
     );
-    hset(
+    redis_do(
         &mut con,
         &[
             "HSET",
@@ -311,22 +332,16 @@ async fn a_permit_granted_to_a_waiter_that_never_confirms_goes_to_the_next_after
         .await
         .unwrap();
     // A waiter of a process that died while queued: its place and details, first in line.
-    let _: () = redis::pipe()
-        .cmd("ZADD")
-        .arg("leasehold:{ghosted}:sem:waiters")
-        .arg(1)
-        .arg("ghost")
-        .cmd("ZADD")
-        .arg("leasehold:{ghosted}:sem:waiters:exp")
-        .arg(99_999_999_999_999u64)
-        .arg("ghost")
-        .cmd("HSET")
-        .arg("leasehold:{ghosted}:sem:waiters:info")
-        .arg("ghost")
-        .arg("1\n30000\n1\n")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    ghost_waiter(
+        &mut con,
+        (
+            "leasehold:{ghosted}:sem:waiters",
+            "leasehold:{ghosted}:sem:waiters:exp",
+            "leasehold:{ghosted}:sem:waiters:info",
+        ),
+        "1\n30000\n1\n",
+    )
+    .await;
     let sem = b
         .semaphore("ghosted", 1)
         .unwrap()
@@ -368,23 +383,16 @@ async fn a_permit_granted_to_a_waiter_that_never_confirms_goes_to_the_next_after
 async fn a_semaphore_waiter_that_leaves_ends_a_permit_it_never_took_and_it_goes_on() {
     let server = RedisServer::start();
     let mut con = server.connection();
-    let run = |con: &mut redis::Connection, args: &[&str]| {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(con).unwrap();
-    };
     // One permit, granted to w (never confirmed); x waits behind it with its details.
-    run(&mut con, &["SET", "t:{n}:sem:fence", "5"]);
-    run(&mut con, &["ZADD", "t:{n}:sem", "99999999999999", "w"]);
-    run(&mut con, &["HSET", "t:{n}:sem:tokens", "w", "5"]);
-    run(&mut con, &["ZADD", "t:{n}:sem:waiters", "2", "x"]);
-    run(
+    redis_do(&mut con, &["SET", "t:{n}:sem:fence", "5"]);
+    redis_do(&mut con, &["ZADD", "t:{n}:sem", "99999999999999", "w"]);
+    redis_do(&mut con, &["HSET", "t:{n}:sem:tokens", "w", "5"]);
+    redis_do(&mut con, &["ZADD", "t:{n}:sem:waiters", "2", "x"]);
+    redis_do(
         &mut con,
         &["ZADD", "t:{n}:sem:waiters:exp", "99999999999999", "x"],
     );
-    run(
+    redis_do(
         &mut con,
         &["HSET", "t:{n}:sem:waiters:info", "x", "3\n10000\n1\n"],
     );
@@ -589,28 +597,21 @@ async fn the_last_reader_to_leave_makes_the_waiting_writer_the_writer() {
 async fn a_waiting_writer_that_leaves_ends_a_grant_it_never_took_and_the_lock_goes_on() {
     let server = RedisServer::start();
     let mut con = server.connection();
-    let run = |con: &mut redis::Connection, args: &[&str]| {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(con).unwrap();
-    };
     // A release made w the writer (never confirmed); x waits behind it with its details.
-    run(&mut con, &["SET", "t:{n}:rw:fence", "5"]);
-    run(
+    redis_do(&mut con, &["SET", "t:{n}:rw:fence", "5"]);
+    redis_do(
         &mut con,
         &[
             "HSET", "t:{n}:rw", "owner", "ow", "token", "5", "count", "1", "r:w", "1", "meta", "{}",
         ],
     );
-    run(&mut con, &["PEXPIRE", "t:{n}:rw", "250"]);
-    run(
+    redis_do(&mut con, &["PEXPIRE", "t:{n}:rw", "250"]);
+    redis_do(
         &mut con,
         &["ZADD", "t:{n}:rw:writers", "99999999999999", "x"],
     );
-    run(&mut con, &["ZADD", "t:{n}:rw:writers:order", "2", "x"]);
-    run(
+    redis_do(&mut con, &["ZADD", "t:{n}:rw:writers:order", "2", "x"]);
+    redis_do(
         &mut con,
         &["HSET", "t:{n}:rw:writers:info", "x", "3\n10000\nox\n{}"],
     );
@@ -663,22 +664,16 @@ async fn a_waiting_reader_looks_again_when_a_writer_grant_nobody_confirms_lapses
         .await
         .unwrap();
     // A writer of a process that died while waiting: first in line, with its details.
-    let _: () = redis::pipe()
-        .cmd("ZADD")
-        .arg("leasehold:{rw-ghost}:rw:writers")
-        .arg(99_999_999_999_999u64)
-        .arg("ghost")
-        .cmd("ZADD")
-        .arg("leasehold:{rw-ghost}:rw:writers:order")
-        .arg(1)
-        .arg("ghost")
-        .cmd("HSET")
-        .arg("leasehold:{rw-ghost}:rw:writers:info")
-        .arg("ghost")
-        .arg("1\n30000\nghost-owner\n{}")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    ghost_waiter(
+        &mut con,
+        (
+            "leasehold:{rw-ghost}:rw:writers:order",
+            "leasehold:{rw-ghost}:rw:writers",
+            "leasehold:{rw-ghost}:rw:writers:info",
+        ),
+        "1\n30000\nghost-owner\n{}",
+    )
+    .await;
     reset_stats(&mut con).await;
     let rw = b.rwlock("rw-ghost").unwrap().wait(Duration::from_secs(10));
     let reader = tokio::spawn(async move { rw.read().await });

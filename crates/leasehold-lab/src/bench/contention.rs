@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use super::cycles::{counters, Counters};
-use super::{median, percentile, Ev};
+use super::{contend, median, percentile, Ev};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
@@ -68,50 +68,31 @@ fn analyse(events: &[Ev]) -> (Vec<f64>, usize, Duration, usize) {
 
 const CONTENDERS: usize = 8;
 
-async fn run_leasehold(url: &str, shared: bool, dur: Duration, events: Arc<Mutex<Vec<Ev>>>) {
-    let stop = Arc::new(AtomicBool::new(false));
+async fn run_leasehold(url: &str, shared: bool, dur: Duration) -> Vec<Ev> {
     let one = shared.then(|| leasehold::Client::new(url).expect("client"));
-    let mut handles = Vec::new();
-    for who in 0..CONTENDERS {
-        let client = one
-            .clone()
-            .unwrap_or_else(|| leasehold::Client::new(url).expect("client"));
-        let lock = client
-            .lock("bench-contended")
-            .unwrap()
-            .ttl(Duration::from_secs(10))
-            .auto_renew(false)
-            .wait(Duration::from_secs(30));
-        let (events, stop) = (events.clone(), stop.clone());
-        handles.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                let guard = lock.acquire().await.expect("acquire");
-                let now = Instant::now();
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::Granted(who, now, now - asked));
-                tokio::task::yield_now().await; // the critical section
-                events
-                    .lock()
-                    .unwrap()
-                    .push(Ev::ReleaseStart(who, Instant::now()));
-                guard.release().await.expect("release");
-            }
-            if !shared {
-                client.shutdown().await;
-            }
-        }));
-    }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.await.unwrap();
-    }
-    if let Some(c) = one {
+    let clients: Vec<leasehold::Client> = (0..CONTENDERS)
+        .map(|_| {
+            one.clone()
+                .unwrap_or_else(|| leasehold::Client::new(url).expect("client"))
+        })
+        .collect();
+    let locks: Vec<leasehold::Lock> = clients
+        .iter()
+        .map(|c| {
+            c.lock("bench-contended")
+                .unwrap()
+                .ttl(Duration::from_secs(10))
+                .auto_renew(false)
+                .wait(Duration::from_secs(30))
+        })
+        .collect();
+    let (events, _) = contend(&locks, dur).await;
+    // The shared client is every contender's: shut it down once.
+    let distinct = if shared { 1 } else { clients.len() };
+    for c in &clients[..distinct] {
         c.shutdown().await;
     }
+    events
 }
 
 async fn run_rslock(url: &str, shared: bool, dur: Duration, events: Arc<Mutex<Vec<Ev>>>) {
@@ -158,7 +139,10 @@ async fn run_variant(url: &str, con: &mut MultiplexedConnection, v: Variant, dur
     let before = counters(con).await;
     let started = Instant::now();
     match v {
-        Variant::Leasehold { shared } => run_leasehold(url, shared, dur, events.clone()).await,
+        Variant::Leasehold { shared } => {
+            let log = run_leasehold(url, shared, dur).await;
+            events.lock().unwrap().extend(log);
+        }
         Variant::Rslock { shared } => run_rslock(url, shared, dur, events.clone()).await,
     }
     let secs = started.elapsed().as_secs_f64();

@@ -25,12 +25,12 @@
 //! not timed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use super::{median, percentile, Ev};
+use super::{contend, median, percentile, Ev};
 
 /// Tasks (each with a client of its own) contending for one lock.
 const CONTENDERS: usize = 8;
@@ -199,43 +199,10 @@ impl Contenders {
 
     /// Every contender loops for `dur`, then finishes its cycle; added to `acc`.
     async fn slice(&self, dur: Duration, con: &mut MultiplexedConnection, acc: &mut ContendAcc) {
-        let events = Arc::new(Mutex::new(Vec::with_capacity(4_096)));
-        let stop = Arc::new(AtomicBool::new(false));
         let w0 = ServerWork::now(con).await;
         let started = Instant::now();
-        let handles: Vec<_> = self
-            .locks
-            .iter()
-            .enumerate()
-            .map(|(who, lock)| {
-                let (lock, events, stop) = (lock.clone(), events.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let asked = Instant::now();
-                        let guard = lock.acquire().await.expect("contended acquire");
-                        let now = Instant::now();
-                        events
-                            .lock()
-                            .unwrap()
-                            .push(Ev::Granted(who, now, now - asked));
-                        tokio::task::yield_now().await; // the critical section
-                        events
-                            .lock()
-                            .unwrap()
-                            .push(Ev::ReleaseStart(who, Instant::now()));
-                        guard.release().await.expect("release");
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(dur).await;
-        let end = Instant::now();
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.await.expect("contender task");
-        }
+        let (events, end) = contend(&self.locks, dur).await;
         acc.work.add_between(w0, ServerWork::now(con).await);
-        let events = std::mem::take(&mut *events.lock().unwrap());
         acc.add(&events, started, end);
     }
 

@@ -403,15 +403,11 @@ pub(crate) fn release_dropped(inner: &Arc<Inner>, st: &LeaseState) {
 /// wake-up would only send tries that are refused. RedLock waiters hold no place at the
 /// nodes and retry on it.
 fn notify_local(inner: &Inner, keys: &LockKeys) {
-    let handed_on = match keys.kind {
-        Kind::FairLock => true,
-        Kind::Lock => Topology::of(inner) != Topology::RedLock,
-        // Semaphore permits: the release granted the freed permit to the oldest waiter.
-        Kind::Member {
-            announce_all: true, ..
-        } => true,
-        _ => false,
-    };
+    // A writer's release may grant no writer (none waits): then this client's readers
+    // are woken locally as before.
+    let handed_on = keys.kind.granted_by_release()
+        && keys.kind != Kind::Writer
+        && !(keys.kind == Kind::Lock && Topology::of(inner) == Topology::RedLock);
     if !handed_on {
         inner.waker.notify_local(&keys.channel);
     }
@@ -693,29 +689,24 @@ fn spawn_script_batch(client: &Arc<Inner>, batch: Vec<Renewal>, members: bool, r
             };
             match decoded {
                 Ok(kept) => {
-                    // A lease its holder released while the renewal was on its way (a grant's
-                    // confirmation can trail a quick release) was not lost: it ended.
-                    let refused = batch
-                        .iter()
-                        .zip(&kept)
-                        .filter(|(r, k)| **k != Kept::Confirmed && !r.lease.is_ended())
-                        .count();
+                    let mut refused = 0;
+                    for (r, k) in batch.into_iter().zip(kept) {
+                        let reason = match k {
+                            Kept::Confirmed => {
+                                inner.renewer.renewed_one(&inner, r, sent);
+                                continue;
+                            }
+                            // Released while the renewal was on its way (a grant's
+                            // confirmation can trail a quick release): ended, not lost.
+                            _ if r.lease.is_ended() => continue,
+                            Kept::HeldByOther => LostReason::HeldByOther,
+                            Kept::NotHeld => LostReason::Expired,
+                        };
+                        refused += 1;
+                        inner.renewer.refused_one(r.lease, reason);
+                    }
                     if refused > 0 {
                         tracing::warn!(leases = refused, "renewal refused: leases lost");
-                    }
-                    for (r, k) in batch.into_iter().zip(kept) {
-                        if k != Kept::Confirmed && r.lease.is_ended() {
-                            continue;
-                        }
-                        match k {
-                            Kept::Confirmed => inner.renewer.renewed_one(&inner, r, sent),
-                            Kept::HeldByOther => {
-                                inner.renewer.refused_one(r.lease, LostReason::HeldByOther)
-                            }
-                            Kept::NotHeld => {
-                                inner.renewer.refused_one(r.lease, LostReason::Expired)
-                            }
-                        }
                     }
                 }
                 Err(cause) => {

@@ -38,7 +38,7 @@ use crate::client::context::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::conn::Failure;
 use crate::net::wait::Heard;
-use crate::protocol::keys::{Kind, LockKeys};
+use crate::protocol::keys::LockKeys;
 use crate::protocol::scripts::{CLAIM_MS, RESERVATION_MS};
 use crate::protocol::{Acquired, Mode};
 
@@ -254,18 +254,12 @@ pub(crate) async fn acquire(
                                     break;
                                 }
                                 Heard::Named | Heard::Everyone => break,
-                                // If the grant ahead is never confirmed, take the lock
-                                // when its claim window is over.
-                                Heard::Next => {
-                                    let claim = Duration::from_millis(CLAIM_MS);
-                                    wake = (Instant::now() + claim + small_jitter()).min(deadline);
-                                }
-                                // A reader: a writer was made the holder. If it never
-                                // confirms, its grant lapses unannounced (only the next
-                                // writer is named): look again once the window is over.
+                                // A grant nobody confirms lapses unannounced after its
+                                // claim window: the waiter named next looks again then,
+                                // and so do readers (only writers are named).
+                                Heard::Next => wake = wake.min(after_claim_window()),
                                 Heard::OthersGranted if lock.mode == Mode::Read => {
-                                    let claim = Duration::from_millis(CLAIM_MS);
-                                    wake = wake.min(Instant::now() + claim + small_jitter());
+                                    wake = wake.min(after_claim_window());
                                 }
                                 // Held by the waiter it went to: wait for its release.
                                 Heard::OthersGranted => {}
@@ -286,6 +280,11 @@ pub(crate) async fn acquire(
             }
         }
     }
+}
+
+/// When a grant made now lapses if nobody confirms it (with a little jitter).
+fn after_claim_window() -> Instant {
+    Instant::now() + Duration::from_millis(CLAIM_MS) + small_jitter()
 }
 
 /// Log and count a grant.
@@ -549,17 +548,7 @@ impl Registration {
     /// Cancel-safe: dropped before the reply, the registration stays active and its `Drop`
     /// gives the place up (and ends such a grant) in the background.
     async fn leave_before_timeout(&mut self, name: &str) -> Result<()> {
-        let granted_by_release = matches!(
-            self.keys.kind,
-            Kind::Lock
-                | Kind::FairLock
-                | Kind::Writer
-                | Kind::Member {
-                    announce_all: true,
-                    ..
-                }
-        );
-        if !self.active || !granted_by_release {
+        if !self.active || !self.keys.kind.granted_by_release() {
             return Ok(());
         }
         let inv = crate::protocol::Leave {

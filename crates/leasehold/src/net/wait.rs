@@ -1,10 +1,10 @@
 //! Waking waiters: one shared pub/sub connection per client, plus local wake-ups.
 //!
-//! A release hands the free lock to the oldest live waiter and publishes what it did; waiters
-//! see the payload and only the named one acts (no thundering herd). A lock's release
-//! makes that waiter the holder and publishes `REQ TOKEN TRY [NEXT]` (the grantee holds at
-//! once; NEXT, the waiter after it, retries if the grant is never confirmed); a permit's
-//! release (or a lock's, to a waiter of an older client) publishes the request id alone:
+//! A release hands the free lock (a permit, the write lock) to the oldest live waiter and
+//! publishes what it did; waiters see the payload and only the named one acts (no
+//! thundering herd). It makes that waiter the holder and publishes `REQ TOKEN TRY[:WAITED]
+//! [NEXT]` (the grantee holds at once; NEXT, the waiter after it, retries if the grant is
+//! never confirmed); to a waiter of an older client it publishes the request id alone, and
 //! that waiter retries at once. An empty payload means "everyone retry".
 //!
 //! A waiter subscribes to its lock's `…:released` channel before it retries after
@@ -103,13 +103,13 @@ impl Heard {
         };
         if req == who {
             // TRY is "N" or "N:WAITED".
-            let (try_no, waited) = match try_no.map(|t| t.split_once(':')) {
-                Some(Some((n, w))) => (n.parse().ok(), w.parse().ok().map(Some)),
-                Some(None) => (try_no.and_then(|t| t.parse().ok()), Some(None)),
-                None => (None, None),
+            let try_field = try_no.unwrap_or_default();
+            let (n, waited) = match try_field.split_once(':') {
+                Some((n, w)) => (n, Some(w)),
+                None => (try_field, None),
             };
-            return match (token.parse(), try_no, waited) {
-                (Ok(token), Some(try_no), Some(waited_ms)) => Heard::Granted {
+            return match (token.parse(), n.parse(), waited.map(str::parse).transpose()) {
+                (Ok(token), Ok(try_no), Ok(waited_ms)) => Heard::Granted {
                     token,
                     try_no,
                     waited_ms,

@@ -58,6 +58,21 @@ pub(crate) enum Kind {
     Member { announce_all: bool, capacity: u32 },
 }
 
+impl Kind {
+    /// Whether a release on one server can make a waiter of this kind the holder (a lock,
+    /// a fair lock, a permit, the write lock), so that a waiter giving up must also end
+    /// such a grant; readers are never granted by a release.
+    pub(crate) fn granted_by_release(&self) -> bool {
+        !matches!(
+            self,
+            Kind::Member {
+                announce_all: false,
+                ..
+            }
+        )
+    }
+}
+
 /// The keys of a semaphore (`{name}:sem…`), disjoint from those of a lock of the same name.
 pub(crate) fn semaphore_keys(prefix: &str, name: &str) -> LockKeys {
     let set = format!("{prefix}:{{{name}}}:sem");

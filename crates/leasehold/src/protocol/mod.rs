@@ -270,13 +270,12 @@ impl Release<'_> {
                     .arg(CLAIM_MS);
                 inv
             }
+            // Permits: the waiters, the counter, their details and the capacity, to grant
+            // the freed permit to the oldest.
             Kind::Member {
-                announce_all,
+                announce_all: true,
                 capacity,
             } => {
-                // Permits: the waiters, the counter, their details and the capacity, to
-                // grant the freed permit to the oldest.
-                debug_assert!(announce_all);
                 let mut inv = s.member_release.key(&keys.lock);
                 inv.key(&keys.queue)
                     .key(&keys.next)
@@ -432,8 +431,8 @@ pub(crate) struct Leave<'a> {
 }
 
 impl Leave<'_> {
-    /// The script call. Its reply: 2 if it ended a grant the waiter never took as held
-    /// (locks and permits), else 1 or 0, whether there was a place.
+    /// The script call. Its reply: 2 if it ended a grant the waiter never took as held,
+    /// else 1 or 0, whether there was a place.
     pub(crate) fn call<'s>(&self, s: &'s Scripts) -> Call<'s> {
         let keys = self.keys;
         if keys.kind == Kind::Writer {

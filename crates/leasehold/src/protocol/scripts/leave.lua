@@ -20,9 +20,7 @@ local function hand_on()
   return nil
 end
 
-local queued = redis.call('ZREM', queue, req)
-redis.call('ZREM', expiries, req)
-redis.call('HDEL', info, req)
+local queued = dequeue_waiter(queue, expiries, info, req)
 local reqfield = 'r:' .. req
 if redis.call('HEXISTS', lock, reqfield) == 1 then
   -- Granted by a release, never confirmed: end that hold.

@@ -103,14 +103,19 @@ end
 -- the lease asked for, the owner id and the holder metadata; ":AT" is absent in details of
 -- older clients), so that a release can make the oldest one the holder at once.
 
+-- Take waiter `req` off the queue: its place, its place's expiry and (if `info`) its
+-- details. Returns 1 if it had a place in `queue`, else 0.
+local function dequeue_waiter(queue, expiries, info, req)
+  local had = redis.call('ZREM', queue, req)
+  redis.call('ZREM', expiries, req)
+  if info then redis.call('HDEL', info, req) end
+  return had
+end
+
 -- Drop places that lapsed by `now` (ms), at most 64 per call (and their details, if `info`).
 local function prune_lapsed(queue, expiries, now, info)
   local dead = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 64)
-  for _, id in ipairs(dead) do
-    redis.call('ZREM', queue, id)
-    redis.call('ZREM', expiries, id)
-    if info then redis.call('HDEL', info, id) end
-  end
+  for _, id in ipairs(dead) do dequeue_waiter(queue, expiries, info, id) end
 end
 
 -- A waiter's details from `info`: try number, ttl (ms), owner id, metadata, and the
@@ -139,6 +144,18 @@ local function announce_grant(channel, head, token, try, at, now)
   redis.call(PUBLISH, channel, msg)
 end
 
+-- Make waiter `req` the holder of the lock hash `lock` from its details (owner, metadata,
+-- ttl): a fresh fencing token, one hold, a lease of min(ttl, claimms) that the waiter
+-- confirms by renewing it. Returns the token, or nil and the error of a fencing counter of
+-- a foreign type (nothing written then).
+local function make_holder(lock, fence, req, owner, meta, ttl, claimms)
+  local token, bad = next_token(fence)
+  if bad then return nil, bad end
+  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, 'r:' .. req, 1, 'meta', meta)
+  redis.call('PEXPIRE', lock, math.min(ttl, claimms))
+  return token
+end
+
 -- Join the queue (first come keeps its place) or refresh the place, until now + waitms;
 -- both keys keep a TTL. Nothing when waitms <= 0.
 local function enqueue(queue, expiries, req, waitms)
@@ -160,9 +177,9 @@ end
 -- Hand a free lock to the oldest live waiter (the caller checked that the queue is not
 -- empty, and the types of every key written here). A waiter that left its details in `info`
 -- becomes the holder at once: a fresh fencing token, its own request id and owner, a lease
--- of min(its ttl, claimms) that the waiter confirms by renewing it; `lock .. ':released'`
--- carries "REQ TOKEN TRY" (and " NEXT", the request id of the waiter after it, which
--- retries if the grant is never confirmed). A waiter without details (an older client)
+-- of min(its ttl, claimms) that the waiter confirms by renewing it (`make_holder`), told
+-- on `lock .. ':released'` (`announce_grant`; NEXT retries if the grant is never
+-- confirmed). A waiter without details (an older client)
 -- gets the reservation: the lock stays free for it for reservems, and the message is its
 -- request id. Returns nil, or the error of a fencing counter of a foreign type.
 local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, claimms)
@@ -179,14 +196,10 @@ local function handoff(lock, queue, expiries, nextkey, reservems, fence, info, c
     redis.call(PUBLISH, lock .. ':released', head[1])
     return nil
   end
-  local token, bad = next_token(fence)
+  local token, bad = make_holder(lock, fence, head[1], owner, meta, ttl, claimms)
   if bad then return bad end
   redis.call('DEL', nextkey)
-  redis.call('HSET', lock, 'owner', owner, 'token', token, 'count', 1, 'r:' .. head[1], 1, 'meta', meta)
-  redis.call('PEXPIRE', lock, math.min(ttl, claimms))
-  redis.call('ZREM', queue, head[1])
-  redis.call('ZREM', expiries, head[1])
-  redis.call('HDEL', info, head[1])
+  dequeue_waiter(queue, expiries, info, head[1])
   announce_grant(lock .. ':released', head, token, try, at, now)
   return nil
 end
@@ -232,11 +245,10 @@ end
 
 -- Semaphores: permits of `set` may be free (a release, or a waiter ahead left): grant them
 -- to the oldest live waiters, in order (at most 16 per call; live leases counted at `now`
--- ms). A waiter that left its details in `info` ("TRY\nTTL\nCAP\n": the capacity N its
--- handle counts against) gets a permit while fewer than its N are live, and holds it at
--- once: a fresh fencing token and a lease of min(its ttl, claimms), which it confirms by
--- renewing it; `channel` carries "REQ TOKEN TRY" (and " NEXT", the request id of the
--- waiter after it). The granting stops at the first waiter that may not have one (no one
+-- ms). A waiter that left its details in `info` ("TRY:AT\nTTL\nCAP\n": CAP the capacity N
+-- its handle counts against) gets a permit while fewer than its N are live, and holds it
+-- at once: a fresh fencing token and a lease of min(its ttl, claimms), which it confirms
+-- by renewing it, told on `channel` (`announce_grant`). The granting stops at the first waiter that may not have one (no one
 -- barges past it), and at the first without details (an older client): then the f-th
 -- oldest waiter is named instead (f = `cap`, the releaser's N, minus the live permits),
 -- and it takes a permit with a try. Lapsed places are skipped first. The caller checked
@@ -263,9 +275,7 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
     redis.call('ZADD', set, now + lease, head[1])
     redis.call('HSET', tokens, head[1], string.format('%.0f', token))
     keep(set, tokens, lease)
-    redis.call('ZREM', queue, head[1])
-    redis.call('ZREM', expiries, head[1])
-    redis.call('HDEL', info, head[1])
+    dequeue_waiter(queue, expiries, info, head[1])
     announce_grant(channel, head, token, try, at, now)
     live = live + 1
   end
@@ -290,20 +300,14 @@ local function grant_waiting_writer(writer, writers, order, info, fence, channel
     if exp and tonumber(exp) > now then
       local try, ttl, owner, meta, at = waiter_details(info, head[1])
       if not try then return false end
-      local token, bad = next_token(fence)
+      local token, bad = make_holder(writer, fence, head[1], owner, meta, ttl, claimms)
       if bad then return nil, bad end
-      redis.call('HSET', writer, 'owner', owner, 'token', token, 'count', 1, 'r:' .. head[1], 1, 'meta', meta)
-      redis.call('PEXPIRE', writer, math.min(ttl, claimms))
-      redis.call('ZREM', order, head[1])
-      redis.call('ZREM', writers, head[1])
-      redis.call('HDEL', info, head[1])
+      dequeue_waiter(order, writers, info, head[1])
       announce_grant(channel, head, token, try, at, now)
       return true
     end
     -- A lapsed place (or one a reader's acquire already dropped from `writers`).
-    redis.call('ZREM', order, head[1])
-    redis.call('ZREM', writers, head[1])
-    redis.call('HDEL', info, head[1])
+    dequeue_waiter(order, writers, info, head[1])
   end
   return false
 end

@@ -27,9 +27,7 @@ prune_lapsed(order, writers, now, info)
 redis.call('ZREMRANGEBYSCORE', writers, '-inf', now)
 
 local function dequeue()
-  redis.call('ZREM', writers, req)
-  redis.call('ZREM', order, req)
-  redis.call('HDEL', info, req)
+  dequeue_waiter(order, writers, info, req)
 end
 
 local function wait(ms)

@@ -12,9 +12,7 @@ local bad = foreign_key(set, 'zset', queue, 'zset', expiries, 'zset', tokens, 'h
   fence, 'string', info, 'hash')
 if bad then return bad end
 local req = ARGV[1]
-local removed = redis.call('ZREM', queue, req)
-redis.call('ZREM', expiries, req)
-redis.call('HDEL', info, req)
+local removed = dequeue_waiter(queue, expiries, info, req)
 local ended = redis.call('ZREM', set, req) == 1
 if ended then redis.call('HDEL', tokens, req) end
 -- The waiter behind it may be the one a free permit waits for.
