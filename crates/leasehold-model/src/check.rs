@@ -1,0 +1,101 @@
+//! Running the checker: explore a [`Config`] breadth-first and report what was found.
+
+use std::time::{Duration, Instant};
+
+use stateright::{Checker, Model};
+
+use crate::model::{Config, Protocol};
+
+/// What one exploration found.
+#[derive(Debug)]
+pub struct Report {
+    /// Distinct states explored.
+    pub states: usize,
+    /// The deepest path.
+    pub depth: usize,
+    /// Wall time.
+    pub took: Duration,
+    /// Broken properties ("always" names), each with its counterexample trace.
+    pub counterexamples: Vec<(&'static str, String)>,
+    /// Properties that hold vacuously: "sometimes" properties never seen.
+    pub never_seen: Vec<&'static str>,
+}
+
+/// Explore every state of `cfg` (on `threads` threads); with `first`, stop at the first
+/// counterexample.
+pub fn check(cfg: Config, threads: usize, first: bool) -> Report {
+    let model = Protocol::new(cfg);
+    let properties = model.properties();
+    let started = Instant::now();
+    let mut builder = model.clone().checker().threads(threads);
+    if first {
+        builder = builder.finish_when(stateright::HasDiscoveries::AnyFailures);
+    }
+    let checker = builder.spawn_bfs().join();
+    let took = started.elapsed();
+    let mut counterexamples = Vec::new();
+    let mut never_seen = Vec::new();
+    for p in &properties {
+        let found = checker.discovery(p.name);
+        match (&p.expectation, found) {
+            (stateright::Expectation::Sometimes, None) => never_seen.push(p.name),
+            (stateright::Expectation::Sometimes, Some(_)) => {}
+            (_, Some(path)) => counterexamples.push((p.name, trace(&model, path))),
+            (_, None) => {}
+        }
+    }
+    Report {
+        states: checker.unique_state_count(),
+        depth: checker.max_depth(),
+        took,
+        counterexamples,
+        never_seen,
+    }
+}
+
+/// A counterexample as readable lines: each step and the state it led to.
+fn trace(
+    model: &Protocol,
+    path: stateright::Path<crate::model::State, crate::model::Action>,
+) -> String {
+    let mut out = String::new();
+    for (i, (state, action)) in path.into_vec().into_iter().enumerate() {
+        out += &format!("{i:>3}. now={} {}\n", state.now, summary(model, &state));
+        if let Some(a) = action {
+            out += &format!("     -> {a:?}\n");
+        }
+    }
+    out
+}
+
+fn summary(model: &Protocol, s: &crate::model::State) -> String {
+    let mut parts = Vec::new();
+    for (c, cl) in s.clients.iter().enumerate() {
+        parts.push(format!(
+            "c{c}[clock {}] {:?}{}",
+            model.local(s, c),
+            cl.phase,
+            if cl.inbox.is_empty() {
+                String::new()
+            } else {
+                format!(" inbox {:?}", cl.inbox)
+            }
+        ));
+    }
+    for (n, node) in s.nodes.iter().enumerate() {
+        match &node.lock {
+            Some(l) => parts.push(format!(
+                "node{n}: {} holds {:?} token {} until {:?}",
+                l.value.owner, l.value.reqs, l.value.token, l.expire_at
+            )),
+            None => parts.push(format!("node{n}: free")),
+        }
+        if let Some(q) = &node.queue {
+            parts.push(format!("queue {:?}", q.value.keys().collect::<Vec<_>>()));
+        }
+    }
+    if !s.net.is_empty() {
+        parts.push(format!("in flight {:?}", s.net));
+    }
+    parts.join("; ")
+}

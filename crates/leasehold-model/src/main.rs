@@ -1,0 +1,97 @@
+//! `leasehold-model`: check leasehold's lock protocol model at a chosen bound.
+//!
+//! ```text
+//! leasehold-model [--redlock] [--clients N] [--acquires N] [--horizon T] [--lost N]
+//!                 [--late N] [--lost-messages N] [--pauses N] [--crashes N]
+//!                 [--no-liveness] [--bug NAME] [--threads N]
+//! ```
+//! Exits 1 if a property is broken (and prints its counterexample). With `--bug`, the
+//! exploration stops at the first counterexample.
+
+use std::process::ExitCode;
+
+use leasehold_model::bugs::Bug;
+use leasehold_model::check::check;
+use leasehold_model::model::Config;
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("leasehold-model: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<ExitCode, String> {
+    let mut cfg = if args.iter().any(|a| a == "--redlock") {
+        Config::redlock_ci()
+    } else {
+        Config::ci()
+    };
+    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = |what: &str| -> Result<u64, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{what} needs a number"))
+        };
+        match a.as_str() {
+            "--redlock" => {}
+            "--clients" => cfg.clients = num(a)? as usize,
+            "--acquires" => cfg.acquires = num(a)? as u8,
+            "--horizon" => cfg.horizon = num(a)?,
+            "--lost" => cfg.lost = num(a)? as u8,
+            "--late" => cfg.late = num(a)? as u8,
+            "--lost-messages" => cfg.lost_messages = num(a)? as u8,
+            "--pauses" => cfg.pauses = num(a)? as u8,
+            "--crashes" => cfg.crashes = num(a)? as u8,
+            "--threads" => threads = num(a)? as usize,
+            "--no-liveness" => cfg.liveness_steps = None,
+            "--bug" => {
+                let name = it.next().ok_or("--bug needs a name")?;
+                cfg.bug = Some(
+                    Bug::ALL
+                        .into_iter()
+                        .find(|b| format!("{b:?}").eq_ignore_ascii_case(name))
+                        .ok_or_else(|| format!("no bug {name:?}; one of {:?}", Bug::ALL))?,
+                );
+            }
+            "-h" | "--help" => {
+                println!(
+                    "{}",
+                    include_str!("main.rs")
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("//! "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    println!("checking {cfg:?}");
+    let first = cfg.bug.is_some();
+    let r = check(cfg, threads, first);
+    println!(
+        "{} states, depth {}, {:.1} s",
+        r.states,
+        r.depth,
+        r.took.as_secs_f64()
+    );
+    for n in &r.never_seen {
+        println!("never reached (the bound is too small to exercise it): {n}");
+    }
+    for (name, trace) in &r.counterexamples {
+        println!("BROKEN: {name}\n{trace}");
+    }
+    Ok(if r.counterexamples.is_empty() {
+        println!("every property holds");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,185 @@
+//! The model checker at the bounds `scripts/test` can afford: every reachable state of
+//! each bound is explored and every property of PROTOCOL.md holds; each seeded bug yields
+//! a counterexample for the property it breaks. `leasehold-model` (the crate's binary)
+//! runs deeper bounds.
+
+use leasehold_model::bugs::Bug;
+use leasehold_model::check::{check, Report};
+use leasehold_model::model::Config;
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2)
+}
+
+fn holds(name: &str, cfg: Config) -> Report {
+    let r = check(cfg.clone(), threads(), false);
+    eprintln!(
+        "{name}: {} states, depth {}, {:.1} s ({cfg:?})",
+        r.states,
+        r.depth,
+        r.took.as_secs_f64()
+    );
+    for (p, trace) in &r.counterexamples {
+        eprintln!("BROKEN: {p}\n{trace}");
+    }
+    assert!(
+        r.counterexamples.is_empty(),
+        "{name}: {:?}",
+        r.counterexamples.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    r
+}
+
+fn quiet() -> Config {
+    Config {
+        lost: 0,
+        late: 0,
+        lost_messages: 0,
+        pauses: 0,
+        crashes: 0,
+        liveness_steps: None,
+        ..Config::ci()
+    }
+}
+
+#[test]
+fn two_clients_keep_every_property_through_a_lost_reply_a_late_reply_and_a_pause() {
+    let r = holds(
+        "2 clients x 1 call, 1 lost + 1 late reply, 1 pause",
+        Config {
+            clients: 2,
+            acquires: 1,
+            lost: 1,
+            late: 1,
+            pauses: 1,
+            ..quiet()
+        },
+    );
+    assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
+}
+
+#[test]
+fn a_live_waiter_gets_the_lock_after_a_crash_a_lost_reply_and_a_lost_grant_message() {
+    let r = holds(
+        "2 clients x 1 call, liveness, 1 crash + 1 lost reply + 1 lost message",
+        Config {
+            clients: 2,
+            acquires: 1,
+            lost: 1,
+            lost_messages: 1,
+            crashes: 1,
+            liveness_steps: Some(400),
+            ..quiet()
+        },
+    );
+    assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
+}
+
+#[test]
+fn three_clients_with_their_handoffs_keep_every_property() {
+    let r = holds(
+        "3 clients x 1 call",
+        Config {
+            clients: 3,
+            acquires: 1,
+            horizon: 6,
+            ..quiet()
+        },
+    );
+    assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
+}
+
+#[test]
+fn redlock_over_three_masters_keeps_mutual_exclusion_and_fencing_order() {
+    let r = holds(
+        "RedLock: 3 nodes, 2 clients x 1 call",
+        Config {
+            nodes: 3,
+            clients: 2,
+            acquires: 1,
+            horizon: 3,
+            ..quiet()
+        },
+    );
+    assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
+}
+
+/// Each seeded bug, the smallest bound that shows it, and the property it must break.
+#[test]
+fn each_seeded_bug_yields_a_counterexample() {
+    let two_calls = Config {
+        clients: 2,
+        acquires: 2,
+        ..quiet()
+    };
+    let one_call = Config {
+        clients: 2,
+        acquires: 1,
+        ..quiet()
+    };
+    let cases = [
+        (
+            Bug::ReleaseWithoutOwnerCheck,
+            two_calls.clone(),
+            "mutual exclusion by lease",
+        ),
+        (
+            Bug::RetryWithFreshRequestId,
+            Config {
+                lost: 1,
+                ..one_call.clone()
+            },
+            "idempotence: a holder's count equals its unreleased acquire calls",
+        ),
+        (
+            Bug::DeadlineFromReceipt,
+            Config {
+                late: 1,
+                ..one_call.clone()
+            },
+            "mutual exclusion by lease",
+        ),
+        (
+            Bug::HandoffSkipsClaimWindow,
+            two_calls.clone(),
+            "mutual exclusion by lease",
+        ),
+    ];
+    for (bug, cfg, property) in cases {
+        let r = check(
+            Config {
+                bug: Some(bug),
+                ..cfg
+            },
+            threads(),
+            true,
+        );
+        let found = r.counterexamples.iter().find(|(p, _)| *p == property);
+        let Some((_, trace)) = found else {
+            panic!(
+                "{bug:?}: no counterexample for {property:?} in {} states",
+                r.states
+            );
+        };
+        eprintln!(
+            "{bug:?} breaks {property:?} ({} states):\n{trace}",
+            r.states
+        );
+    }
+    // The same bounds without the bugs hold.
+    for cfg in [
+        two_calls,
+        Config {
+            lost: 1,
+            ..one_call.clone()
+        },
+        Config {
+            late: 1,
+            ..one_call
+        },
+    ] {
+        holds("the seeded bugs' bounds, without the bugs", cfg);
+    }
+}
