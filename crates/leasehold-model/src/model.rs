@@ -152,8 +152,7 @@ pub enum Reply {
 /// Something in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Packet {
-    /// A request on connection `conn` of client `client` to `node`, sent at `sent`
-    /// (client time).
+    /// A request on connection `conn` of client `client` to `node`.
     Request {
         /// Client.
         client: usize,
@@ -528,6 +527,19 @@ impl Protocol {
         };
     }
 
+    /// Client `c` (holding a handoff grant) sends the renewal that confirms it.
+    fn confirm(&self, s: &mut State, c: usize) {
+        let now = self.local(s, c);
+        if let Phase::Holding {
+            req, confirming, ..
+        } = &mut s.clients[c].phase
+        {
+            *confirming = Some(now);
+            let call = Call::Renew(req.clone());
+            self.send(s, c, 0, call);
+        }
+    }
+
     fn end_call(&self, s: &mut State, c: usize) {
         let cl = &mut s.clients[c];
         cl.subscribed = false;
@@ -753,7 +765,7 @@ impl Protocol {
                     leave,
                     retry,
                 },
-                Reply::Code(code),
+                Reply::Code(_),
             ) => {
                 parts[node] = Part::Done;
                 if leave
@@ -764,7 +776,6 @@ impl Protocol {
                 {
                     s.flags.misreported = true;
                 }
-                let _ = code;
                 if parts.iter().any(|p| matches!(p, Part::Pending(_))) {
                     s.clients[c].phase = Phase::Releasing {
                         req,
@@ -922,15 +933,7 @@ impl Protocol {
                         return false;
                     }
                     // The renewer confirms a handoff grant at once.
-                    self.send(s, c, 0, Call::Renew(req.clone()));
-                    s.clients[c].phase = Phase::Holding {
-                        req,
-                        token,
-                        deadline,
-                        provisional,
-                        confirming: Some(now),
-                        seq,
-                    };
+                    self.confirm(s, c);
                     return true;
                 }
                 if now < deadline {
@@ -973,7 +976,7 @@ impl Protocol {
         let now = self.local(s, c);
         let mut wake = wake;
         match parse_grant(msg) {
-            Some((to, token, granted_try, waited, next)) if to == req => {
+            Some((to, token, granted_try, waited, _)) if to == req => {
                 let found = s.clients[c]
                     .tries
                     .iter()
@@ -994,7 +997,6 @@ impl Protocol {
                     }
                 }
                 // Too little of it left: confirm with a try.
-                let _ = next;
                 self.start_try(s, c, req, try_no + 1, start, true);
                 return;
             }
@@ -1045,23 +1047,12 @@ impl Protocol {
                 true
             }
             Phase::Holding {
-                req,
-                token,
-                deadline,
                 provisional: true,
                 confirming: Some(sent),
-                seq,
+                ..
             } if now >= sent + cfg.response_timeout => {
                 self.reconnect(s, c, 0);
-                self.send(s, c, 0, Call::Renew(req.clone()));
-                s.clients[c].phase = Phase::Holding {
-                    req,
-                    token,
-                    deadline,
-                    provisional: true,
-                    confirming: Some(now),
-                    seq,
-                };
+                self.confirm(s, c);
                 true
             }
             Phase::Releasing {

@@ -21,6 +21,26 @@ use redis::Value;
 const LOCK: &str = "m:{twin}";
 const CASES: usize = 3000;
 
+/// The lock's keys (suffixes of `LOCK`) in the order `acquire.lua` takes them, with names.
+const KEYS: [(&str, &str); 6] = [
+    ("lock", ""),
+    ("fence", ":fence"),
+    ("waiters", ":waiters"),
+    ("waiters:exp", ":waiters:exp"),
+    ("next", ":next"),
+    ("waiters:info", ":waiters:info"),
+];
+
+/// The keys in the order `release.lua`, `leave.lua` and `force_release.lua` take them.
+const RELEASE_KEYS: [&str; 6] = [
+    "",
+    ":waiters",
+    ":waiters:exp",
+    ":next",
+    ":fence",
+    ":waiters:info",
+];
+
 fn key(suffix: &str) -> String {
     format!("{LOCK}{suffix}")
 }
@@ -313,14 +333,7 @@ fn text(v: &Value) -> String {
 }
 
 fn dump_real(c: &mut redis::Connection, out: &mut Outcome) {
-    for (name, suffix) in [
-        ("lock", ""),
-        ("fence", ":fence"),
-        ("waiters", ":waiters"),
-        ("waiters:exp", ":waiters:exp"),
-        ("next", ":next"),
-        ("waiters:info", ":waiters:info"),
-    ] {
+    for (name, suffix) in KEYS {
         let k = key(suffix);
         let ty: String = redis::cmd("TYPE").arg(&k).query(c).expect("TYPE");
         if ty == "none" {
@@ -367,17 +380,7 @@ fn dump_real(c: &mut redis::Connection, out: &mut Outcome) {
 }
 
 fn write_state(c: &mut redis::Connection, s: &Store) {
-    let keys: Vec<String> = [
-        "",
-        ":fence",
-        ":waiters",
-        ":waiters:exp",
-        ":next",
-        ":waiters:info",
-    ]
-    .iter()
-    .map(|k| key(k))
-    .collect();
+    let keys: Vec<String> = KEYS.iter().map(|(_, k)| key(k)).collect();
     let _: () = redis::cmd("DEL").arg(&keys).query(c).expect("DEL");
     let expire = |c: &mut redis::Connection, k: &str, e: Option<u64>| {
         if let Some(e) = e {
@@ -490,26 +493,12 @@ fn run_model(store: &Store, call: &Call, now_us: u64) -> Outcome {
 /// Run `call` with the real script; the reply's parts (its tag checked and dropped).
 fn run_real(c: &mut redis::Connection, call: &Call, tag: u64) -> Vec<String> {
     let k = |suffixes: &[&str]| suffixes.iter().map(|s| key(s)).collect::<Vec<_>>();
-    let lock_keys = k(&[
-        "",
-        ":waiters",
-        ":waiters:exp",
-        ":next",
-        ":fence",
-        ":waiters:info",
-    ]);
+    let lock_keys = k(&RELEASE_KEYS);
     let b = |v: bool| if v { "1" } else { "0" };
     let (src, keys, args): (&str, Vec<String>, Vec<String>) = match call {
         Call::Acquire(a) => (
             scripts::ACQUIRE.plain,
-            k(&[
-                "",
-                ":fence",
-                ":waiters",
-                ":waiters:exp",
-                ":next",
-                ":waiters:info",
-            ]),
+            KEYS.iter().map(|(_, k)| key(k)).collect(),
             vec![
                 a.owner.clone(),
                 a.req.clone(),
