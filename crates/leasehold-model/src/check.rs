@@ -21,17 +21,95 @@ pub struct Report {
     pub never_seen: Vec<&'static str>,
 }
 
-/// Explore every state of `cfg` (on `threads` threads); with `first`, stop at the first
-/// counterexample.
+/// How to explore.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// Worker threads.
+    pub threads: usize,
+    /// Stop at the first counterexample.
+    pub first: bool,
+    /// Depth-first (memory: a fingerprint per state and the current paths) instead of
+    /// breadth-first (shortest counterexamples, but every state of the frontier is kept).
+    pub depth_first: bool,
+    /// Keep one state of each set of states that differ only in the clients' numbers
+    /// ([`crate::symmetry`]). Depth-first only.
+    pub symmetry: bool,
+    /// Print the states explored so far at this interval (to standard error).
+    pub progress: Option<Duration>,
+}
+
+impl Search {
+    /// Breadth-first on `threads` threads, without symmetry or progress.
+    pub fn bfs(threads: usize) -> Self {
+        Search {
+            threads,
+            first: false,
+            depth_first: false,
+            symmetry: false,
+            progress: None,
+        }
+    }
+
+    /// Depth-first with symmetry reduction on `threads` threads.
+    pub fn dfs(threads: usize) -> Self {
+        Search {
+            depth_first: true,
+            symmetry: true,
+            ..Search::bfs(threads)
+        }
+    }
+}
+
+/// Explore every state of `cfg` breadth-first (on `threads` threads); with `first`, stop
+/// at the first counterexample.
 pub fn check(cfg: Config, threads: usize, first: bool) -> Report {
+    explore(
+        cfg,
+        &Search {
+            first,
+            ..Search::bfs(threads)
+        },
+    )
+}
+
+/// Explore every state of `cfg` as `search` says.
+pub fn explore(cfg: Config, search: &Search) -> Report {
     let model = Protocol::new(cfg);
     let properties = model.properties();
     let started = Instant::now();
-    let mut builder = model.clone().checker().threads(threads);
-    if first {
+    let mut builder = model.clone().checker().threads(search.threads);
+    if search.first {
         builder = builder.finish_when(stateright::HasDiscoveries::AnyFailures);
     }
-    let checker = builder.spawn_bfs().join();
+    if search.symmetry {
+        builder = builder.symmetry_fn(crate::symmetry::representative);
+    }
+    let mut checker: Box<dyn Checker<Protocol>> = if search.depth_first {
+        Box::new(builder.spawn_dfs())
+    } else {
+        Box::new(builder.spawn_bfs())
+    };
+    let workers = checker.handles();
+    if let Some(every) = search.progress {
+        let mut last = Instant::now();
+        while !workers.iter().all(|h| h.is_finished()) {
+            std::thread::park_timeout(Duration::from_millis(50));
+            if last.elapsed() < every {
+                continue;
+            }
+            last = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            let n = checker.unique_state_count();
+            eprintln!(
+                "  {secs:>6.0} s: {n} states, depth {}, {:.0} states/s",
+                checker.max_depth(),
+                n as f64 / secs
+            );
+        }
+    }
+    for h in workers {
+        h.join().expect("a checker thread panicked");
+    }
     let took = started.elapsed();
     let mut counterexamples = Vec::new();
     let mut never_seen = Vec::new();

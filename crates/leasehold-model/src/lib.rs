@@ -8,6 +8,8 @@
 //!   client rules, connections that lose and delay replies and are re-opened, server TTLs
 //!   and client clocks as discrete time with bounded drift, pauses and crashes; the
 //!   properties of PROTOCOL.md checked on every reachable state.
+//! - [`symmetry`]: the renumbering of clients that lets the checker keep one state of
+//!   each set of states that differ only in the clients' numbers.
 //! - [`bugs`]: known mistakes that can be seeded into the model, each of which the checker
 //!   must find.
 #![forbid(unsafe_code)]
@@ -17,3 +19,4 @@ pub mod check;
 pub mod model;
 pub mod scripts;
 pub mod store;
+pub mod symmetry;

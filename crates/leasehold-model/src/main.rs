@@ -2,16 +2,26 @@
 //!
 //! ```text
 //! leasehold-model [--redlock] [--clients N] [--acquires N] [--horizon T] [--lost N]
+//!                 [--ttl T] [--claim T] [--drift T] [--clock-lag T] [--response-timeout T]
+//!                 [--wait T]
 //!                 [--late N] [--lost-messages N] [--pauses N] [--crashes N]
-//!                 [--no-liveness] [--bug NAME] [--threads N]
+//!                 [--no-liveness] [--bug NAME] [--threads N] [--bfs] [--no-symmetry]
+//!                 [--no-reduce]
 //! ```
+//! Explores depth-first with symmetry reduction (clients renumbered into one order) and
+//! prints progress every 10 s to standard error; `--bfs` explores breadth-first (shortest
+//! counterexamples; keeps the whole frontier in memory, no symmetry reduction).
+//! `--no-reduce` turns off the partial-order reduction (`Protocol::ample`).
 //! Exits 1 if a property is broken (and prints its counterexample). With `--bug`, the
 //! exploration stops at the first counterexample.
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use leasehold_model::bugs::Bug;
-use leasehold_model::check::check;
+use leasehold_model::check::{explore, Search};
 use leasehold_model::model::Config;
 
 fn main() -> ExitCode {
@@ -30,7 +40,11 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
     } else {
         Config::ci()
     };
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut search = Search {
+        progress: Some(std::time::Duration::from_secs(10)),
+        ..Search::dfs(threads)
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |what: &str| -> Result<u64, String> {
@@ -43,12 +57,24 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
             "--clients" => cfg.clients = num(a)? as usize,
             "--acquires" => cfg.acquires = num(a)? as u8,
             "--horizon" => cfg.horizon = num(a)?,
+            "--ttl" => cfg.ttl = num(a)?,
+            "--claim" => cfg.claim = num(a)?,
+            "--drift" => cfg.drift = num(a)?,
+            "--clock-lag" => cfg.clock_lag = num(a)? as u8,
+            "--response-timeout" => cfg.response_timeout = num(a)?,
+            "--wait" => cfg.wait = num(a)?,
             "--lost" => cfg.lost = num(a)? as u8,
             "--late" => cfg.late = num(a)? as u8,
             "--lost-messages" => cfg.lost_messages = num(a)? as u8,
             "--pauses" => cfg.pauses = num(a)? as u8,
             "--crashes" => cfg.crashes = num(a)? as u8,
-            "--threads" => threads = num(a)? as usize,
+            "--threads" => search.threads = num(a)? as usize,
+            "--bfs" => {
+                search.depth_first = false;
+                search.symmetry = false;
+            }
+            "--no-symmetry" => search.symmetry = false,
+            "--no-reduce" => cfg.reduce = false,
             "--no-liveness" => cfg.liveness_steps = None,
             "--bug" => {
                 let name = it.next().ok_or("--bug needs a name")?;
@@ -74,8 +100,9 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         }
     }
     println!("checking {cfg:?}");
-    let first = cfg.bug.is_some();
-    let r = check(cfg, threads, first);
+    println!("search: {search:?}");
+    search.first = cfg.bug.is_some();
+    let r = explore(cfg, &search);
     println!(
         "{} states, depth {}, {:.1} s",
         r.states,

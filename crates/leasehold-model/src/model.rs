@@ -7,8 +7,12 @@
 //!   the drift the lease arithmetic allows for (`drift` per lease).
 //! - **Connections**: each request travels on the client's current connection to a node;
 //!   the server runs it whenever it arrives, its reply arrives whenever the client is
-//!   scheduled to read it. A reply may be *lost* (budget `lost`), or arrive *late*, after
-//!   the client's response timeout (budget `late`). A client whose reply does not come
+//!   scheduled to read it. A request, or the reply to it, may be *lost* (budget `lost`),
+//!   or the reply may arrive *late*, after the client's response timeout (budget `late`).
+//!   The fate of a reply is chosen while its request is in flight (a [`Fate`]): a reply
+//!   that will be lost is never seen, whenever it would have been dropped, and one that
+//!   will be late is held back past a tick; so reading a reply is never in a race with a
+//!   fault, which lets [`Protocol::ample`] read some replies without trying every order. A client whose reply does not come
 //!   abandons the connection, closes it at the server (`CLIENT KILL`: whatever the old
 //!   connection carried either ran already or never will) and re-sends the same request
 //!   on a fresh connection.
@@ -69,6 +73,9 @@ pub struct Config {
     pub bug: Option<Bug>,
     /// Check liveness (a fair run from every state) within this many steps, or not at all.
     pub liveness_steps: Option<usize>,
+    /// Explore one order of the steps that [`Protocol::ample`] shows need no other
+    /// (partial-order reduction; one server, without liveness and crashes only).
+    pub reduce: bool,
 }
 
 impl Config {
@@ -94,6 +101,7 @@ impl Config {
             crashes: 1,
             bug: None,
             liveness_steps: Some(400),
+            reduce: true,
         }
     }
 
@@ -149,19 +157,32 @@ pub enum Reply {
     Code(i64),
 }
 
+/// What becomes of the reply to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fate {
+    /// It reaches the client in the same tick.
+    Arrives,
+    /// It is lost (the connection resets after the server ran the request).
+    Lost,
+    /// It is held back past a tick (after the client's response timeout).
+    Late,
+}
+
 /// Something in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Packet {
-    /// A request on connection `conn` of client `client` to `node`.
+    /// A request of client `client` to `node`, on the client's current connection to it
+    /// (a client closes a connection before it opens the next one, and what the closed
+    /// one carried is gone: everything in flight is on the current connection).
     Request {
         /// Client.
         client: usize,
         /// Node.
         node: usize,
-        /// Connection number.
-        conn: u8,
         /// The call.
         call: Call,
+        /// What becomes of its reply.
+        fate: Fate,
     },
     /// Its reply.
     Reply {
@@ -169,8 +190,6 @@ pub enum Packet {
         client: usize,
         /// Node.
         node: usize,
-        /// Connection number.
-        conn: u8,
         /// The reply.
         reply: Reply,
         /// Held back past a tick (the late-reply fault).
@@ -293,8 +312,6 @@ pub struct Client {
     pub calls: u8,
     /// Where it is.
     pub phase: Phase,
-    /// Its current connection number (per node).
-    pub conns: Vec<u8>,
     /// Subscribed to the lock's channel (during a waiting call).
     pub subscribed: bool,
     /// Messages heard, not yet read.
@@ -351,10 +368,12 @@ pub enum Action {
     /// The server runs request `net[i]`, or the client reads reply `net[i]`, or the
     /// resource takes write `net[i]`.
     Deliver(usize),
-    /// Request or reply `net[i]` is lost (a reset connection, before or after the server
-    /// ran it).
+    /// Request `net[i]` is lost (a reset connection, before the server ran it).
     Lose(usize),
-    /// Reply `net[i]` is held back past the next tick (a late reply).
+    /// The reply to request `net[i]` will be lost (a reset connection after the server
+    /// ran it).
+    LoseReply(usize),
+    /// The reply to request `net[i]` will be held back past the next tick (a late reply).
     Delay(usize),
     /// Client `c` takes its next step.
     Step(usize),
@@ -415,35 +434,26 @@ impl Protocol {
     }
 
     fn send(&self, s: &mut State, c: usize, node: usize, call: Call) {
-        let conn = s.clients[c].conns[node];
         s.net.push(Packet::Request {
             client: c,
             node,
-            conn,
             call,
+            fate: Fate::Arrives,
         });
     }
 
     /// Close client `c`'s connection to `node` at the server and open a fresh one:
     /// whatever the old one carried is gone.
     fn reconnect(&self, s: &mut State, c: usize, node: usize) {
-        let conn = s.clients[c].conns[node];
         s.net.retain(|p| match p {
             Packet::Request {
-                client,
-                node: n,
-                conn: k,
-                ..
+                client, node: n, ..
             }
             | Packet::Reply {
-                client,
-                node: n,
-                conn: k,
-                ..
-            } => !(*client == c && *n == node && *k == conn),
+                client, node: n, ..
+            } => !(*client == c && *n == node),
             Packet::Write { .. } => true,
         });
-        s.clients[c].conns[node] = conn + 1;
     }
 
     fn new_req(&self, s: &mut State, c: usize) -> String {
@@ -506,12 +516,16 @@ impl Protocol {
         deadline: u64,
         provisional: bool,
     ) {
-        s.grants += 1;
+        // Only a grant taken while its deadline is ahead counts: one taken after it (a
+        // late reply) is never relied on, and never written with.
+        let mut seq = 0;
         if self.local(s, c) < deadline {
             if token <= s.last_token {
                 s.flags.token_order = true;
             }
             s.last_token = s.last_token.max(token);
+            s.grants += 1;
+            seq = s.grants;
         }
         let c_ = &mut s.clients[c];
         c_.subscribed = false;
@@ -523,7 +537,7 @@ impl Protocol {
             deadline,
             provisional,
             confirming: None,
-            seq: s.grants,
+            seq,
         };
     }
 
@@ -852,13 +866,7 @@ impl Protocol {
             for (node, p) in parts.iter_mut().enumerate() {
                 if let Part::Granted(_) = p {
                     let call = Call::RaiseFence(req.clone(), token);
-                    let conn = s.clients[c].conns[node];
-                    s.net.push(Packet::Request {
-                        client: c,
-                        node,
-                        conn,
-                        call,
-                    });
+                    self.send(s, c, node, call);
                     *p = Part::Pending(now);
                 } else if let Part::Pending(_) = p {
                     // A straggler of the acquire: closed, so that a reply to it is not
@@ -1134,17 +1142,18 @@ impl Protocol {
                     Packet::Request {
                         client,
                         node,
-                        conn,
                         call,
+                        fate,
                     } => {
                         let reply = self.execute(s, client, node, &call);
-                        s.net.push(Packet::Reply {
-                            client,
-                            node,
-                            conn,
-                            reply,
-                            late: false,
-                        });
+                        if fate != Fate::Lost {
+                            s.net.push(Packet::Reply {
+                                client,
+                                node,
+                                reply,
+                                late: fate == Fate::Late,
+                            });
+                        }
                     }
                     Packet::Reply {
                         client,
@@ -1156,23 +1165,26 @@ impl Protocol {
                 }
                 true
             }
-            Action::Lose(i) => {
-                if s.used[LOST] >= cfg.lost || matches!(s.net[i], Packet::Write { .. }) {
-                    return false;
-                }
-                s.used[LOST] += 1;
-                s.net.remove(i);
-                true
-            }
-            Action::Delay(i) => {
-                let Packet::Reply { late, .. } = &mut s.net[i] else {
+            Action::Lose(i) | Action::LoseReply(i) | Action::Delay(i) => {
+                let (budget, to) = match action {
+                    Action::Lose(_) => (LOST, None),
+                    Action::LoseReply(_) => (LOST, Some(Fate::Lost)),
+                    _ => (LATE, Some(Fate::Late)),
+                };
+                let limit = [cfg.lost, cfg.late][budget];
+                let Packet::Request { fate, .. } = &mut s.net[i] else {
                     return false;
                 };
-                if *late || s.used[LATE] >= cfg.late {
+                if *fate != Fate::Arrives || s.used[budget] >= limit {
                     return false;
                 }
-                *late = true;
-                s.used[LATE] += 1;
+                s.used[budget] += 1;
+                match to {
+                    Some(to) => *fate = to,
+                    None => {
+                        s.net.remove(i);
+                    }
+                }
                 true
             }
             Action::Step(c) => self.step(s, c, false),
@@ -1221,14 +1233,192 @@ impl Protocol {
         }
     }
 
+    /// Whether `action` surely cannot be taken in `s`: the budget and phase checks that
+    /// need no copy of the state (`apply` makes the full checks).
+    fn ruled_out(&self, s: &State, action: &Action) -> bool {
+        let cfg = &self.cfg;
+        match *action {
+            Action::Tick(lag) => {
+                s.now >= cfg.horizon || lag.is_some_and(|c| s.clients[c].lag >= cfg.clock_lag)
+            }
+            Action::Deliver(_) => false,
+            Action::Lose(i) | Action::LoseReply(i) => {
+                s.used[LOST] >= cfg.lost
+                    || !matches!(
+                        s.net[i],
+                        Packet::Request {
+                            fate: Fate::Arrives,
+                            ..
+                        }
+                    )
+            }
+            Action::Delay(i) => {
+                s.used[LATE] >= cfg.late
+                    || !matches!(
+                        s.net[i],
+                        Packet::Request {
+                            fate: Fate::Arrives,
+                            ..
+                        }
+                    )
+            }
+            Action::Step(c) => matches!(
+                s.clients[c].phase,
+                Phase::Trying { .. } | Phase::Releasing { .. } | Phase::Crashed | Phase::Done
+            ),
+            Action::PauseWrite(c) => {
+                s.used[PAUSE] >= cfg.pauses
+                    || !matches!(
+                        s.clients[c].phase,
+                        Phase::Holding {
+                            provisional: false,
+                            ..
+                        }
+                    )
+            }
+            Action::Timeout(c) => !matches!(
+                s.clients[c].phase,
+                Phase::Trying { .. }
+                    | Phase::Releasing { .. }
+                    | Phase::Holding {
+                        provisional: true,
+                        confirming: Some(_),
+                        ..
+                    }
+            ),
+            Action::LoseMessage(c) => {
+                s.used[LOST_MSG] >= cfg.lost_messages || s.clients[c].inbox.is_empty()
+            }
+            Action::Crash(c) => {
+                s.used[CRASH] >= cfg.crashes
+                    || matches!(s.clients[c].phase, Phase::Done | Phase::Crashed)
+            }
+        }
+    }
+
     /// The state after `action`, if it can be taken.
     pub fn after(&self, s: &State, action: &Action) -> Option<State> {
+        if self.ruled_out(s, action) {
+            return None;
+        }
         let mut next = s.clone();
         if !self.apply(&mut next, action) {
             return None;
         }
         next.net.sort();
         Some(next)
+    }
+
+    /// A step to explore alone from `s`, if there is one (partial-order reduction): when
+    /// a state that breaks a safety property is reachable from `s`, one is reachable
+    /// from the state after this step too, so the checker finds a counterexample
+    /// whenever the full search would (by induction on the longest path left: the state
+    /// graph is acyclic, as every step moves time, a client's program, a budget or what
+    /// is in flight forward).
+    ///
+    /// Each step chosen is a step of one client `c` that keeps the state from being
+    /// quiescent until it is taken, so time stands still before it; nothing but `c`'s own
+    /// steps changes `c`'s program, and `c` has no other step possible before it (no
+    /// crash is left in the budget, and a message it might read is not lost: either no
+    /// lost message is left in the budget or it hears none). Take a path `π` from `s` to
+    /// a bad state `v`:
+    /// - if the step `a` is not on `π`, `a` stays possible along `π`, and `a` then `π`
+    ///   reaches `v` after `a`: still bad, because `a` never makes a property true again
+    ///   (it only adds a believer of the lock, raises a flag, ends a call, or changes what
+    ///   no property reads);
+    /// - if `π` takes `a` after `β`, then `a` then `β` reaches the same state as `β` then
+    ///   `a`, because `a` and each step of `β` commute: `a` touches neither the keys nor the
+    ///   resource nor another client, and a message published to `c` meanwhile is either
+    ///   appended behind what `c` reads, or dropped by `a`'s grant either way. The one
+    ///   exception is a grant `a` that `c` takes as held while `β` holds another client's
+    ///   grant taken as held (both bump the order of grants); then, since `c` cannot act
+    ///   during `β`, `a` then `β` has `c` believing all along, and reaches a state where
+    ///   both believe: mutual exclusion broken.
+    ///
+    /// The steps, on one server, without liveness (a fair run is not a safety property):
+    /// 1. reading a reply that is not late (late replies are read across a tick): a
+    ///    refusal by a client already subscribed (its first refusal subscribes it, which
+    ///    changes who hears the next message); a grant; a renewal that confirms a handoff
+    ///    grant (one that refuses it would end a believer); the reply to a release (not to
+    ///    a leave, whose reply is checked against the keys), by a client that hears no
+    ///    message;
+    /// 2. reading a message while waiting;
+    /// 3. sending the confirmation of a handoff grant;
+    /// 4. a timeout with nothing of the client's in flight (a re-send on a new connection).
+    ///
+    /// A reply is never in a race with a fault: faults are chosen while its request is in
+    /// flight ([`Fate`]).
+    pub fn ample(&self, s: &State) -> Option<Action> {
+        let cfg = &self.cfg;
+        if !cfg.reduce
+            || cfg.nodes != 1
+            || cfg.liveness_steps.is_some()
+            || s.used[CRASH] < cfg.crashes
+        {
+            return None;
+        }
+        let hears_safely = |cl: &Client| {
+            s.used[LOST_MSG] >= cfg.lost_messages || (!cl.subscribed && cl.inbox.is_empty())
+        };
+        for (i, p) in s.net.iter().enumerate() {
+            let Packet::Reply {
+                client: c,
+                reply,
+                late: false,
+                ..
+            } = p
+            else {
+                continue;
+            };
+            let cl = &s.clients[*c];
+            let qualifies = match (&cl.phase, reply) {
+                (Phase::Trying { .. }, Reply::Acquired(None, _)) => cl.subscribed,
+                (Phase::Trying { .. }, Reply::Acquired(Some(_), _)) => hears_safely(cl),
+                (
+                    Phase::Holding {
+                        provisional: true,
+                        confirming: Some(_),
+                        ..
+                    },
+                    Reply::Code(1),
+                ) => hears_safely(cl),
+                (
+                    Phase::Releasing {
+                        leave: false,
+                        retry: None,
+                        ..
+                    },
+                    Reply::Code(_),
+                ) => !cl.subscribed && cl.inbox.is_empty(),
+                _ => false,
+            };
+            if qualifies && self.after(s, &Action::Timeout(*c)).is_none() {
+                return Some(Action::Deliver(i));
+            }
+        }
+        for (c, cl) in s.clients.iter().enumerate() {
+            let step = match &cl.phase {
+                Phase::Waiting { .. } => {
+                    !cl.inbox.is_empty() && s.used[LOST_MSG] >= cfg.lost_messages
+                }
+                Phase::Holding {
+                    provisional: true,
+                    confirming: None,
+                    ..
+                } => hears_safely(cl),
+                _ => false,
+            };
+            if step {
+                return Some(Action::Step(c));
+            }
+            let idle_line = !s.net.iter().any(|p| {
+                matches!(p, Packet::Request { client, .. } | Packet::Reply { client, .. } if *client == c)
+            });
+            if idle_line && hears_safely(cl) && self.after(s, &Action::Timeout(c)).is_some() {
+                return Some(Action::Timeout(c));
+            }
+        }
+        None
     }
 
     fn all_actions(&self, s: &State, faults: bool, out: &mut Vec<Action>) {
@@ -1251,6 +1441,7 @@ impl Protocol {
             out.push(Action::Deliver(i));
             if faults {
                 out.push(Action::Lose(i));
+                out.push(Action::LoseReply(i));
                 out.push(Action::Delay(i));
             }
         }
@@ -1325,7 +1516,6 @@ impl Model for Protocol {
             lag: 0,
             calls: 0,
             phase: Phase::Idle,
-            conns: vec![0; self.cfg.nodes],
             subscribed: false,
             inbox: Vec::new(),
             tries: Vec::new(),
@@ -1346,6 +1536,10 @@ impl Model for Protocol {
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
+        if let Some(a) = self.ample(s) {
+            out.push(a);
+            return;
+        }
         self.all_actions(s, true, out);
     }
 
@@ -1418,6 +1612,12 @@ impl Model for Protocol {
                         )
                     })
                 },
+            ));
+        }
+        if self.cfg.nodes == 1 && self.cfg.wait < self.cfg.horizon {
+            p.push(Property::sometimes(
+                "a waiter gives up and hears \"not acquired\"",
+                |_, s: &State| s.clients.iter().any(|c| !c.refused.is_empty()),
             ));
         }
         if self.cfg.liveness_steps.is_some() {

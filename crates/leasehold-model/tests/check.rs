@@ -3,8 +3,11 @@
 //! a counterexample for the property it breaks. `leasehold-model` (the crate's binary)
 //! runs deeper bounds.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use leasehold_model::bugs::Bug;
-use leasehold_model::check::{check, Report};
+use leasehold_model::check::{explore, Report, Search};
 use leasehold_model::model::Config;
 
 fn threads() -> usize {
@@ -14,7 +17,11 @@ fn threads() -> usize {
 }
 
 fn holds(name: &str, cfg: Config) -> Report {
-    let r = check(cfg.clone(), threads(), false);
+    holds_by(name, cfg, &Search::bfs(threads()))
+}
+
+fn holds_by(name: &str, cfg: Config, search: &Search) -> Report {
+    let r = explore(cfg.clone(), search);
     eprintln!(
         "{name}: {} states, depth {}, {:.1} s ({cfg:?})",
         r.states,
@@ -77,6 +84,26 @@ fn a_live_waiter_gets_the_lock_after_a_crash_a_lost_reply_and_a_lost_grant_messa
     assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
 }
 
+/// Waits short enough to end within the bound: a waiter that gives up leaves the queue
+/// (its leave's reply checked against the keys), and a lost or late reply to its try or
+/// its leave never turns a grant into "not acquired".
+#[test]
+fn a_waiter_that_gives_up_never_hears_not_acquired_for_a_grant_despite_a_lost_and_a_late_reply() {
+    let r = holds_by(
+        "2 clients x 1 call, wait 3, 1 lost + 1 late reply",
+        Config {
+            clients: 2,
+            acquires: 1,
+            wait: 3,
+            lost: 1,
+            late: 1,
+            ..quiet()
+        },
+        &Search::dfs(threads()),
+    );
+    assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
+}
+
 #[test]
 fn three_clients_with_their_handoffs_keep_every_property() {
     let r = holds(
@@ -106,7 +133,40 @@ fn redlock_over_three_masters_keeps_mutual_exclusion_and_fencing_order() {
     assert!(r.never_seen.is_empty(), "{:?}", r.never_seen);
 }
 
-/// Each seeded bug, the smallest bound that shows it, and the property it must break.
+/// The reductions (symmetry, partial order) reach the same verdict as the full search on
+/// a bound both can afford, with far fewer states.
+#[test]
+fn three_clients_hold_every_property_with_and_without_the_reductions() {
+    let cfg = Config {
+        clients: 3,
+        acquires: 1,
+        horizon: 6,
+        ..quiet()
+    };
+    let full = holds(
+        "3 clients x 1 call, full search",
+        Config {
+            reduce: false,
+            ..cfg.clone()
+        },
+    );
+    let reduced = holds_by(
+        "3 clients x 1 call, symmetry and partial-order reduction",
+        cfg,
+        &Search::dfs(threads()),
+    );
+    assert!(full.never_seen.is_empty(), "{:?}", full.never_seen);
+    assert!(reduced.never_seen.is_empty(), "{:?}", reduced.never_seen);
+    assert!(
+        reduced.states * 4 < full.states,
+        "{} states reduced, {} in full",
+        reduced.states,
+        full.states
+    );
+}
+
+/// Each seeded bug, the smallest bound that shows it, and the property it must break;
+/// found by the full breadth-first search and by the reduced depth-first one alike.
 #[test]
 fn each_seeded_bug_yields_a_counterexample() {
     let two_calls = Config {
@@ -147,26 +207,46 @@ fn each_seeded_bug_yields_a_counterexample() {
             "mutual exclusion by lease",
         ),
     ];
-    for (bug, cfg, property) in cases {
-        let r = check(
-            Config {
-                bug: Some(bug),
-                ..cfg
+    let searches = [
+        (
+            "full",
+            Search {
+                first: true,
+                ..Search::bfs(threads())
             },
-            threads(),
+            false,
+        ),
+        (
+            "reduced",
+            Search {
+                first: true,
+                ..Search::dfs(threads())
+            },
             true,
-        );
-        let found = r.counterexamples.iter().find(|(p, _)| *p == property);
-        let Some((_, trace)) = found else {
-            panic!(
-                "{bug:?}: no counterexample for {property:?} in {} states",
+        ),
+    ];
+    for (bug, cfg, property) in cases {
+        for (how, search, reduce) in &searches {
+            let r = explore(
+                Config {
+                    bug: Some(bug),
+                    reduce: *reduce,
+                    ..cfg.clone()
+                },
+                search,
+            );
+            let found = r.counterexamples.iter().find(|(p, _)| *p == property);
+            let Some((_, trace)) = found else {
+                panic!(
+                    "{bug:?}: no counterexample for {property:?} in {} states ({how} search)",
+                    r.states
+                );
+            };
+            eprintln!(
+                "{bug:?} breaks {property:?} ({} states, {how} search):\n{trace}",
                 r.states
             );
-        };
-        eprintln!(
-            "{bug:?} breaks {property:?} ({} states):\n{trace}",
-            r.states
-        );
+        }
     }
     // The same bounds without the bugs hold.
     for cfg in [
