@@ -19,6 +19,9 @@ pub struct Report {
     pub counterexamples: Vec<(&'static str, String)>,
     /// Properties that hold vacuously: "sometimes" properties never seen.
     pub never_seen: Vec<&'static str>,
+    /// The search ran out of its time ([`Search::timeout`]) before it explored every
+    /// state: what it found holds for the states explored only.
+    pub stopped: bool,
 }
 
 /// How to explore.
@@ -36,6 +39,9 @@ pub struct Search {
     pub symmetry: bool,
     /// Print the states explored so far at this interval (to standard error).
     pub progress: Option<Duration>,
+    /// Stop after this long: the report then covers the states explored so far only
+    /// ([`Report::stopped`]).
+    pub timeout: Option<Duration>,
 }
 
 impl Search {
@@ -47,6 +53,7 @@ impl Search {
             depth_first: false,
             symmetry: false,
             progress: None,
+            timeout: None,
         }
     }
 
@@ -80,6 +87,9 @@ pub fn explore(cfg: Config, search: &Search) -> Report {
     let mut builder = model.clone().checker().threads(search.threads);
     if search.first {
         builder = builder.finish_when(stateright::HasDiscoveries::AnyFailures);
+    }
+    if let Some(t) = search.timeout {
+        builder = builder.timeout(t);
     }
     if search.symmetry {
         builder = builder.symmetry_fn(crate::symmetry::representative);
@@ -128,6 +138,7 @@ pub fn explore(cfg: Config, search: &Search) -> Report {
         took,
         counterexamples,
         never_seen,
+        stopped: search.timeout.is_some_and(|t| took >= t),
     }
 }
 
