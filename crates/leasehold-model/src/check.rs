@@ -67,18 +67,6 @@ impl Search {
     }
 }
 
-/// Explore every state of `cfg` breadth-first (on `threads` threads); with `first`, stop
-/// at the first counterexample.
-pub fn check(cfg: Config, threads: usize, first: bool) -> Report {
-    explore(
-        cfg,
-        &Search {
-            first,
-            ..Search::bfs(threads)
-        },
-    )
-}
-
 /// Explore every state of `cfg` as `search` says.
 pub fn explore(cfg: Config, search: &Search) -> Report {
     let model = Protocol::new(cfg);
@@ -138,6 +126,8 @@ pub fn explore(cfg: Config, search: &Search) -> Report {
         took,
         counterexamples,
         never_seen,
+        // The checker does not say why its workers ended; a search that ends within its
+        // last moment is reported as stopped (never the other way round).
         stopped: search.timeout.is_some_and(|t| took >= t),
     }
 }

@@ -12,8 +12,8 @@
 //!   The fate of a reply is chosen while its request is in flight (a [`Fate`]): a reply
 //!   that will be lost is never seen, whenever it would have been dropped, and one that
 //!   will be late is held back past a tick; so reading a reply is never in a race with a
-//!   fault, which lets [`Protocol::ample`] read some replies without trying every order. A client whose reply does not come
-//!   abandons the connection, closes it at the server (`CLIENT KILL`: whatever the old
+//!   fault, which lets [`Protocol::ample`] read some replies without trying every order.
+//!   A client whose reply does not come abandons the connection, closes it at the server (`CLIENT KILL`: whatever the old
 //!   connection carried either ran already or never will) and re-sends the same request
 //!   on a fresh connection.
 //! - **Pub/sub**: releases announce grants to subscribed waiters, in order; a message may
@@ -1126,17 +1126,15 @@ impl Protocol {
         })
     }
 
+    /// Take `action` in `s`, which `ruled_out` did not rule out; false if it
+    /// cannot be taken after all.
     fn apply(&self, s: &mut State, action: &Action) -> bool {
-        let cfg = &self.cfg;
         match *action {
             Action::Tick(lag) => {
-                if s.now >= cfg.horizon || !self.quiescent(s) {
+                if !self.quiescent(s) {
                     return false;
                 }
                 if let Some(c) = lag {
-                    if s.clients[c].lag >= cfg.clock_lag || !self.keeps_time(&s.clients[c]) {
-                        return false;
-                    }
                     s.clients[c].lag += 1;
                 }
                 s.now += 1;
@@ -1174,40 +1172,25 @@ impl Protocol {
                 }
                 true
             }
-            Action::Lose(i) | Action::LoseReply(i) | Action::Delay(i) => {
+            Action::Lose(i) => {
+                s.used[LOST] += 1;
+                s.net.remove(i);
+                true
+            }
+            Action::LoseReply(i) | Action::Delay(i) => {
                 let (budget, to) = match action {
-                    Action::Lose(_) => (LOST, None),
-                    Action::LoseReply(_) => (LOST, Some(Fate::Lost)),
-                    _ => (LATE, Some(Fate::Late)),
+                    Action::Delay(_) => (LATE, Fate::Late),
+                    _ => (LOST, Fate::Lost),
                 };
-                let limit = [cfg.lost, cfg.late][budget];
-                let Packet::Request { fate, .. } = &mut s.net[i] else {
-                    return false;
-                };
-                if *fate != Fate::Arrives || s.used[budget] >= limit {
-                    return false;
-                }
                 s.used[budget] += 1;
-                match to {
-                    Some(to) => *fate = to,
-                    None => {
-                        s.net.remove(i);
-                    }
+                if let Packet::Request { fate, .. } = &mut s.net[i] {
+                    *fate = to;
                 }
                 true
             }
             Action::Step(c) => self.step(s, c, false),
             Action::PauseWrite(c) => {
-                if s.used[PAUSE] >= cfg.pauses || !self.believes(s, c) {
-                    return false;
-                }
-                if matches!(
-                    s.clients[c].phase,
-                    Phase::Holding {
-                        provisional: true,
-                        ..
-                    }
-                ) {
+                if !self.believes(s, c) {
                     return false;
                 }
                 s.used[PAUSE] += 1;
@@ -1215,19 +1198,11 @@ impl Protocol {
             }
             Action::Timeout(c) => self.timeout(s, c),
             Action::LoseMessage(c) => {
-                if s.used[LOST_MSG] >= cfg.lost_messages || s.clients[c].inbox.is_empty() {
-                    return false;
-                }
                 s.used[LOST_MSG] += 1;
                 s.clients[c].inbox.remove(0);
                 true
             }
             Action::Crash(c) => {
-                if s.used[CRASH] >= cfg.crashes
-                    || matches!(s.clients[c].phase, Phase::Done | Phase::Crashed)
-                {
-                    return false;
-                }
                 s.used[CRASH] += 1;
                 let cl = &mut s.clients[c];
                 cl.phase = Phase::Crashed;
@@ -1242,8 +1217,9 @@ impl Protocol {
         }
     }
 
-    /// Whether `action` surely cannot be taken in `s`: the budget and phase checks that
-    /// need no copy of the state (`apply` makes the full checks).
+    /// Whether `action` cannot be taken in `s`, as far as budgets, phases and what is in
+    /// flight tell (no copy of the state needed); `apply` checks the rest (quiescence,
+    /// belief, and whether the client's step does anything).
     fn ruled_out(&self, s: &State, action: &Action) -> bool {
         let cfg = &self.cfg;
         match *action {
@@ -1254,18 +1230,12 @@ impl Protocol {
                     })
             }
             Action::Deliver(_) => false,
-            Action::Lose(i) | Action::LoseReply(i) => {
-                s.used[LOST] >= cfg.lost
-                    || !matches!(
-                        s.net[i],
-                        Packet::Request {
-                            fate: Fate::Arrives,
-                            ..
-                        }
-                    )
-            }
-            Action::Delay(i) => {
-                s.used[LATE] >= cfg.late
+            Action::Lose(i) | Action::LoseReply(i) | Action::Delay(i) => {
+                let spent = match action {
+                    Action::Delay(_) => s.used[LATE] >= cfg.late,
+                    _ => s.used[LOST] >= cfg.lost,
+                };
+                spent
                     || !matches!(
                         s.net[i],
                         Packet::Request {
