@@ -84,6 +84,7 @@ pub use primitives::rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use primitives::semaphore::{Permit, Semaphore, MAX_PERMITS};
 pub use protocol::keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
 pub use protocol::scripts;
+pub use validate::MAX_OWNER_ID_LEN;
 
 /// A random 128-bit identifier in hex (owner ids, request ids).
 pub(crate) fn random_id() -> String {

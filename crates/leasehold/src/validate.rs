@@ -19,6 +19,34 @@ pub(crate) fn validate_capacity(capacity: u32) -> Result<()> {
     Ok(())
 }
 
+/// The longest owner id [`Owner::named`](crate::Owner::named) accepts, in bytes.
+pub const MAX_OWNER_ID_LEN: usize = 128;
+
+/// Check a caller-chosen owner id; the error says what to fix.
+pub(crate) fn validate_owner_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_OWNER_ID_LEN {
+        return Err(Error::invalid(format!(
+            "owner id {id:?} is {} bytes long: use 1 to {MAX_OWNER_ID_LEN}",
+            id.len()
+        )));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@/+=".contains(*c)))
+    {
+        return Err(Error::invalid(format!(
+            "owner id {id:?} contains {c:?}: use ASCII letters, digits and - _ . : @ / + ="
+        )));
+    }
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!(
+            "owner id {id:?} looks like a random owner id (32 hex digits): choose a name \
+             that cannot collide with one, such as a service and host name"
+        )));
+    }
+    Ok(())
+}
+
 /// Check a lease length; the error says what to fix.
 pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
     if ttl < MIN_TTL {
@@ -41,6 +69,28 @@ pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_ids_are_checked_for_length_characters_and_the_random_shape() {
+        assert!(validate_owner_id("billing@host-7").is_ok());
+        assert!(validate_owner_id("a").is_ok());
+        assert!(validate_owner_id(&"x".repeat(MAX_OWNER_ID_LEN)).is_ok());
+        for bad in [
+            "",
+            "has space",
+            "new\nline",
+            "tab\t",
+            "é",
+            "{tag}",
+            "quote\"",
+        ] {
+            let err = validate_owner_id(bad).unwrap_err();
+            assert!(err.is_invalid_input(), "{bad:?}: {err}");
+        }
+        assert!(validate_owner_id(&"x".repeat(MAX_OWNER_ID_LEN + 1)).is_err());
+        assert!(validate_owner_id(&"0123456789abcdef".repeat(2)).is_err());
+        assert!(validate_owner_id(&"0123456789abcdef".repeat(2)[1..]).is_ok());
+    }
 
     #[test]
     fn ttl_bounds_are_enforced() {

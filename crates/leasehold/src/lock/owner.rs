@@ -6,6 +6,9 @@
 //! owner re-enter. The hold count lives on the server (one field per hold, keyed by the
 //! acquire's request id, so a retried acquire is never counted twice) and the grant ends
 //! when the last hold is released. The fencing token does not change on re-entry.
+//!
+//! An owner's id is random unless the caller names it ([`Owner::named`]): a process that
+//! restarts under the same name recognizes the holds its earlier life left behind.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +44,36 @@ impl Owner {
     /// A new, unique owner.
     pub fn new() -> Self {
         Owner::with_id(crate::random_id())
+    }
+
+    /// An owner with a caller-chosen id, so that a process which restarts can recognize
+    /// (re-enter) the holds its earlier life left behind: acquiring a lock whose live
+    /// hold has this owner id succeeds at once, with the same fencing token and a hold
+    /// count one higher. The earlier life's hold is not released by this; it counts until
+    /// it is released by force or its lease runs out (nothing renews it any more), so the
+    /// lock stays held by this owner at least that long.
+    ///
+    /// **Two live processes must never use the same id.** Holds are checked by owner id,
+    /// so two processes sharing one would both hold the lock at once. Use something
+    /// unique to one process at a time: a host name with a service name, a pod name, a
+    /// job id.
+    ///
+    /// The id must be 1 to [`MAX_OWNER_ID_LEN`](crate::MAX_OWNER_ID_LEN) bytes of ASCII letters, digits and
+    /// `- _ . : @ / + =`; anything else is
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput). Random ids are 32 hex
+    /// digits, so a name of that shape is refused as well, to keep the two apart.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+    /// let owner = leasehold::Owner::named("billing@host-7")?;
+    /// // After a crash and restart, this re-enters the hold the crashed process left.
+    /// let guard = client.lock("nightly-invoices")?.owner(&owner).try_acquire().await?;
+    /// println!("token {} (holds: {})", guard.fencing_token(), guard.hold_count());
+    /// # Ok(()) }
+    /// ```
+    pub fn named(id: &str) -> crate::Result<Self> {
+        crate::validate::validate_owner_id(id)?;
+        Ok(Owner::with_id(id.to_string()))
     }
 
     fn with_id(id: String) -> Self {
