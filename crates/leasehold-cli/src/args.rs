@@ -140,7 +140,8 @@ impl TlsArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a command while holding a lock, like flock(1) across machines.
+    /// Run a command while holding a lock (or several, all or none), like flock(1) across
+    /// machines.
     #[command(after_help = crate::exit::TABLE)]
     Run(RunArgs),
     /// Run a command only while leader; campaign again when leadership is lost.
@@ -229,8 +230,10 @@ pub enum OnLostAction {
 /// `leasehold run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The lock's name.
-    pub name: String,
+    /// The lock's name; with several, all of them are held (taken in sorted order, so
+    /// runs naming the same locks in any order never deadlock), or none.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
     /// Lease length, renewed every third of it while the command runs.
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub ttl: Duration,

@@ -65,28 +65,83 @@ pub(crate) struct Supervised {
     line: crate::guard::Line,
 }
 
-/// Start `command` under a guard process that kills its process group at the lease's
-/// deadline unless told a later one, or if this process goes away.
+/// The leases the command runs under: one lock's, a lock set's members' or a
+/// leadership's. The command may run until the earliest deadline, and must stop when any
+/// of them is lost.
+pub(crate) struct Held {
+    leases: Vec<Lease>,
+}
+
+impl Held {
+    /// One lease (a lock's or a leadership's).
+    pub(crate) fn one(lease: Lease) -> Self {
+        Held {
+            leases: vec![lease],
+        }
+    }
+
+    /// Every member of a lock set.
+    pub(crate) fn set(guard: &leasehold::LockSetGuard) -> Self {
+        Held {
+            leases: guard.members().iter().map(|g| g.lease()).collect(),
+        }
+    }
+
+    /// The earliest deadline.
+    fn valid_until(&self) -> std::time::Instant {
+        self.leases
+            .iter()
+            .map(Lease::valid_until)
+            .min()
+            .expect("at least one lease")
+    }
+
+    /// The first lease lost, and why.
+    async fn lost(&self) -> (&Lease, LostReason) {
+        let (reason, i, _) =
+            futures_util::future::select_all(self.leases.iter().map(|l| Box::pin(l.lost()))).await;
+        (&self.leases[i], reason)
+    }
+
+    /// `LEASEHOLD_LOCK` and `LEASEHOLD_FENCING_TOKEN`: the names one per line and the
+    /// tokens separated by spaces, in the same (sorted) order.
+    fn environment(&self) -> [(&'static str, String); 2] {
+        let names: Vec<&str> = self.leases.iter().map(Lease::name).collect();
+        let tokens: Vec<String> = self
+            .leases
+            .iter()
+            .map(|l| l.fencing_token().to_string())
+            .collect();
+        [
+            ("LEASEHOLD_LOCK", names.join("\n")),
+            ("LEASEHOLD_FENCING_TOKEN", tokens.join(" ")),
+        ]
+    }
+}
+
+/// Start `command` under a guard process that kills its process group at the leases'
+/// earliest deadline unless told a later one, or if this process goes away.
 pub(crate) async fn spawn(
     command: &[String],
-    lock: &str,
-    token: u64,
-    lease: &Lease,
+    held: &Held,
     grace: Duration,
 ) -> anyhow::Result<Supervised> {
     if command.is_empty() {
         return Err(crate::exit::UsageError("no command given after --".into()).into());
     }
-    let deadline = humantime::format_rfc3339_millis(SystemTime::now() + lease.remaining());
+    let until = held.valid_until();
+    let remaining = until.saturating_duration_since(std::time::Instant::now());
+    let deadline = humantime::format_rfc3339_millis(SystemTime::now() + remaining);
     let link = crate::guard::Link::new()?;
+    let [lock, token] = held.environment();
     let mut guard = crate::guard::spawn(
         &link,
-        lease.valid_until(),
+        until,
         grace,
         command,
         &[
-            ("LEASEHOLD_LOCK", lock.to_string()),
-            ("LEASEHOLD_FENCING_TOKEN", token.to_string()),
+            lock,
+            token,
             ("LEASEHOLD_LEASE_DEADLINE", deadline.to_string()),
         ],
     )
@@ -121,11 +176,11 @@ fn takeover(lease: &Lease, reason: LostReason, ttl: Duration) -> tokio::time::In
 }
 
 /// Wait for the command, renewing its guard's deadline, forwarding signals to its process
-/// group and stopping it if the lease is lost. Returns its exit status and the reason the
-/// lease was lost, if it was.
+/// group and stopping it if a lease is lost. Returns its exit status and the reason the
+/// (first) lease was lost, if one was.
 pub(crate) async fn supervise(
     sup: Supervised,
-    lease: Lease,
+    held: &Held,
     ttl: Duration,
     on_lost: OnLostAction,
     grace: Duration,
@@ -136,20 +191,20 @@ pub(crate) async fn supervise(
         mut guard,
         mut line,
     } = sup;
-    let lost = lease.lost();
+    let lost = held.lost();
     tokio::pin!(lost);
     let mut lost_reason = None;
     // Tell the guard each newer deadline soon after it is confirmed.
     let tick = (ttl / 20).clamp(Duration::from_millis(10), Duration::from_millis(200));
-    let mut told = lease.valid_until();
+    let mut told = held.valid_until();
     let mut ticks = tokio::time::interval(tick);
     let test_panic = std::env::var_os(TEST_PANIC).is_some();
     loop {
         tokio::select! {
             status = guard.wait() => return Ok((status?, lost_reason)),
-            reason = &mut lost, if lost_reason.is_none() => {
+            (lease, reason) = &mut lost, if lost_reason.is_none() => {
                 lost_reason = Some(reason);
-                let takeover_at = takeover(&lease, reason, ttl);
+                let takeover_at = takeover(lease, reason, ttl);
                 let until = takeover_at.saturating_duration_since(tokio::time::Instant::now());
                 match on_lost {
                     OnLostAction::Term => {
@@ -179,7 +234,7 @@ pub(crate) async fn supervise(
                 }
             }
             _ = ticks.tick(), if lost_reason.is_none() => {
-                let now = lease.valid_until();
+                let now = held.valid_until();
                 if now > told {
                     told = now;
                     line.deadline(now).await;

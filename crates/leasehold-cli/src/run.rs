@@ -1,69 +1,69 @@
-//! `leasehold run` (a distributed flock) and `leasehold elect` (run while leader).
+//! `leasehold run` (a distributed flock, over one lock or several all or none) and
+//! `leasehold elect` (run while leader).
 
 use leasehold::Client;
 
 use crate::args::{ElectArgs, OnLostAction, RunArgs};
-use crate::child::{self, Signals};
+use crate::child::{self, Held, Signals};
 use crate::exit;
 
-/// Acquire, run the command while renewing, release, and exit with its status.
+/// Acquire (every named lock, all or none), run the command while renewing, release, and
+/// exit with its status.
 pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
     let mut signals = Signals::install()?;
-    let mut lock = client.lock(&a.name)?.ttl(a.ttl);
+    // One lock is a set of one: the same acquire, waiting and errors.
+    let mut locks = client.locks(&a.names)?.ttl(a.ttl);
     if a.fair {
-        lock = lock.fair().place_ttl(a.place_ttl);
+        locks = locks.fair().place_ttl(a.place_ttl);
     }
     if let Some(label) = &a.label {
-        lock = lock.label(label);
+        locks = locks.label(label);
     }
     let acquire = async {
         if a.no_wait {
-            lock.try_acquire().await
+            locks.try_acquire().await
         } else {
-            lock.acquire_timeout(a.wait).await
+            locks.acquire_timeout(a.wait).await
         }
     };
     let guard = tokio::select! {
         guard = acquire => guard?,
         sig = signals.recv() => return Ok(child::interrupted(sig)),
     };
-    tracing::info!(lock = %a.name, token = guard.fencing_token(), "acquired");
-    let child = match child::spawn(
-        &a.command,
-        &a.name,
-        guard.fencing_token(),
-        &guard.lease(),
-        a.grace,
-    )
-    .await
-    {
+    for (name, token) in guard.fencing_tokens() {
+        tracing::info!(lock = %name, token, "acquired");
+    }
+    let held = Held::set(&guard);
+    let child = match child::spawn(&a.command, &held, a.grace).await {
         Ok(c) => c,
         Err(e) => {
             let _ = guard.release().await;
             return Err(e);
         }
     };
-    let what = format!("the lease on {:?}", a.name);
-    let (status, lost) = child::supervise(
-        child,
-        guard.lease(),
-        a.ttl,
-        a.on_lost,
-        a.grace,
-        &mut signals,
-        &what,
-    )
-    .await?;
+    let what = match a.names.as_slice() {
+        [one] => format!("the lease on {one:?}"),
+        _ => format!("a lease of the set {:?}", locks.names().collect::<Vec<_>>()),
+    };
+    let (status, lost) =
+        child::supervise(child, &held, a.ttl, a.on_lost, a.grace, &mut signals, &what).await?;
     if lost.is_some() {
         drop(guard);
         return Ok(exit::LEASE_LOST);
     }
     match guard.release().await {
-        Ok(outcome) if !outcome.is_released() => {
-            eprintln!("leasehold: the lock was no longer held at the end: {outcome}");
-            Ok(exit::LEASE_LOST)
+        Ok(outcomes) => {
+            let mut code = child::exit_code(status);
+            for (name, outcome) in outcomes {
+                if !outcome.is_released() {
+                    eprintln!(
+                        "leasehold: the lock {name:?} was no longer held at the end: {outcome}"
+                    );
+                    code = exit::LEASE_LOST;
+                }
+            }
+            Ok(code)
         }
-        Ok(_) => Ok(child::exit_code(status)),
         Err(e) if e.is_ambiguous() => {
             // The command's own status matters more; the lease expires by itself.
             eprintln!("leasehold: {e}");
@@ -94,13 +94,12 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
             a.name,
             leadership.fencing_token()
         );
-        let lease = leadership.lease();
-        let child =
-            child::spawn(&a.command, &a.name, lease.fencing_token(), &lease, a.grace).await?;
+        let held = Held::one(leadership.lease());
+        let child = child::spawn(&a.command, &held, a.grace).await?;
         let what = format!("leadership of {:?}", a.name);
         let (status, lost) = child::supervise(
             child,
-            lease,
+            &held,
             a.ttl,
             OnLostAction::Term,
             a.grace,

@@ -712,3 +712,89 @@ fn fair_waiters_whose_clocks_disagree_keep_arrival_order_and_their_wait_times() 
         "ahead\nbehind\ntrue\n"
     );
 }
+
+#[test]
+fn run_over_several_locks_holds_all_of_them_and_passes_every_token() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (names, tokens) = (dir.path().join("names"), dir.path().join("tokens"));
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let mut first = leasehold(&server.url())
+        .args(["run", "acct/7", "acct/3", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "printf '%s' \"$LEASEHOLD_LOCK\" > {}; echo $LEASEHOLD_FENCING_TOKEN > {}; touch {}; \
+                 while [ ! -e {} ]; do sleep 0.05; done",
+                names.display(),
+                tokens.display(),
+                started.display(),
+                release.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the command to start", || {
+        started.exists()
+    });
+    // Names one per line and tokens in the same, sorted order.
+    assert_eq!(std::fs::read_to_string(&names).unwrap(), "acct/3\nacct/7");
+    let tokens = std::fs::read_to_string(&tokens).unwrap();
+    let tokens: Vec<u64> = tokens
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    for name in ["acct/3", "acct/7"] {
+        assert!(
+            key_exists(&server, &format!("leasehold:{{{name}}}")),
+            "{name}"
+        );
+        let out = run(leasehold(&server.url()).args(["run", name, "--no-wait", "--", "true"]));
+        assert_eq!(code(&out), 3, "{name} is held: {}", text(&out));
+    }
+    // A set sharing one member is refused as a whole, and takes nothing.
+    let out =
+        run(leasehold(&server.url()).args(["run", "acct/9", "acct/7", "--no-wait", "--", "true"]));
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(!key_exists(&server, "leasehold:{acct/9}"), "all or none");
+    std::fs::write(&release, "").unwrap();
+    assert!(first.wait().unwrap().success());
+    for name in ["acct/3", "acct/7"] {
+        assert!(
+            !key_exists(&server, &format!("leasehold:{{{name}}}")),
+            "{name} released"
+        );
+    }
+    let out = run(leasehold(&server.url()).args(["run", "x", "y", "x", "--", "true"]));
+    assert_eq!(
+        code(&out),
+        2,
+        "a name listed twice is a usage error: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn runs_naming_the_same_locks_in_opposite_orders_all_finish() {
+    let server = RedisServer::start();
+    let runs: Vec<_> = (0..6)
+        .map(|i| {
+            let names = if i % 2 == 0 { ["p", "q"] } else { ["q", "p"] };
+            leasehold(&server.url())
+                .args(["run", names[0], names[1], "--wait", "30s", "--"])
+                .args(["sh", "-c", "sleep 0.1"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+}

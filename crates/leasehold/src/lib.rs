@@ -80,6 +80,7 @@ pub use lock::{Lock, OnLost, DEFAULT_PLACE_TTL};
 pub use net::coalesce::BatchStats;
 pub use net::tls::{TlsConfig, TlsProblem};
 pub use primitives::election::{Election, Leadership};
+pub use primitives::lock_set::{LockSet, LockSetGuard, MAX_LOCK_SET};
 pub use primitives::rwlock::{ReadGuard, RwLock, WriteGuard};
 pub use primitives::semaphore::{Permit, Semaphore, MAX_PERMITS};
 pub use protocol::keys::{DEFAULT_PREFIX, MAX_NAME_LEN};

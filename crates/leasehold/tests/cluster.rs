@@ -298,3 +298,54 @@ async fn a_lost_reply_to_acquire_retried_by_the_cluster_client_still_grants_exac
     assert!(!exists);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_set_spanning_every_node_of_a_cluster_is_held_all_or_none() {
+    let cluster = RedisCluster::start(3);
+    let a = cluster_client(cluster.urls()).build().unwrap();
+    let b = cluster_client(cluster.urls()).build().unwrap();
+    // Names whose keys live on three different nodes.
+    let mut names: Vec<String> = Vec::new();
+    let mut nodes = HashSet::new();
+    for i in 0.. {
+        let name = format!("set/{i}");
+        if nodes.insert(cluster.node_for_slot(key_slot(lock_key(&name).as_bytes()))) {
+            names.push(name);
+        }
+        if names.len() == 3 {
+            break;
+        }
+    }
+    let held = a.locks(&names).unwrap().acquire().await.unwrap();
+    for name in &names {
+        let node = cluster.node_for_slot(key_slot(lock_key(name).as_bytes()));
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(lock_key(name))
+            .query(&mut node_con(&cluster, node))
+            .unwrap();
+        assert!(exists, "{name} is held on its node");
+    }
+    // The reverse order shares every member: refused as a whole, nothing taken.
+    let mut reversed = names.clone();
+    reversed.reverse();
+    reversed.push("set/extra".into());
+    let err = b.locks(&reversed).unwrap().try_acquire().await.unwrap_err();
+    assert!(err.is_contended(), "{err}");
+    assert!(b.lock("set/extra").unwrap().try_acquire().await.is_ok());
+    // Waiting in the reverse order is granted once the first set is released.
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        let names = names.clone();
+        async move {
+            let mut names = names;
+            names.reverse();
+            b.locks(&names).unwrap().acquire().await
+        }
+    });
+    for (_, outcome) in held.release().await.unwrap() {
+        assert_eq!(outcome, ReleaseOutcome::Released);
+    }
+    let second = waiter.await.unwrap().expect("the waiting set is granted");
+    assert_eq!(second.members().len(), 3);
+    second.release().await.unwrap();
+}

@@ -677,6 +677,23 @@ impl Client {
         Ok(Lock::new(self.inner.clone(), name, keys))
     }
 
+    /// A handle on several locks taken together, all or none, in one canonical order
+    /// (names sorted), so callers listing the same names in any order never deadlock; see
+    /// [`LockSet`](crate::LockSet). Refuses an empty list, a name listed twice, more than
+    /// [`MAX_LOCK_SET`](crate::MAX_LOCK_SET) names and any name [`lock`](Self::lock)
+    /// refuses.
+    pub fn locks<I, S>(&self, names: I) -> Result<crate::LockSet>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let members = names
+            .into_iter()
+            .map(|n| self.lock(n.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        crate::LockSet::new(members, self.inner.default_wait)
+    }
+
     /// A handle on the **fair** lock called `name`: strictly first come, first served
     /// across processes (see [`Lock::fair`]). The same as `client.lock(name)?.fair()`.
     pub fn fair_lock(&self, name: &str) -> Result<Lock> {

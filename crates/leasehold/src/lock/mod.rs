@@ -552,7 +552,11 @@ impl Lock {
         }
     }
 
-    async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
+    pub(crate) async fn acquire_until(
+        &self,
+        deadline: Instant,
+        waiting: bool,
+    ) -> Result<LockGuard> {
         self.inner.check_open()?;
         self.check()?;
         let span = tracing::debug_span!("leasehold.acquire", lock = %self.name, waiting);
@@ -686,7 +690,7 @@ impl Lock {
     }
 }
 
-fn validate_wait(wait: Duration) -> Result<()> {
+pub(crate) fn validate_wait(wait: Duration) -> Result<()> {
     if wait > MAX_TTL {
         return Err(Error::invalid(format!(
             "wait {} is too long: use at most {}",

@@ -1,0 +1,302 @@
+//! Lock sets: several named locks held together, all or none, without deadlock.
+//!
+//! A [`LockSet`] takes its members one after another in one canonical order — their
+//! names sorted bytewise — whatever order the caller listed them in, each with the lock's
+//! own idempotent acquire, waiting and handoff (on one server, through Sentinel, on
+//! Cluster and on RedLock alike). Two callers naming the same locks in different orders
+//! therefore wait in the same order, and no cycle of waiters can form: whoever holds a
+//! member waits only for members that sort after it. When a member cannot be had (the
+//! wait runs out, it is contended for `try_acquire`, a connection fails), the members
+//! already taken are released before the error is returned, so a failed acquire holds
+//! nothing. The [`LockSetGuard`] holds every member's lease, each renewed by the watchdog
+//! with its own fencing token; the set is lost as soon as any member is.
+
+use std::time::Duration;
+
+use futures_util::future::{join_all, select_all};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::lease::{LostReason, ReleaseOutcome};
+use crate::lock::guard::LockGuard;
+use crate::lock::owner::Owner;
+use crate::lock::Lock;
+
+/// The most locks one [`LockSet`] may name.
+pub const MAX_LOCK_SET: usize = 64;
+
+/// A handle on several locks taken together, all or none. Cheap to clone; holds nothing
+/// by itself. Get one from [`Client::locks`](crate::Client::locks).
+///
+/// The members are taken in one canonical order (their names sorted), so callers that
+/// list the same names in different orders never deadlock; each member is a [`Lock`]
+/// with the set's settings.
+///
+/// ```no_run
+/// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+/// // A transfer between two accounts: both locks or neither, in any listed order.
+/// let accounts = client.locks(["accounts/7", "accounts/3"])?;
+/// let held = accounts.acquire().await?;
+/// for (name, token) in held.fencing_tokens() {
+///     println!("{name}: token {token}"); // accounts/3 first: the canonical order
+/// }
+/// held.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct LockSet {
+    /// In canonical order.
+    members: Vec<Lock>,
+    wait: Duration,
+}
+
+impl LockSet {
+    /// The set of `members` (already validated lock handles); refuses an empty set, a
+    /// name listed twice and more than [`MAX_LOCK_SET`] names.
+    pub(crate) fn new(mut members: Vec<Lock>, wait: Duration) -> Result<Self> {
+        if members.is_empty() {
+            return Err(Error::invalid("a lock set needs at least one lock name"));
+        }
+        if members.len() > MAX_LOCK_SET {
+            return Err(Error::invalid(format!(
+                "a lock set of {} names is too large: use at most {MAX_LOCK_SET}",
+                members.len()
+            )));
+        }
+        members.sort_by(|a, b| a.name().as_bytes().cmp(b.name().as_bytes()));
+        if let Some(w) = members.windows(2).find(|w| w[0].name() == w[1].name()) {
+            return Err(Error::invalid(format!(
+                "lock {:?} is listed twice in one lock set: name each lock once",
+                w[0].name()
+            )));
+        }
+        Ok(LockSet { members, wait })
+    }
+
+    /// The members' names, in the order they are taken (sorted).
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.members.iter().map(Lock::name)
+    }
+
+    /// The members, in the order they are taken.
+    pub fn members(&self) -> &[Lock] {
+        &self.members
+    }
+
+    fn each(mut self, f: impl Fn(Lock) -> Lock) -> Self {
+        self.members = self.members.into_iter().map(f).collect();
+        self
+    }
+
+    /// Each member's lease length (see [`Lock::ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.each(|l| l.ttl(ttl))
+    }
+
+    /// Turn the watchdog on or off for every member (see [`Lock::auto_renew`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn auto_renew(self, on: bool) -> Self {
+        self.each(|l| l.auto_renew(on))
+    }
+
+    /// Renew every member every `every` (see [`Lock::renew_every`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn renew_every(self, every: Duration) -> Self {
+        self.each(|l| l.renew_every(every))
+    }
+
+    /// Store `label` with every member (see [`Lock::label`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn label(self, label: &str) -> Self {
+        self.each(|l| l.label(label))
+    }
+
+    /// Make every member a fair lock (see [`Lock::fair`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn fair(self) -> Self {
+        self.each(Lock::fair)
+    }
+
+    /// A fair member's place lifetime (see [`Lock::place_ttl`]).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn place_ttl(self, place_ttl: Duration) -> Self {
+        self.each(|l| l.place_ttl(place_ttl))
+    }
+
+    /// Acquire every member as `owner` (see [`Lock::owner`]): members the owner holds
+    /// already are re-entered.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn owner(self, owner: &Owner) -> Self {
+        self.each(|l| l.owner(owner))
+    }
+
+    /// How long [`acquire`](Self::acquire) waits for the whole set (default 10 s): one
+    /// deadline for all members together.
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self.members = self.members.into_iter().map(|l| l.wait(wait)).collect();
+        self
+    }
+
+    /// Check the settings of every member, as every acquire does (see [`Lock::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.members.iter().try_for_each(Lock::check)
+    }
+
+    /// Acquire every member, waiting up to the set's wait setting (default 10 s) for all
+    /// of them together.
+    ///
+    /// Fails as [`Lock::acquire`] does, for the first member that cannot be had (the
+    /// error names it); the members already taken are released first, so a failed
+    /// acquire holds nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe with respect to the locks: members already taken, or possibly granted,
+    /// when the future is dropped are released in the background (as for
+    /// [`Lock::acquire`]).
+    pub async fn acquire(&self) -> Result<LockSetGuard> {
+        self.acquire_until(Instant::now() + self.wait, true).await
+    }
+
+    /// Acquire every member, waiting at most `wait` for all of them together.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, wait: Duration) -> Result<LockSetGuard> {
+        crate::lock::validate_wait(wait)?;
+        self.acquire_until(Instant::now() + wait, true).await
+    }
+
+    /// Try each member once, without waiting: fails with
+    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) naming the first member
+    /// that is held, after releasing the members taken before it.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn try_acquire(&self) -> Result<LockSetGuard> {
+        self.acquire_until(Instant::now(), false).await
+    }
+
+    async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockSetGuard> {
+        self.check()?;
+        let mut held = Vec::with_capacity(self.members.len());
+        for lock in &self.members {
+            match lock.acquire_until(deadline, waiting).await {
+                Ok(guard) => held.push(guard),
+                Err(e) => {
+                    // All or none: give back what was taken before reporting.
+                    join_all(held.into_iter().map(LockGuard::release)).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(LockSetGuard::new(held))
+    }
+}
+
+/// Proof of holding every lock of a [`LockSet`], until the first member's lease runs out.
+///
+/// Dropping it releases every member in the background; [`release`](Self::release)
+/// reports each outcome. The set is lost when any member is: [`lost`](Self::lost) and
+/// [`cancellation_token`](Self::cancellation_token) fire for the first member lost.
+#[must_use = "the locks are released in the background as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct LockSetGuard {
+    /// In canonical order.
+    members: Vec<LockGuard>,
+    /// Cancelled when any member's lease is lost, released or dropped.
+    any_lost: CancellationToken,
+}
+
+impl LockSetGuard {
+    fn new(members: Vec<LockGuard>) -> Self {
+        let any_lost = CancellationToken::new();
+        let tokens: Vec<_> = members.iter().map(|g| g.cancellation_token()).collect();
+        let fire = any_lost.clone();
+        // Ends with the first member's token: at the latest when the guard is dropped.
+        tokio::spawn(async move {
+            select_all(tokens.iter().map(|t| Box::pin(t.cancelled()))).await;
+            fire.cancel();
+        });
+        LockSetGuard { members, any_lost }
+    }
+
+    /// Every member's guard, in canonical (sorted) order.
+    pub fn members(&self) -> &[LockGuard] {
+        &self.members
+    }
+
+    /// The guard of the member called `name`.
+    pub fn get(&self, name: &str) -> Option<&LockGuard> {
+        self.members.iter().find(|g| g.name() == name)
+    }
+
+    /// Each member's name and fencing token, in canonical order. Pass each token to the
+    /// resource its lock protects.
+    pub fn fencing_tokens(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.members.iter().map(|g| (g.name(), g.fencing_token()))
+    }
+
+    /// The earliest member deadline: until then this holder may assume it holds every
+    /// member (see [`Lease::valid_until`](crate::Lease::valid_until)).
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.members
+            .iter()
+            .map(|g| g.valid_until())
+            .min()
+            .expect("a lock set has members")
+    }
+
+    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until()
+            .saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// Whether any member's lease has been declared lost.
+    pub fn is_lost(&self) -> bool {
+        self.members.iter().any(|g| g.is_lost())
+    }
+
+    /// The members whose leases were lost, with why.
+    pub fn lost_members(&self) -> Vec<(&str, LostReason)> {
+        self.members
+            .iter()
+            .filter_map(|g| g.lost_reason().map(|r| (g.name(), r)))
+            .collect()
+    }
+
+    /// Resolves when any member's lease is lost (or released), with the first such
+    /// member's name and reason; see [`Lease::lost`](crate::Lease::lost).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only observes; dropping the future changes nothing.
+    pub async fn lost(&self) -> (&str, LostReason) {
+        let (reason, i, _) = select_all(self.members.iter().map(|g| Box::pin(g.lost()))).await;
+        (self.members[i].name(), reason)
+    }
+
+    /// A token cancelled when any member's lease is lost, released or dropped.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.any_lost.clone()
+    }
+
+    /// Release every member (all at once) and report each outcome, in canonical order.
+    /// Every member is released even when one fails; the error is then the first one.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: members whose release is dropped unfinished are released in the
+    /// background (as for [`LockGuard::release`]).
+    pub async fn release(self) -> Result<Vec<(String, ReleaseOutcome)>> {
+        let names: Vec<String> = self.members.iter().map(|g| g.name().to_string()).collect();
+        let outcomes = join_all(self.members.into_iter().map(LockGuard::release)).await;
+        names
+            .into_iter()
+            .zip(outcomes)
+            .map(|(name, outcome)| outcome.map(|o| (name, o)))
+            .collect()
+    }
+}
