@@ -9,6 +9,17 @@ use crate::lease::{MAX_TTL, MIN_TTL};
 /// The most permits a semaphore may have.
 pub const MAX_PERMITS: u32 = 100_000;
 
+/// Check how many permits one acquire asks of a semaphore with `capacity`; the error
+/// says what to fix.
+pub(crate) fn validate_permits(permits: u32, capacity: u32) -> Result<()> {
+    if permits == 0 || permits > capacity {
+        return Err(Error::invalid(format!(
+            "{permits} permits cannot be granted by a semaphore of {capacity}: ask for 1 to {capacity}"
+        )));
+    }
+    Ok(())
+}
+
 /// Check a semaphore's capacity; the error says what to fix.
 pub(crate) fn validate_capacity(capacity: u32) -> Result<()> {
     if capacity == 0 || capacity > MAX_PERMITS {

@@ -629,15 +629,6 @@ async fn every_semaphore_key_has_a_ttl_except_the_fencing_counter() {
     common::assert_every_key_has_a_ttl(&mut con, NAME).await;
 }
 
-/// The number of waiters queued at the server for semaphore `name`.
-async fn queued(con: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
-    redis::cmd("ZCARD")
-        .arg(format!("leasehold:{{{name}}}:sem:waiters"))
-        .query_async(con)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permits_go_to_waiters_in_the_order_they_arrived() {
     const NAME: &str = "in-order";
@@ -661,11 +652,7 @@ async fn permits_go_to_waiters_in_the_order_they_arrived() {
             drop(c);
             (i, token)
         }));
-        poll_until(Duration::from_secs(5), "the waiter to queue", || {
-            let mut con = con.clone();
-            async move { queued(&mut con, NAME).await == i + 1 }
-        })
-        .await;
+        common::until_sem_waiters(&con, NAME, i + 1).await;
     }
     assert!(first.release().await.unwrap().is_released());
     assert!(second.release().await.unwrap().is_released());
@@ -688,7 +675,7 @@ async fn permits_go_to_waiters_in_the_order_they_arrived() {
         "a later waiter was granted before an earlier one: {order:?}"
     );
     assert_eq!(
-        queued(&mut con, NAME).await,
+        common::sem_waiters(&mut con, NAME).await,
         0,
         "every waiter left the queue"
     );

@@ -121,6 +121,8 @@ pub(crate) struct LockRequest<'a> {
     pub series: &'a Arc<crate::metrics::Series>,
     /// Replica acknowledgements to wait for after a grant (one server only).
     pub replica_acks: Option<(u32, Duration)>,
+    /// The permits one grant takes (semaphores; 1 for everything else).
+    pub permits: u32,
 }
 
 impl LockRequest<'_> {

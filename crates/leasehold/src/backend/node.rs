@@ -73,7 +73,13 @@ pub(crate) async fn acquire(
     waiting: bool,
 ) -> Result<Grant> {
     let inner = lock.inner;
-    let req = crate::random_id();
+    // A grant of n > 1 permits is named for its weight (see PROTOCOL.md, "Weighted
+    // permits"): every script reads n from the request id.
+    let req = if lock.permits > 1 {
+        format!("{}*{}", crate::random_id(), lock.permits)
+    } else {
+        crate::random_id()
+    };
     let mut pending = PendingGrant {
         inner: inner.clone(),
         keys: lock.keys.clone(),

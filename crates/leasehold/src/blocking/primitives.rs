@@ -142,6 +142,27 @@ impl Semaphore {
             .map(|p| self.permit(p))
     }
 
+    /// Take `permits` permits at once, in arrival order, waiting up to the wait setting.
+    /// Fails as [`crate::Semaphore::acquire_many`] does.
+    ///
+    /// # Blocking
+    /// As for [`acquire`](Self::acquire).
+    pub fn acquire_many(&self, permits: u32) -> Result<Permit> {
+        self.shared
+            .block_on(self.sem.acquire_many(permits))
+            .map(|p| self.permit(p))
+    }
+
+    /// Take `permits` permits at once if they are free now and no one waits ahead.
+    ///
+    /// # Blocking
+    /// As for [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_many(&self, permits: u32) -> Result<Permit> {
+        self.shared
+            .block_on(self.sem.try_acquire_many(permits))
+            .map(|p| self.permit(p))
+    }
+
     /// How many unexpired permits are held right now, by anyone.
     ///
     /// # Blocking

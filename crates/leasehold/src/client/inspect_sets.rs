@@ -24,6 +24,8 @@ pub struct MemberInfo {
     pub request_id: String,
     /// Its fencing token.
     pub fencing_token: u64,
+    /// How many permits it holds (1, or n for a weighted grant; 1 for a reader).
+    pub permits: u32,
     /// Time left on its lease at the server.
     #[serde(rename = "ttl_remaining_ms", serialize_with = "as_millis")]
     pub ttl_remaining: Option<Duration>,
@@ -79,6 +81,7 @@ fn members(name: &str, reply: SetReply) -> Result<(u64, Vec<MemberInfo>, Option<
         .map(|c| MemberInfo {
             request_id: c[0].clone(),
             fencing_token: c[2].parse().unwrap_or_default(),
+            permits: crate::protocol::permits_of(&c[0]),
             ttl_remaining: Some(Duration::from_millis(c[1].parse().unwrap_or(0))),
         })
         .collect();

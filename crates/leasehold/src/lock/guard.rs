@@ -185,6 +185,11 @@ impl Lease {
         &self.state.owner_id
     }
 
+    /// The request id of the acquire that was granted this lease.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.state.req
+    }
+
     /// The lease length this hold was granted with (and is renewed to).
     pub fn ttl(&self) -> Duration {
         self.state.ttl

@@ -55,6 +55,8 @@ pub struct Lock {
     fair_refused: bool,
     /// The `group` label of this lock's metrics.
     metrics_group: Option<Arc<str>>,
+    /// The permits one acquire takes (a semaphore's; 1 otherwise).
+    pub(crate) permits: u32,
 }
 
 pub(crate) use crate::protocol::Mode;
@@ -109,6 +111,7 @@ impl Lock {
             place_ttl: None,
             fair_refused: false,
             metrics_group: None,
+            permits: 1,
         }
     }
 
@@ -410,6 +413,7 @@ impl Lock {
         }
         if let Mode::Permit(capacity) = self.mode {
             crate::validate::validate_capacity(capacity)?;
+            crate::validate::validate_permits(self.permits, capacity)?;
         }
         if self.mode != Mode::Exclusive {
             crate::backend::require(&self.inner, Capability::ServerQueues)?;
@@ -627,6 +631,7 @@ impl Lock {
             metadata: &self.metadata,
             series: &series,
             replica_acks: self.replica_acks,
+            permits: self.permits,
         };
         let hold = crate::backend::Hold {
             owner_id,

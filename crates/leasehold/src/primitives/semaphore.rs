@@ -15,6 +15,10 @@
 //! expired permit is not announced, so waiters also sleep no longer than the earliest
 //! permit's remaining lease, and a waiter refreshes its place every third of its lifetime
 //! (a waiter that died holds up those behind it until its place lapses).
+//!
+//! One grant may take n permits at once ([`Semaphore::acquire_many`]): its request id says
+//! n, and it is n members of the set with one expiry, so counting live members still
+//! counts permits; it is granted only when its n and those of every waiter ahead fit.
 
 use std::time::Duration;
 
@@ -52,6 +56,14 @@ crate::lock::guard::named_guard! {
     /// releases the permit in the background; [`release`](Self::release) reports the
     /// outcome.
     Permit(LockGuard), "the permit is released in the background as soon as it is dropped", async
+}
+
+impl Permit {
+    /// How many permits this grant holds (1, or n from
+    /// [`Semaphore::acquire_many`]); [`release`](Self::release) returns them all.
+    pub fn permits(&self) -> u32 {
+        crate::protocol::permits_of(self.0.request_id())
+    }
 }
 
 impl Semaphore {
@@ -148,6 +160,56 @@ impl Semaphore {
     /// As for [`acquire`](Self::acquire).
     pub async fn try_acquire(&self) -> Result<Permit> {
         self.lock.try_acquire().await.map(Permit)
+    }
+
+    /// This handle with acquires of `permits` permits each.
+    fn taking(&self, permits: u32) -> Lock {
+        let mut lock = self.lock.clone();
+        lock.permits = permits;
+        lock
+    }
+
+    /// Take `permits` permits at once (1 to the capacity), waiting up to the wait setting
+    /// (default 10 s): one grant with one lease, one fencing token and one loss signal,
+    /// released together. Grants go in arrival order: while this request waits, later
+    /// requests — even for one permit — wait behind it, so a large request is never
+    /// starved by small ones (Redisson's `acquire(permits)`, tokio's `acquire_many`).
+    ///
+    /// Fails as [`acquire`](Self::acquire) does, and with
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for 0 permits or more
+    /// than the capacity.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+    /// let gpus = client.semaphore("gpus", 8)?;
+    /// let big = gpus.acquire_many(3).await?; // three of the eight, or wait in line
+    /// assert_eq!(big.permits(), 3);
+    /// big.release().await?; // all three
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire): permits possibly granted to a dropped future are
+    /// released in the background, all together.
+    pub async fn acquire_many(&self, permits: u32) -> Result<Permit> {
+        self.taking(permits).acquire().await.map(Permit)
+    }
+
+    /// Take `permits` permits at once, waiting at most `wait`.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn acquire_many_timeout(&self, permits: u32, wait: Duration) -> Result<Permit> {
+        self.taking(permits).acquire_timeout(wait).await.map(Permit)
+    }
+
+    /// Take `permits` permits at once if they are free now and no one waits ahead; fails
+    /// with [`ErrorKind::Contended`](crate::ErrorKind::Contended) otherwise.
+    ///
+    /// # Cancel safety
+    /// As for [`acquire`](Self::acquire).
+    pub async fn try_acquire_many(&self, permits: u32) -> Result<Permit> {
+        self.taking(permits).try_acquire().await.map(Permit)
     }
 
     /// How many unexpired permits are held right now, by anyone.

@@ -56,6 +56,16 @@ impl std::fmt::Display for Unexpected {
     }
 }
 
+/// The permits held by the grant with request id `req`: n for `REQ*n` with n in 2 to
+/// [`MAX_PERMITS`](crate::MAX_PERMITS), else 1 (the scripts' `weight`, see `PROTOCOL.md`,
+/// "Weighted permits").
+pub(crate) fn permits_of(req: &str) -> u32 {
+    req.rsplit_once('*')
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+        .filter(|n| (2..=crate::MAX_PERMITS).contains(n))
+        .unwrap_or(1)
+}
+
 fn flag(on: bool) -> u8 {
     u8::from(on)
 }

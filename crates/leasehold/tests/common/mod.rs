@@ -201,3 +201,21 @@ pub async fn acquire_and_release(c: &Client, name: &str) {
     let guard = c.lock(name).unwrap().acquire().await.unwrap();
     assert!(guard.release().await.unwrap().is_released());
 }
+
+/// The number of waiters queued at the server for semaphore `name`.
+pub async fn sem_waiters(con: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    redis::cmd("ZCARD")
+        .arg(format!("leasehold:{{{name}}}:sem:waiters"))
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
+/// Wait until semaphore `name` has `n` waiters queued at the server.
+pub async fn until_sem_waiters(con: &redis::aio::MultiplexedConnection, name: &str, n: usize) {
+    poll_until(Duration::from_secs(5), "the waiter to queue", || {
+        let mut con = con.clone();
+        async move { sem_waiters(&mut con, name).await == n }
+    })
+    .await;
+}

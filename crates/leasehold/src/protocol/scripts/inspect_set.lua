@@ -3,8 +3,8 @@
 -- KEYS[1] set (zset: request id -> expiry ms)   KEYS[2] tokens (hash: request id -> token)
 -- KEYS[3] fencing counter
 -- ARGV[1] the most members to return
--- Returns {last token, live members, then per member (earliest expiry first): request id,
--- ms left, token}, all as text; '' for what is absent.
+-- Returns {last token, live members (permits), then per grant (earliest expiry first): request
+-- id ('REQ*n' for n permits), ms left, token}, all as text; '' for what is absent.
 local now = now_ms()
 local out = {
   redis.call('GET', KEYS[3]) or '',
@@ -12,8 +12,11 @@ local out = {
 }
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = string.format('%.0f', tonumber(live[i + 1]) - now)
-  out[#out + 1] = redis.call('HGET', KEYS[2], live[i]) or ''
+  -- A weighted grant is listed once, by its request id (its siblings contain '#').
+  if not string.find(live[i], '#', 1, true) then
+    out[#out + 1] = live[i]
+    out[#out + 1] = string.format('%.0f', tonumber(live[i + 1]) - now)
+    out[#out + 1] = redis.call('HGET', KEYS[2], live[i]) or ''
+  end
 end
 return out

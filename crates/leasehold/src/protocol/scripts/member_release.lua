@@ -1,4 +1,5 @@
--- leasehold member release: end one lease of a lease set (a permit or a reader).
+-- leasehold member release: end one lease of a lease set (a permit, the n permits of a
+-- weighted grant, or a reader).
 -- KEYS[1] lease set (zset)   KEYS[2] tokens (hash)
 -- KEYS[3] .. KEYS[6] (permits only) the semaphore's waiters, their place expiries, the
 -- fencing counter and the waiters' details
@@ -7,7 +8,7 @@
 -- ARGV[4] (permits only) claim window (ms): the lease of a waiter granted a permit here
 -- ARGV[#ARGV] reply tag
 -- Returns {1} released, {0} not held (expired, or already released).
--- A permit's release grants the freed permit to the oldest live waiter (see
+-- A permit's release grants the freed permits to the oldest live waiters (see
 -- grant_waiting_permits in the prelude); a reader's release is announced to every waiter.
 -- All or nothing (see the prelude): the set is checked by ZSCORE, a semaphore's queue by
 -- ZCARD, before anything is written; the tokens hash (and, when someone waits, the places'
@@ -29,7 +30,7 @@ end
 if bad then return bad end
 local now = now_ms()
 if not exp then return reply({0}) end
-redis.call('ZREM', set, req)
+unplace(set, req)
 redis.call('HDEL', tokens, req)
 if tonumber(exp) <= now then return reply({0}) end
 if permits then

@@ -15,7 +15,8 @@ for i = 1, #KEYS / 2 do
   local t = exp and redis.call('TYPE', tokens).ok
   if t and t ~= 'hash' and t ~= 'none' then exp = nil end
   if exp and tonumber(exp) > now then
-    if tonumber(exp) < now + ttl then redis.call('ZADD', set, 'XX', now + ttl, req) end
+    -- A weighted grant's siblings move with it (see `weight`).
+    if tonumber(exp) < now + ttl then place(set, now + ttl, req, true) end
     keep(set, tokens, ttl)
     out[i] = 1
   else

@@ -123,7 +123,9 @@ end
 local function waiter_details(info, req)
   local d = redis.call('HGET', info, req)
   if not d then return nil end
-  local try, at, ttl, owner, meta = string.match(d, '^(%d+):?(%d*)\n(%d+)\n([^\n]*)\n(.*)$')
+  -- A leading '*' marks a weighted permit's details (see `weight`): scripts that predate
+  -- weights find no match and name that waiter to try again instead of granting it.
+  local try, at, ttl, owner, meta = string.match(d, '^%*?(%d+):?(%d*)\n(%d+)\n([^\n]*)\n(.*)$')
   if not try then return nil end
   return try, tonumber(ttl), owner, meta, tonumber(at)
 end
@@ -208,6 +210,49 @@ end
 -- clock) and a hash (request id -> fencing token). Both keys always live at least as long
 -- as their longest lease.
 
+-- Weighted permits: a grant of n > 1 permits has the request id 'REQ*n' and is n members
+-- of the set, the id itself and its siblings 'REQ*n#2' .. 'REQ*n#n', always with one
+-- expiry, so the live members count permits. Any other id (every lock, reader or
+-- one-permit id) weighs 1, and so does an n out of 2 .. 100000.
+local function weight(req)
+  local n = tonumber(string.match(req, '%*(%d+)$'))
+  if n and n >= 2 and n <= 100000 then return n end
+  return 1
+end
+
+-- Member j (1 .. weight) of the grant `req`.
+local function member(req, j)
+  if j == 1 then return req end
+  return req .. '#' .. j
+end
+
+-- Give the grant `req` and its siblings the expiry `exp` (ms): add them, or with `xx`
+-- move only the ones present. In calls of at most 100 members.
+local function place(set, exp, req, xx)
+  local n = weight(req)
+  for first = 1, n, 100 do
+    local args = {set}
+    if xx then args[2] = 'XX' end
+    for j = first, math.min(n, first + 99) do
+      args[#args + 1] = exp
+      args[#args + 1] = member(req, j)
+    end
+    redis.call('ZADD', unpack(args))
+  end
+end
+
+-- Remove the grant `req` and its siblings from the set. Returns 1 if `req` was there.
+local function unplace(set, req)
+  local had = redis.call('ZREM', set, req)
+  local n = weight(req)
+  for first = 2, n, 100 do
+    local args = {set}
+    for j = first, math.min(n, first + 99) do args[#args + 1] = member(req, j) end
+    redis.call('ZREM', unpack(args))
+  end
+  return had
+end
+
 -- Drop expired members (at most 256 per call) and their tokens.
 local function prune(set, tokens, now)
   local dead = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 256)
@@ -232,12 +277,12 @@ local function granted(set, tokens, req, now)
   return nil
 end
 
--- Add a member with a lease of ttl ms and a fresh token. Returns the reply, or nil and
+-- Add a member (with its siblings, see `weight`) with a lease of ttl ms and a fresh token. Returns the reply, or nil and
 -- the error if the counter is of a foreign type (nothing written then).
 local function grant(set, tokens, fence, req, ttl, now)
   local token, bad = next_token(fence)
   if bad then return nil, bad end
-  redis.call('ZADD', set, now + ttl, req)
+  place(set, now + ttl, req)
   redis.call('HSET', tokens, req, token)
   keep(set, tokens, ttl)
   return {1, token, 1, ttl}
@@ -246,7 +291,8 @@ end
 -- Semaphores: permits of `set` may be free (a release, or a waiter ahead left): grant them
 -- to the oldest live waiters, in order (at most 16 per call; live leases counted at `now`
 -- ms). A waiter that left its details in `info` ("TRY:AT\nTTL\nCAP\n": CAP the capacity N
--- its handle counts against) gets a permit while fewer than its N are live, and holds it
+-- its handle counts against) gets its permits (1, or n for 'REQ*n', see `weight`) while
+-- they fit in its N with the live ones, and holds them
 -- at once: a fresh fencing token and a lease of min(its ttl, claimms), which it confirms
 -- by renewing it, told on `channel` (`announce_grant`). The granting stops at the first waiter that may not have one (no one
 -- barges past it), and at the first without details (an older client): then the f-th
@@ -268,16 +314,17 @@ local function grant_waiting_permits(set, tokens, fence, queue, expiries, info, 
       if id then redis.call(PUBLISH, channel, id) end
       return nil
     end
-    if live >= (tonumber(wcap) or cap) then return nil end
+    local w = weight(head[1])
+    if live + w > (tonumber(wcap) or cap) then return nil end
     local token, bad = next_token(fence)
     if bad then return bad end
     local lease = math.min(ttl, claimms)
-    redis.call('ZADD', set, now + lease, head[1])
+    place(set, now + lease, head[1])
     redis.call('HSET', tokens, head[1], string.format('%.0f', token))
     keep(set, tokens, lease)
     dequeue_waiter(queue, expiries, info, head[1])
     announce_grant(channel, head, token, try, at, now)
-    live = live + 1
+    live = live + w
   end
   return nil
 end

@@ -1,5 +1,5 @@
--- leasehold semaphore acquire: take one of N permits, each a lease of its own, in arrival
--- order.
+-- leasehold semaphore acquire: take one of N permits (or n of them at once, for a request id
+-- 'REQ*n', see `weight` in the prelude), each grant a lease of its own, in arrival order.
 -- KEYS[1] permits (zset: request id -> expiry ms)   KEYS[2] permit tokens (hash)
 -- KEYS[3] fencing counter   KEYS[4] waiters (zset: request id -> place, server µs)
 -- KEYS[5] waiter expiries (zset: request id -> expiry of the place, ms)
@@ -11,15 +11,16 @@
 -- ARGV[6] the number of this try of the call (1, 2, ...): a refused try that queues the
 --         caller leaves it in its details, and a release that grants the caller a permit
 --         names it (as for locks)   ARGV[7] reply tag
--- Returns {1, token, 1, pttl} when the caller holds a permit (also for a retry of a
+-- Returns {1, token, 1, pttl} when the caller holds its permits (also for a retry of a
 -- granted request, or the confirming try of a permit a release granted: the lease is then
 -- made to last at least ttl from now); {0, ms until the earliest permit expires, 0} when
--- all N are held; {0, -2, 1} when a permit is free but older waiters come first (wait to
--- be named).
+-- fewer than the caller's permits are free; {0, -2, 1} when they are free but older
+-- waiters come first (wait to be named).
 -- Expired permits are reclaimed here. Live permits are counted against the caller's N, so
 -- a smaller N grants nothing until enough holders have left; no holder is ever revoked.
--- First come, first served: with f permits free, only the f oldest live waiters may take
--- one; a caller that is not queued stands behind every waiter.
+-- First come, first served: with f permits free, a waiter may take its permits only when
+-- they and those of every live waiter ahead of it fit in f; a caller that is not queued
+-- stands behind every waiter. A large request is never passed by smaller ones.
 -- All or nothing (see the prelude): the permits are checked by their first read, the
 -- queue by ZCARD, the counter by SET … GET (or by TYPE when expired permits or lapsed
 -- places are pruned first), before anything is written; the tokens hash and the places'
@@ -28,6 +29,7 @@
 local set, tokens, fence, queue, expiries, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local req, ttl, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local waitms, queued, try = tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local n = weight(req)
 local now = now_ms()
 
 local dead, bad = read(set, 'zset', 'ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 256)
@@ -37,7 +39,7 @@ waiting, bad = read(queue, 'zset', 'ZCARD', queue)
 if bad then return bad end
 -- Live permits (expired ones are not counted, so this holds before and after the prune).
 local free = cap - redis.call('ZCOUNT', set, '(' .. now, '+inf')
-if waiting > 0 or queued or (waitms > 0 and free <= 0) then
+if waiting > 0 or queued or (waitms > 0 and free < n) then
   bad = foreign_key(tokens, 'hash', expiries, 'zset', info, 'hash')
 else
   bad = foreign_key(tokens, 'hash', expiries, 'zset')
@@ -60,7 +62,9 @@ end
 local function refuse(out)
   enqueue(queue, expiries, req, waitms)
   if waitms > 0 then
-    redis.call('HSET', info, req, try .. ':' .. string.format('%.0f', now) .. '\n' .. ttl .. '\n' .. cap .. '\n')
+    -- A weighted caller's details start with '*' (see waiter_details).
+    local mark = n > 1 and '*' or ''
+    redis.call('HSET', info, req, mark .. try .. ':' .. string.format('%.0f', now) .. '\n' .. ttl .. '\n' .. cap .. '\n')
     at_least(info, waitms)
   end
   return reply(out)
@@ -74,21 +78,27 @@ if again then
   -- lease of only the claim window): it lasts at least ttl from now, as the caller counts
   -- its lease from this try's send.
   if again[4] < ttl then
-    redis.call('ZADD', set, 'XX', now + ttl, req)
+    place(set, now + ttl, req, true)
     keep(set, tokens, ttl)
     again[4] = ttl
   end
   dequeue()
   return reply(again)
 end
-if free <= 0 then
+if free < n then
   local first = redis.call('ZRANGEBYSCORE', set, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return refuse({0, math.max(1, tonumber(first[2]) - now), 0})
 end
 if waiting > 0 then
   prune_lapsed(queue, expiries, now, info)
   local ahead = redis.call('ZRANK', queue, req) or redis.call('ZCARD', queue)
-  if ahead >= free then
+  -- Every waiter ahead weighs at least 1; count their permits only when they may fit.
+  local need = n + ahead
+  if need <= free and ahead > 0 then
+    need = n
+    for _, id in ipairs(redis.call('ZRANGE', queue, 0, ahead - 1)) do need = need + weight(id) end
+  end
+  if need > free then
     return refuse({0, -2, 1})
   end
 end

@@ -4,8 +4,8 @@
 -- KEYS[4] permit tokens (hash)   KEYS[5] fencing counter   KEYS[6] waiter details (hash)
 -- ARGV[1] request id of the waiting call   ARGV[2] channel to announce on
 -- ARGV[3] capacity N   ARGV[4] claim window (ms)
--- If a release had granted this waiter a permit it never took as held, that permit ends
--- and goes on to the next waiter.
+-- If a release had granted this waiter permits it never took as held, they end and go on
+-- to the next waiters.
 -- Returns 2 if it ended such a permit, 1 if the waiter was queued, else 0.
 local set, queue, expiries, tokens, fence, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local bad = foreign_key(set, 'zset', queue, 'zset', expiries, 'zset', tokens, 'hash',
@@ -13,7 +13,7 @@ local bad = foreign_key(set, 'zset', queue, 'zset', expiries, 'zset', tokens, 'h
 if bad then return bad end
 local req = ARGV[1]
 local removed = dequeue_waiter(queue, expiries, info, req)
-local ended = redis.call('ZREM', set, req) == 1
+local ended = unplace(set, req) == 1
 if ended then redis.call('HDEL', tokens, req) end
 -- The waiter behind it may be the one a free permit waits for.
 if removed == 1 or ended then
