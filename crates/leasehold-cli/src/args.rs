@@ -169,6 +169,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch an election without campaigning: print the leader now, then each change (a
+    /// new leader, a new value, no leader), one per line, until interrupted.
+    Observe {
+        /// The election's name.
+        name: String,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Operator override: remove a lock whoever holds it, and wake its waiters.
     Release {
         /// The lock's name.
@@ -276,6 +285,11 @@ pub struct ElectArgs {
     /// A label stored with the leadership.
     #[arg(long)]
     pub label: Option<String>,
+    /// A value published with the leadership, for `leasehold observe` and `status`
+    /// (etcdctl elect's proposal; at most 4096 bytes). The command sees it as
+    /// LEASEHOLD_LEADER_VALUE.
+    #[arg(long, value_name = "V")]
+    pub value: Option<String>,
     /// Exit (code 4) when leadership is lost instead of campaigning again.
     #[arg(long)]
     pub once: bool,

@@ -6,7 +6,6 @@
 //! the moment another holder could be granted the lock — or SIGKILL at once); and its exit
 //! status turned into leasehold's (128+N for a signal, as shells do).
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +69,8 @@ pub(crate) struct Supervised {
 /// of them is lost.
 pub(crate) struct Held {
     leases: Vec<Lease>,
+    /// More variables for the command's environment.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Held {
@@ -77,13 +78,21 @@ impl Held {
     pub(crate) fn one(lease: Lease) -> Self {
         Held {
             leases: vec![lease],
+            env: Vec::new(),
         }
+    }
+
+    /// With `name=value` in the command's environment too.
+    pub(crate) fn with_env(mut self, name: &'static str, value: String) -> Self {
+        self.env.push((name, value));
+        self
     }
 
     /// Every member of a lock set.
     pub(crate) fn set(guard: &leasehold::LockSetGuard) -> Self {
         Held {
             leases: guard.members().iter().map(|g| g.lease()).collect(),
+            env: Vec::new(),
         }
     }
 
@@ -133,30 +142,13 @@ pub(crate) async fn spawn(
     let remaining = until.saturating_duration_since(std::time::Instant::now());
     let deadline = humantime::format_rfc3339_millis(SystemTime::now() + remaining);
     let link = crate::guard::Link::new()?;
-    let [lock, token] = held.environment();
-    let mut guard = crate::guard::spawn(
-        &link,
-        until,
-        grace,
-        command,
-        &[
-            lock,
-            token,
-            ("LEASEHOLD_LEASE_DEADLINE", deadline.to_string()),
-        ],
-    )
-    .context("cannot start the guard process")?;
+    let mut env = held.environment().to_vec();
+    env.push(("LEASEHOLD_LEASE_DEADLINE", deadline.to_string()));
+    env.extend(held.env.iter().cloned());
+    let mut guard = crate::guard::spawn(&link, until, grace, command, &env)
+        .context("cannot start the guard process")?;
     let line = link.accept(&mut guard).await?;
     Ok(Supervised { guard, line })
-}
-
-/// The exit code that reports `status` (128+N for signal N).
-pub(crate) fn exit_code(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(crate::exit::FAILURE),
-        (None, Some(sig)) => u8::try_from(128 + (sig & 0x7f)).unwrap_or(crate::exit::FAILURE),
-        _ => crate::exit::FAILURE,
-    }
 }
 
 /// Test only: with this variable set, a task of the supervisor panics after the first

@@ -1,5 +1,8 @@
 //! Exit codes, and how errors map to them. Documented in `--help` and the README.
 
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
 use leasehold::ErrorKind;
 
 /// The command (or the child command) succeeded.
@@ -85,4 +88,13 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
     }
     out.replace('\n', " ")
+}
+
+/// The exit code that reports a command's `status` (128+N for signal N, as shells do).
+pub(crate) fn status_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(FAILURE),
+        (None, Some(sig)) => u8::try_from(128 + (sig & 0x7f)).unwrap_or(FAILURE),
+        _ => FAILURE,
+    }
 }

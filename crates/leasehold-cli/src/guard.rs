@@ -249,7 +249,7 @@ pub async fn run(socket: &Path, deadline_ns: u128, grace: Duration, command: &[S
                     let _ = killpg(group, Signal::SIGKILL);
                 }
                 return match status {
-                    Ok(s) => crate::child::exit_code(s),
+                    Ok(s) => crate::exit::status_code(s),
                     Err(_) => crate::exit::FAILURE,
                 };
             }

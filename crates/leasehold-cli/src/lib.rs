@@ -10,6 +10,7 @@ pub mod exit;
 pub mod guard;
 pub mod logging;
 pub mod main_shape;
+mod observe;
 mod run;
 mod status;
 
@@ -58,6 +59,7 @@ pub async fn execute(cli: args::Cli) -> anyhow::Result<u8> {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             status::list(&client, &pattern, limit, !cli.target.redlock, json).await
         }
+        Command::Observe { name, json } => observe::observe(&client, &name, json).await,
         Command::Release { name, force } => status::release(&client, &name, force).await,
         Command::Doctor { json } => status::doctor(&client, json).await,
         Command::Completions { .. } | Command::Man => {

@@ -53,7 +53,7 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
     }
     match guard.release().await {
         Ok(outcomes) => {
-            let mut code = child::exit_code(status);
+            let mut code = exit::status_code(status);
             for (name, outcome) in outcomes {
                 if !outcome.is_released() {
                     eprintln!(
@@ -67,11 +67,11 @@ pub(crate) async fn run(client: &Client, a: &RunArgs) -> anyhow::Result<u8> {
         Err(e) if e.is_ambiguous() => {
             // The command's own status matters more; the lease expires by itself.
             eprintln!("leasehold: {e}");
-            Ok(child::exit_code(status))
+            Ok(exit::status_code(status))
         }
         Err(e) => {
             eprintln!("leasehold: releasing the lock failed ({e}); it expires with its lease");
-            Ok(child::exit_code(status))
+            Ok(exit::status_code(status))
         }
     }
 }
@@ -84,6 +84,9 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
     if let Some(label) = &a.label {
         election = election.label(label);
     }
+    if let Some(value) = &a.value {
+        election = election.value(value);
+    }
     loop {
         let leadership = tokio::select! {
             l = election.campaign() => l?,
@@ -94,7 +97,8 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
             a.name,
             leadership.fencing_token()
         );
-        let held = Held::one(leadership.lease());
+        let held =
+            Held::one(leadership.lease()).with_env("LEASEHOLD_LEADER_VALUE", leadership.value());
         let child = child::spawn(&a.command, &held, a.grace).await?;
         let what = format!("leadership of {:?}", a.name);
         let (status, lost) = child::supervise(
@@ -109,7 +113,7 @@ pub(crate) async fn elect(client: &Client, a: &ElectArgs) -> anyhow::Result<u8> 
         .await?;
         if lost.is_none() {
             let _ = leadership.resign().await;
-            return Ok(child::exit_code(status));
+            return Ok(exit::status_code(status));
         }
         drop(leadership);
         if a.once {

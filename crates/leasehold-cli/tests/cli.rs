@@ -798,3 +798,98 @@ fn runs_naming_the_same_locks_in_opposite_orders_all_finish() {
         assert_eq!(code(&out), 0, "{}", text(&out));
     }
 }
+
+/// Lines of a child's stdout, read on a thread so a test can wait with a limit.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn observe_prints_each_leader_and_value_that_elect_publishes() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let seen_value = dir.path().join("value");
+    let release = dir.path().join("release");
+    let mut observer = leasehold(&server.url())
+        .args(["observe", "sched", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut observer);
+    let next = || -> serde_json::Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line from observe");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let first = next();
+    assert_eq!(first["schema"], 1);
+    assert_eq!(first["election"], "sched");
+    assert!(first["leader"].is_null(), "{first}");
+
+    let mut leader = leasehold(&server.url())
+        .args(["elect", "sched", "--value", "10.0.0.7:8080", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "echo \"$LEASEHOLD_LEADER_VALUE\" > {}; while [ ! -e {} ]; do sleep 0.05; done",
+                seen_value.display(),
+                release.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let elected = next();
+    assert_eq!(elected["leader"]["value"], "10.0.0.7:8080", "{elected}");
+    assert!(elected["leader"]["term"].as_u64().unwrap() > 0, "{elected}");
+    wait_for(Duration::from_secs(10), "the command to start", || {
+        std::fs::read_to_string(&seen_value).is_ok_and(|v| v.ends_with('\n'))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&seen_value).unwrap().trim(),
+        "10.0.0.7:8080"
+    );
+    // The plain form, from a second observer, while the leader leads.
+    let out = run(leasehold(&server.url()).args(["status", "sched"]));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let mut plain = leasehold(&server.url())
+        .args(["observe", "sched"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = lines_of(&mut plain)
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap();
+    let term = elected["leader"]["term"].as_u64().unwrap();
+    assert!(line.starts_with("leader "), "{line}");
+    assert!(
+        line.ends_with(&format!("term {term} value \"10.0.0.7:8080\"")),
+        "{line}"
+    );
+    plain.kill().unwrap();
+    plain.wait().unwrap();
+
+    // The command ends: the leader resigns, and the observer says so.
+    std::fs::write(&release, "").unwrap();
+    assert!(leader.wait().unwrap().success());
+    let ended = next();
+    assert!(ended["leader"].is_null(), "{ended}");
+    observer.kill().unwrap();
+    observer.wait().unwrap();
+}

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{hget, steady};
@@ -46,28 +44,12 @@ async fn a_restarted_process_reenters_the_hold_of_its_named_owner() {
     }
     let server = RedisServer::start();
     let mut con = server.async_connection().await;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_holds_the_lock_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("LEASEHOLD_CHILD_URL", server.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut token = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        // The harness prints the test's name on the same line.
-        if let Some((_, t)) = line.split_once("TOKEN ") {
-            token = Some(t.trim().parse::<u64>().unwrap());
-            break;
-        }
-    }
-    let token = token.expect("the child printed its fencing token");
+    let (mut child, token) = common::child_test(
+        "child_holds_the_lock_until_killed",
+        "LEASEHOLD_CHILD_URL",
+        &server.url(),
+        "TOKEN ",
+    );
     // SIGKILL: nothing releases the hold, which lives on for the rest of its 30 s lease.
     child.kill().unwrap();
     child.wait().unwrap();

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub(crate) mod cleanup;
 pub(crate) mod diagnose;
 pub(crate) mod keyspace;
+pub(crate) mod leaders;
 mod node;
 pub(crate) mod quorum;
 
@@ -71,6 +72,9 @@ pub(crate) enum Capability {
     /// Waiter queues and lease sets on the server: fair locks, semaphores, read-write
     /// locks (not across RedLock's independent masters).
     ServerQueues,
+    /// An election's leaders' log: observers and proclaimed values (one log, so not
+    /// across RedLock's independent masters).
+    LeadersLog,
 }
 
 /// Whether the client's topology can do `what`; the error names both.
@@ -78,7 +82,7 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
     let topology = Topology::of(inner);
     let supported = match what {
         Capability::ReplicaAcks => topology == Topology::Server,
-        Capability::ServerQueues => topology != Topology::RedLock,
+        Capability::ServerQueues | Capability::LeadersLog => topology != Topology::RedLock,
     };
     if supported {
         return Ok(());
@@ -91,6 +95,10 @@ pub(crate) fn require(inner: &Inner, what: Capability) -> Result<()> {
         Capability::ServerQueues => (
             "fair locks, semaphores and read-write locks",
             "use a plain lock, or one server, Sentinel or Cluster",
+        ),
+        Capability::LeadersLog => (
+            "election observers and proclaimed values",
+            "campaign without a value, or use one server, Sentinel or Cluster",
         ),
     };
     Err(Error::invalid(format!(

@@ -71,6 +71,16 @@ impl LockGuard {
         }
     }
 
+    /// The client this guard's hold was granted through.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The state of this guard's lease.
+    pub(crate) fn lease_state(&self) -> &Arc<LeaseState> {
+        &self.lease.state
+    }
+
     /// The owner's hold count right after this hold was granted (1 unless re-entered).
     pub fn hold_count(&self) -> u32 {
         self.count

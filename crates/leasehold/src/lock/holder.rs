@@ -1,5 +1,5 @@
 //! Holder metadata: who holds a grant, as the holder described itself — host name, process
-//! id and an optional label — stored with every new grant as JSON (`meta` in the lock
+//! id, an optional label and an election leader's value — stored with every new grant as JSON (`meta` in the lock
 //! hash; PROTOCOL.md gives the field types) and read back by inspection.
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,10 @@ pub struct HolderMetadata {
     /// A label given by the holder (e.g. a job name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// An election leader's proclaimed value (see
+    /// [`Election::value`](crate::Election::value)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl HolderMetadata {
@@ -26,6 +30,7 @@ impl HolderMetadata {
             host: host_name(),
             pid: Some(std::process::id()),
             label: label.map(str::to_string),
+            value: None,
         }
     }
 

@@ -220,6 +220,14 @@ impl Lock {
         self
     }
 
+    /// The holder metadata stored with a grant, whole (an election's leader adds its
+    /// value to it). Its label is checked as [`label`](Self::label)'s.
+    pub(crate) fn with_metadata(mut self, holder: &crate::lock::holder::HolderMetadata) -> Self {
+        self.metadata = Arc::from(holder.to_json());
+        self.label = holder.label.clone();
+        self
+    }
+
     /// Label this lock's metrics with `group` (e.g. `billing`): a bounded label for
     /// dashboards, unlike the lock name (see [`crate::metrics`]). At most 64 bytes of
     /// printable text.

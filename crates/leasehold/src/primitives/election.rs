@@ -5,16 +5,25 @@
 //! contender does in the same process can change it. Leadership ends when its lease is
 //! lost (renewal refused, or no confirmed renewal before the deadline) or when it resigns;
 //! campaigning again is one call.
+//!
+//! A leader may publish a value with its leadership (set at campaign, updated while
+//! leading): it is stored with the grant, and each event of a leadership — elected, a new
+//! value, resigned — is recorded in the election's log and announced, for observers
+//! (`primitives/observe.rs`) who watch without campaigning.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::backend::leaders::Proclamation;
 use crate::client::inspect::HolderInfo;
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lease::LostReason;
 use crate::lock::guard::{Lease, LockGuard};
+use crate::lock::holder::HolderMetadata;
 use crate::lock::Lock;
 use crate::ReleaseOutcome;
 
@@ -24,6 +33,21 @@ pub struct Election {
     client: Client,
     name: String,
     lock: Lock,
+    /// What a leader stores with its grant: host, pid, label and value.
+    holder: HolderMetadata,
+}
+
+/// The longest value a leader may publish, in bytes.
+pub const MAX_LEADER_VALUE: usize = 4096;
+
+fn validate_value(value: &str) -> Result<()> {
+    if value.len() > MAX_LEADER_VALUE {
+        return Err(Error::invalid(format!(
+            "leader value is {} bytes long: use at most {MAX_LEADER_VALUE}",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Client {
@@ -35,6 +59,7 @@ impl Client {
             client: self.clone(),
             name: name.to_string(),
             lock,
+            holder: self.inner.holder.clone(),
         })
     }
 }
@@ -52,13 +77,47 @@ impl Election {
     /// Label the leader (shown by [`leader`](Self::leader); see [`Lock::label`](crate::Lock::label)).
     #[must_use = "a setter returns the changed value and consumes the original"]
     pub fn label(mut self, label: &str) -> Self {
-        self.lock = self.lock.label(label);
+        self.holder.label = Some(label.to_string());
+        self.lock = self.lock.with_metadata(&self.holder);
+        self
+    }
+
+    /// The value a leader elected through this handle publishes with its leadership (etcd's
+    /// `Proclaim`, `etcdctl elect NAME VALUE`): stored with the grant, so it is there from
+    /// the first moment of the term, shown by [`leader`](Self::leader) and announced to
+    /// [observers](Self::observe). Update it while leading with [`Leadership::proclaim`].
+    /// At most [`MAX_LEADER_VALUE`] bytes (checked at campaign).
+    #[must_use = "a setter returns the changed value and consumes the original"]
+    pub fn value(mut self, value: &str) -> Self {
+        self.holder.value = Some(value.to_string());
+        self.lock = self.lock.with_metadata(&self.holder);
         self
     }
 
     /// Check the election's settings, as every campaign does (see [`Lock::check`](crate::Lock::check)).
     pub fn check(&self) -> Result<()> {
+        if let Some(value) = &self.holder.value {
+            validate_value(value)?;
+        }
         self.lock.check()
+    }
+
+    /// Watch this election without campaigning: the leader now, then every change of
+    /// leader or value, in order (see [`Observer`](crate::Observer)). Not on RedLock
+    /// clients.
+    pub fn observe(&self) -> crate::Observer {
+        crate::Observer::new(self.lock.inner.clone(), &self.name, self.lock.keys.clone())
+    }
+
+    /// Proclaim a new leadership (`elected`) in the election's log, where the topology
+    /// keeps one; a leadership that cannot be announced is given up.
+    async fn announced(&self, guard: LockGuard) -> Result<Leadership> {
+        let leadership = Leadership::new(guard, self.holder.clone());
+        if crate::backend::require(&self.lock.inner, crate::backend::Capability::LeadersLog).is_ok()
+        {
+            leadership.record("elected", None).await?;
+        }
+        Ok(leadership)
     }
 
     /// The election's name.
@@ -66,15 +125,18 @@ impl Election {
         &self.name
     }
 
-    /// Wait until this contender is elected.
+    /// Wait until this contender is elected. Where observers are possible (not RedLock),
+    /// the election is recorded in the election's log before this returns; if that fails,
+    /// the leadership is given up and the error returned.
     ///
     /// # Cancel safety
     /// Cancel-safe: as for [`Lock::acquire`]; a leadership granted as the future is dropped
     /// is given up in the background.
     pub async fn campaign(&self) -> Result<Leadership> {
+        self.check()?;
         loop {
             match self.lock.acquire().await {
-                Ok(guard) => return Ok(Leadership::new(guard)),
+                Ok(guard) => return self.announced(guard).await,
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => return Err(e),
             }
@@ -87,7 +149,9 @@ impl Election {
     /// # Cancel safety
     /// As for [`campaign`](Self::campaign).
     pub async fn try_campaign(&self) -> Result<Leadership> {
-        self.lock.try_acquire().await.map(Leadership::new)
+        self.check()?;
+        let guard = self.lock.try_acquire().await?;
+        self.announced(guard).await
     }
 
     /// Who leads now, as the leader described itself; `None` if nobody does.
@@ -105,10 +169,14 @@ impl Election {
 pub struct Leadership {
     guard: LockGuard,
     state: watch::Receiver<bool>,
+    /// The stored metadata, with the value proclaimed last.
+    holder: Mutex<HolderMetadata>,
+    /// The number of the last proclamation recorded in the log.
+    proclaimed: AtomicU32,
 }
 
 impl Leadership {
-    fn new(guard: LockGuard) -> Self {
+    fn new(guard: LockGuard, holder: HolderMetadata) -> Self {
         let (tx, rx) = watch::channel(true);
         let lease = guard.lease();
         tokio::spawn(async move {
@@ -116,7 +184,72 @@ impl Leadership {
             tracing::debug!(election = %lease.name(), %reason, "leadership ended");
             let _ = tx.send(false);
         });
-        Leadership { guard, state: rx }
+        Leadership {
+            guard,
+            state: rx,
+            holder: Mutex::new(holder),
+            proclaimed: AtomicU32::new(0),
+        }
+    }
+
+    fn holder(&self) -> std::sync::MutexGuard<'_, HolderMetadata> {
+        self.holder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record `event` in the election's log, with `value` as the new value if given.
+    async fn record(&self, event: &str, value: Option<&str>) -> Result<()> {
+        let (meta, value) = {
+            let mut holder = self.holder();
+            let meta = match value {
+                Some(v) => {
+                    holder.value = Some(v.to_string());
+                    holder.to_json()
+                }
+                None => String::new(),
+            };
+            (meta, holder.value.clone().unwrap_or_default())
+        };
+        let seq = self.proclaimed.fetch_add(1, Ordering::SeqCst) + 1;
+        let state = self.guard.lease_state();
+        crate::backend::leaders::proclaim(
+            self.guard.inner(),
+            &Proclamation {
+                keys: &state.keys,
+                name: &state.name,
+                owner_id: &state.owner_id,
+                req: &state.req,
+                event,
+                value: &value,
+                meta: &meta,
+                seq,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The value this leader publishes (empty if none).
+    pub fn value(&self) -> String {
+        self.holder().value.clone().unwrap_or_default()
+    }
+
+    /// Publish a new value with this leadership: stored with the grant and announced to
+    /// observers, in order with every other change (etcd's `Proclaim`). At most
+    /// [`MAX_LEADER_VALUE`] bytes.
+    ///
+    /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the leadership
+    /// is gone (nothing is published then), with
+    /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) when no reply came (it may
+    /// have been published), and with
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) on RedLock clients.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped proclamation may or may not have been published; a later
+    /// one is published after it either way.
+    pub async fn proclaim(&self, value: &str) -> Result<()> {
+        validate_value(value)?;
+        crate::backend::require(self.guard.inner(), crate::backend::Capability::LeadersLog)?;
+        self.record("proclaimed", Some(value)).await
     }
 
     /// Whether this leadership still holds. Becomes false, and stays false, when the lease
@@ -148,11 +281,21 @@ impl Leadership {
         self.guard.lease()
     }
 
-    /// Step down: release the leadership lock so another contender can win at once.
+    /// Step down: record the resignation for observers, then release the leadership lock
+    /// so another contender can win at once.
     ///
     /// # Cancel safety
     /// As for [`LockGuard::release`].
     pub async fn resign(self) -> Result<ReleaseOutcome> {
+        if crate::backend::require(self.guard.inner(), crate::backend::Capability::LeadersLog)
+            .is_ok()
+        {
+            // Observers hear "resigned" before the lock is free (best effort: if it is not
+            // recorded, they see the leadership end with its lease).
+            if let Err(e) = self.record("resigned", None).await {
+                tracing::debug!(election = %self.guard.name(), error = %e, "resignation not recorded");
+            }
+        }
         self.guard.release().await
     }
 }

@@ -196,6 +196,16 @@ source!(
     SEM_LEAVE,
     "sem_leave.lua"
 );
+source!(
+    /// The election's proclaim script (the leader records an event in the leaders' log).
+    PROCLAIM,
+    "proclaim.lua"
+);
+source!(
+    /// The (read-only) election observe script: the leader now and the log after a cursor.
+    OBSERVE,
+    "observe.lua"
+);
 
 /// Source of the acquire script, as sent to one server.
 pub const ACQUIRE_LUA: &str = ACQUIRE.plain;
@@ -343,6 +353,8 @@ pub(crate) struct Scripts {
     pub rw_read_release: Script,
     pub rw_leave: Script,
     pub sem_leave: Script,
+    pub proclaim: Script,
+    pub observe: Script,
 }
 
 impl Scripts {
@@ -372,6 +384,8 @@ impl Scripts {
             rw_read_release: script(RW_READ_RELEASE),
             rw_leave: script(RW_LEAVE),
             sem_leave: script(SEM_LEAVE),
+            proclaim: script(PROCLAIM),
+            observe: script(OBSERVE),
         }
     }
 }
@@ -380,7 +394,7 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    const ALL: [Source; 19] = [
+    const ALL: [Source; 21] = [
         ACQUIRE,
         RELEASE,
         LEAVE,
@@ -400,6 +414,8 @@ mod tests {
         RW_READ_RELEASE,
         RW_LEAVE,
         SEM_LEAVE,
+        PROCLAIM,
+        OBSERVE,
     ];
 
     #[test]

@@ -219,3 +219,26 @@ pub async fn until_sem_waiters(con: &redis::aio::MultiplexedConnection, name: &s
     })
     .await;
 }
+
+/// Run this test binary again as a child process that runs only `test`, with `env` set to
+/// `url` (the child test does its work only then); wait for the line it prints that
+/// contains `prefix` followed by a number, and return the child and that number.
+pub fn child_test(test: &str, env: &str, url: &str, prefix: &str) -> (std::process::Child, u64) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        // The harness prints the test's name on the same line.
+        if let Some((_, n)) = line.unwrap().split_once(prefix) {
+            return (child, n.trim().parse().unwrap());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the child test {test} printed no {prefix:?} line");
+}
