@@ -349,3 +349,50 @@ async fn a_lock_set_spanning_every_node_of_a_cluster_is_held_all_or_none() {
     assert_eq!(second.members().len(), 3);
     second.release().await.unwrap();
 }
+
+/// How many EVALSHA calls node `i` has run.
+fn evalsha_calls(cluster: &RedisCluster, i: usize) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node_con(cluster, i))
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_set_whose_names_share_a_slot_is_taken_in_one_script_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    let client = cluster_client(cluster.urls()).build().unwrap();
+    // Three names whose keys hash to one slot.
+    let slot = |n: &str| key_slot(lock_key(n).as_bytes());
+    let target = slot("same/0");
+    let names: Vec<String> = (0..2_000_000)
+        .map(|i| format!("same/{i}"))
+        .filter(|n| slot(n) == target)
+        .take(3)
+        .collect();
+    assert_eq!(names.len(), 3);
+    let node = cluster.node_for_slot(target);
+    let set = client.locks(&names).unwrap();
+    set.acquire().await.unwrap().release().await.unwrap();
+    let before = evalsha_calls(&cluster, node);
+    let held = set.acquire().await.unwrap();
+    assert_eq!(
+        evalsha_calls(&cluster, node) - before,
+        1,
+        "one script for the set"
+    );
+    let err = client
+        .locks(&names[1..])
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_contended(), "{err}");
+    for (_, outcome) in held.release().await.unwrap() {
+        assert_eq!(outcome, ReleaseOutcome::Released);
+    }
+}

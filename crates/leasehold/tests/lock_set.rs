@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{client, exists, hget, quick, sha, steady};
-use leasehold::scripts::ACQUIRE_LUA;
+use leasehold::scripts::{ACQUIRE_LUA, SET_ACQUIRE};
 use leasehold::{Client, ErrorKind, LostReason, ReleaseOutcome, MAX_LOCK_SET};
 use leasehold_testkit::{
     FaultProxy, FencedResource, History, Masters, Match, RedisServer, Rule, RuleBuilder,
@@ -175,24 +175,60 @@ async fn bad_lock_sets_are_refused_with_what_to_fix() {
     }
 }
 
-/// The first reply to an acquire of each member is lost (dropped, late, or its connection
-/// reset): each member is still granted exactly once.
-async fn assert_every_member_granted_once_despite(fault: fn(RuleBuilder) -> Rule) {
+/// The first reply of each acquire script is lost (dropped, late, or its connection
+/// reset): each member is still granted exactly once. `one_by_one`: a member is held when
+/// the set asks, so after the one-script try is refused the members are taken one by one
+/// (the fault then hits each member's first acquire); otherwise all are taken in the one
+/// script, whose first reply is lost.
+async fn assert_every_member_granted_once_despite(
+    one_by_one: bool,
+    fault: fn(RuleBuilder) -> Rule,
+) {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.addr()).await.unwrap();
     let mut con = server.async_connection().await;
     let c = client(&proxy.url());
     common::acquire_and_release(&c, "warm-up").await;
-    let acquire = Match::command("EVALSHA").and(Match::arg_contains(sha(ACQUIRE_LUA)));
+    c.locks(["warm-up/a", "warm-up/b"])
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     let names = ["faulty/a", "faulty/b", "faulty/c"];
     let mut rules = Vec::new();
-    for name in names {
-        let mine = acquire.clone().and(Match::arg_contains(name));
-        rules.push(proxy.add_rule(fault(Rule::reply_to(mine).first(1))));
+    let blocker = if one_by_one {
+        let direct = client(&server.url());
+        let held = direct.lock("faulty/b").unwrap().acquire().await.unwrap();
+        let acquire = Match::command("EVALSHA").and(Match::arg_contains(sha(ACQUIRE_LUA)));
+        for name in names {
+            let mine = acquire.clone().and(Match::arg_contains(name));
+            rules.push(proxy.add_rule(fault(Rule::reply_to(mine).first(1))));
+        }
+        Some((direct, held))
+    } else {
+        let at_once = Match::command("EVALSHA").and(Match::arg_contains(sha(SET_ACQUIRE.plain)));
+        rules.push(proxy.add_rule(fault(Rule::reply_to(at_once).first(1))));
+        None
+    };
+    let set = c.locks(names).unwrap().wait(Duration::from_secs(10));
+    let acquiring = tokio::spawn(async move { set.acquire().await });
+    if let Some((direct, held)) = blocker {
+        // The first member is taken one by one; then the held one is let go.
+        let key = c.lock("faulty/a").unwrap().redis_key().to_string();
+        common::poll_until(Duration::from_secs(5), "the first member", || {
+            let (mut con, key) = (con.clone(), key.clone());
+            async move { exists(&mut con, &key).await }
+        })
+        .await;
+        held.release().await.unwrap();
+        drop(direct);
     }
-    let held = c.locks(names).unwrap().acquire().await.unwrap();
-    for (rule, name) in rules.iter().zip(names) {
-        assert_eq!(rule.hits(), 1, "the fault hit {name}'s first acquire");
+    let held = acquiring.await.unwrap().unwrap();
+    for rule in &rules {
+        assert_eq!(rule.hits(), 1, "the fault hit {:?}", rule.rule());
     }
     for guard in held.members() {
         assert_eq!(guard.hold_count(), 1);
@@ -215,18 +251,59 @@ async fn assert_every_member_granted_once_despite(fault: fn(RuleBuilder) -> Rule
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_set_whose_acquire_replies_are_dropped_is_granted_once_per_member() {
-    assert_every_member_granted_once_despite(RuleBuilder::drop).await;
+async fn a_set_whose_one_script_reply_is_dropped_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(false, RuleBuilder::drop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_set_whose_acquire_replies_are_late_is_granted_once_per_member() {
-    assert_every_member_granted_once_despite(|r| r.delay(Duration::from_millis(700))).await;
+async fn a_set_whose_one_script_reply_is_late_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(false, |r| r.delay(Duration::from_millis(700))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_set_whose_acquire_connections_reset_is_granted_once_per_member() {
-    assert_every_member_granted_once_despite(RuleBuilder::reset).await;
+async fn a_set_whose_one_script_connection_resets_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(false, RuleBuilder::reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_taken_one_by_one_whose_acquire_replies_are_dropped_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(true, RuleBuilder::drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_taken_one_by_one_whose_acquire_replies_are_late_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(true, |r| r.delay(Duration::from_millis(700))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_taken_one_by_one_whose_acquire_connections_reset_is_granted_once_per_member() {
+    assert_every_member_granted_once_despite(true, RuleBuilder::reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_on_a_set_with_a_held_member_takes_nothing_even_for_a_moment() {
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let c = client(&server.url());
+    let other = client(&server.url());
+    let blocker = other.lock("moment/c").unwrap().acquire().await.unwrap();
+    let fence = |name: &str| c.lock(name).unwrap().fence_key().to_string();
+    let err = c
+        .locks(["moment/a", "moment/b", "moment/c"])
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Contended, "{err}");
+    assert!(err.to_string().contains("moment/c"), "{err}");
+    // A grant writes the member's fencing counter: none was written for the free ones.
+    for name in ["moment/a", "moment/b"] {
+        assert!(
+            !exists(&mut con, &fence(name)).await,
+            "{name} was granted for a moment"
+        );
+    }
+    blocker.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,4 +347,23 @@ async fn a_set_on_redlock_holds_every_member_on_a_quorum_and_excludes_a_second_s
         .await
         .unwrap();
     second.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncontended_set_on_one_server_is_one_round_trip() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let c = client(&proxy.url());
+    let set = c.locks(["trip/a", "trip/b", "trip/c", "trip/d"]).unwrap();
+    // Load the script and open the connection first.
+    set.acquire().await.unwrap().release().await.unwrap();
+    let before = proxy.commands_seen();
+    let held = set.acquire().await.unwrap();
+    assert_eq!(
+        proxy.commands_seen() - before,
+        1,
+        "one script for four locks"
+    );
+    assert_eq!(held.members().len(), 4);
+    held.release().await.unwrap();
 }

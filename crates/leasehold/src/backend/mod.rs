@@ -21,6 +21,7 @@ pub(crate) mod keyspace;
 pub(crate) mod leaders;
 mod node;
 pub(crate) mod quorum;
+pub(crate) mod set;
 
 use tokio::time::Instant;
 

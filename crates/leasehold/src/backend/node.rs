@@ -504,16 +504,16 @@ async fn attempt(
 
 /// A grant that may exist at the server but has no guard yet. If dropped while armed
 /// (the acquire was cancelled or ended ambiguous), it releases the grant in the background.
-struct PendingGrant {
-    inner: Arc<Inner>,
-    keys: Arc<LockKeys>,
-    owner_id: String,
-    req: String,
-    ttl: Duration,
-    armed: bool,
+pub(super) struct PendingGrant {
+    pub(super) inner: Arc<Inner>,
+    pub(super) keys: Arc<LockKeys>,
+    pub(super) owner_id: String,
+    pub(super) req: String,
+    pub(super) ttl: Duration,
+    pub(super) armed: bool,
     /// A try went out on a connection that was then abandoned (its outcome unknown): that
     /// command may still reach Redis after the release, so the release re-checks.
-    abandoned_connection: bool,
+    pub(super) abandoned_connection: bool,
 }
 
 impl Drop for PendingGrant {

@@ -238,7 +238,7 @@ impl Lock {
     }
 
     /// The labels of this lock's metrics: its kind, group, and name if the client asks.
-    fn series(&self) -> Arc<crate::metrics::Series> {
+    pub(crate) fn series(&self) -> Arc<crate::metrics::Series> {
         let kind = match self.mode {
             Mode::Exclusive => "lock",
             Mode::Fair => "fair_lock",
@@ -580,15 +580,11 @@ impl Lock {
     async fn acquire_inner(&self, deadline: Instant, waiting: bool) -> Result<LockGuard> {
         let started = Instant::now();
         let inner = &self.inner;
-        let hold_key = format!("{}/{}", inner.id, self.keys.lock);
-        let (owner_id, reentrant) = match &self.owner {
-            Some(o) => (o.id().to_string(), true),
-            None => (crate::random_id(), false),
-        };
+        let hold = self.hold();
         let reentering = self
             .owner
             .as_ref()
-            .is_some_and(|o| o.holds_locally(&hold_key));
+            .is_some_and(|o| o.holds_locally(&hold.hold_key));
         // Tasks of one client that wait queue locally, so one of them at a time waits at
         // the server and a release wakes one task per client. Fair waiters each keep a
         // place of their own instead; permits and readers that do not wait never queue
@@ -629,25 +625,62 @@ impl Lock {
         };
 
         let series = self.series();
-        let request = crate::backend::LockRequest {
-            inner,
+        let request = self.request(&series);
+        let grant = crate::backend::acquire(request, &hold, started, deadline, waiting).await?;
+        let shortfall = grant.shortfall;
+        let guard = self.guard_for(grant, hold, &series);
+        if let Some((wanted, acks)) = shortfall {
+            return Err(self.not_replicated(guard, wanted, acks).await);
+        }
+        Ok(guard)
+    }
+
+    /// Whether a lock set may take this member in one script with the others: a plain
+    /// (not fair) lock, without replica acknowledgements.
+    pub(crate) fn joins_at_once(&self) -> bool {
+        self.mode == Mode::Exclusive && self.replica_acks.is_none()
+    }
+
+    /// Who holds an acquire of this lock: the owner's id (re-entrant), or a fresh one.
+    pub(crate) fn hold(&self) -> crate::backend::Hold {
+        let (owner_id, reentrant) = match &self.owner {
+            Some(o) => (o.id().to_string(), true),
+            None => (crate::random_id(), false),
+        };
+        crate::backend::Hold {
+            owner_id,
+            reentrant,
+            hold_key: format!("{}/{}", self.inner.id, self.keys.lock),
+        }
+    }
+
+    /// The request an acquire of this lock makes of the backend.
+    pub(crate) fn request<'a>(
+        &'a self,
+        series: &'a Arc<crate::metrics::Series>,
+    ) -> crate::backend::LockRequest<'a> {
+        crate::backend::LockRequest {
+            inner: &self.inner,
             name: &self.name,
             keys: &self.keys,
             mode: self.mode,
             ttl: self.ttl,
             place_ttl: self.place_lifetime(),
             metadata: &self.metadata,
-            series: &series,
+            series,
             replica_acks: self.replica_acks,
             permits: self.permits,
-        };
-        let hold = crate::backend::Hold {
-            owner_id,
-            reentrant,
-            hold_key,
-        };
-        let grant = crate::backend::acquire(request, &hold, started, deadline, waiting).await?;
-        // No await from here on: the grant becomes a guard (which releases it) at once.
+        }
+    }
+
+    /// Make `grant` (of `hold`) a guard of this lock, with no await: the grant is owned by
+    /// a guard (which releases it) at once.
+    pub(crate) fn guard_for(
+        &self,
+        grant: crate::backend::Grant,
+        hold: crate::backend::Hold,
+        series: &Arc<crate::metrics::Series>,
+    ) -> LockGuard {
         if let Some(o) = &self.owner {
             o.add_hold(&hold.hold_key);
         }
@@ -665,18 +698,13 @@ impl Lock {
         if let Some(claim) = grant.claim {
             state = state.provisional(claim);
         }
-        let state = Arc::new(state);
-        let guard = LockGuard::new(
-            inner.clone(),
-            state,
+        LockGuard::new(
+            self.inner.clone(),
+            Arc::new(state),
             self.owner.clone(),
             hold.hold_key,
             grant.count,
-        );
-        if let Some((wanted, acks)) = grant.shortfall {
-            return Err(self.not_replicated(guard, wanted, acks).await);
-        }
-        Ok(guard)
+        )
     }
 
     /// Release a grant that too few replicas acknowledged, and describe the shortfall.

@@ -10,6 +10,10 @@
 //! already taken are released before the error is returned, so a failed acquire holds
 //! nothing. The [`LockSetGuard`] holds every member's lease, each renewed by the watchdog
 //! with its own fencing token; the set is lost as soon as any member is.
+//!
+//! Where one script reaches every member (one server, or one Cluster slot) and each is a
+//! plain lock, the set is first tried in one script (`backend/set.rs`): all granted in one
+//! round trip, or none. Only a waiting caller refused there goes on member by member.
 
 use std::time::Duration;
 
@@ -182,6 +186,9 @@ impl LockSet {
 
     async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockSetGuard> {
         self.check()?;
+        if let Some(held) = self.at_once(waiting).await? {
+            return Ok(held);
+        }
         let mut held = Vec::with_capacity(self.members.len());
         for lock in &self.members {
             match lock.acquire_until(deadline, waiting).await {
@@ -194,6 +201,79 @@ impl LockSet {
             }
         }
         Ok(LockSetGuard::new(held))
+    }
+}
+
+impl LockSet {
+    /// Every member in one script, where one script reaches them all (one server, or one
+    /// Cluster slot) and every member is a plain lock: `Some` when held. `None` when the
+    /// members must be taken one by one: the topology or a member does not allow it,
+    /// another task of this client waits for a member, or (`waiting`) a member is held.
+    /// Without `waiting`, a held member is [`ErrorKind::Contended`](crate::ErrorKind) at
+    /// once, with nothing taken even for a moment.
+    async fn at_once(&self, waiting: bool) -> Result<Option<LockSetGuard>> {
+        use crate::backend::set::{AtOnce, Member};
+        if !self.members.iter().all(Lock::joins_at_once) {
+            return Ok(None);
+        }
+        let inner = &self.members[0].inner;
+        inner.check_open()?;
+        let holds: Vec<_> = self.members.iter().map(Lock::hold).collect();
+        // As a single acquire does: tasks of this client queue locally per lock, and a
+        // set does not pass a task queued for one of its members.
+        let mut places = Vec::with_capacity(self.members.len());
+        for (lock, hold) in self.members.iter().zip(&holds) {
+            if lock
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.holds_locally(&hold.hold_key))
+            {
+                continue;
+            }
+            match inner.queue(&lock.keys.lock).try_acquire_owned() {
+                Ok(place) => places.push(place),
+                Err(_) => return Ok(None),
+            }
+        }
+        let series: Vec<_> = self.members.iter().map(Lock::series).collect();
+        let members: Vec<Member<'_>> = self
+            .members
+            .iter()
+            .zip(&series)
+            .zip(&holds)
+            .map(|((lock, series), hold)| Member {
+                lock: lock.request(series),
+                hold,
+            })
+            .collect();
+        if !crate::backend::set::reachable(inner, &members) {
+            return Ok(None);
+        }
+        match crate::backend::set::acquire(inner, &members).await? {
+            AtOnce::Granted(grants) => {
+                drop(members);
+                // No await from here on: every grant becomes a guard at once.
+                let guards = self
+                    .members
+                    .iter()
+                    .zip(grants)
+                    .zip(holds)
+                    .zip(&series)
+                    .map(|(((lock, grant), hold), series)| lock.guard_for(grant, hold, series))
+                    .collect();
+                Ok(Some(LockSetGuard::new(guards)))
+            }
+            AtOnce::Refused { .. } if waiting => Ok(None),
+            AtOnce::Refused { index } => {
+                let lock = &self.members[index];
+                crate::metrics::contended(&series[index]);
+                crate::metrics::acquisition(&series[index], "contended");
+                Err(Error::new(
+                    crate::ErrorKind::Contended,
+                    format!("lock {:?} is held by another owner", lock.name()),
+                ))
+            }
+        }
     }
 }
 

@@ -197,6 +197,11 @@ source!(
     "sem_leave.lua"
 );
 source!(
+    /// The lock set's acquire script: every member granted in one step, or none.
+    SET_ACQUIRE,
+    "set_acquire.lua"
+);
+source!(
     /// The election's proclaim script (the leader records an event in the leaders' log).
     PROCLAIM,
     "proclaim.lua"
@@ -355,6 +360,7 @@ pub(crate) struct Scripts {
     pub sem_leave: Script,
     pub proclaim: Script,
     pub observe: Script,
+    pub set_acquire: Script,
 }
 
 impl Scripts {
@@ -386,6 +392,7 @@ impl Scripts {
             sem_leave: script(SEM_LEAVE),
             proclaim: script(PROCLAIM),
             observe: script(OBSERVE),
+            set_acquire: script(SET_ACQUIRE),
         }
     }
 }
@@ -394,7 +401,7 @@ impl Scripts {
 mod tests {
     use super::*;
 
-    const ALL: [Source; 21] = [
+    const ALL: [Source; 22] = [
         ACQUIRE,
         RELEASE,
         LEAVE,
@@ -416,6 +423,7 @@ mod tests {
         SEM_LEAVE,
         PROCLAIM,
         OBSERVE,
+        SET_ACQUIRE,
     ];
 
     #[test]
