@@ -101,6 +101,10 @@ pub(crate) async fn status(
             println!("token      {}", h.fencing_token);
             println!("ttl        {}", ttl_text(h));
             println!("holds      {}", h.hold_count);
+            if let Some(value) = &h.metadata.value {
+                // An election leader's value, quoted so that any text reads unambiguously.
+                println!("value      {}", serde_json::Value::String(value.clone()));
+            }
             println!("waiters    {}", info.waiters);
         }
     }

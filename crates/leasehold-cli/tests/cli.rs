@@ -867,6 +867,11 @@ fn observe_prints_each_leader_and_value_that_elect_publishes() {
     // The plain form, from a second observer, while the leader leads.
     let out = run(leasehold(&server.url()).args(["status", "sched"]));
     assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("value      \"10.0.0.7:8080\""),
+        "status shows the leader's value: {}",
+        text(&out)
+    );
     let mut plain = leasehold(&server.url())
         .args(["observe", "sched"])
         .stdin(Stdio::null())
