@@ -51,6 +51,8 @@ fn blocking_handles_and_guards_can_be_shared_with_threads() {
     send_sync::<blocking::Permit>();
     send_sync::<blocking::ReadGuard>();
     send_sync::<blocking::WriteGuard>();
+    send_sync::<blocking::LockSet>();
+    send_sync::<blocking::LockSetGuard>();
 }
 
 #[test]
@@ -433,4 +435,46 @@ fn dropping_blocking_handles_inside_async_code_does_not_panic_and_still_releases
         )),
         "the lock dropped in async code was never released"
     );
+}
+
+#[test]
+fn a_blocking_lock_set_is_held_all_or_none_from_plain_threads_and_released_on_drop() {
+    assert_no_runtime_here();
+    let server = RedisServer::start();
+    let a = client(&server);
+    let b = client(&server);
+    let held = a
+        .locks(["blocking/y", "blocking/x"])
+        .unwrap()
+        .ttl(Duration::from_secs(120))
+        .acquire()
+        .unwrap();
+    let tokens = held.fencing_tokens();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0].0, "blocking/x", "canonical order");
+    assert!(!held.is_lost());
+    assert_eq!(held.wait_lost(Duration::from_millis(20)), None);
+    let theirs = b.locks(["blocking/x", "blocking/z"]).unwrap();
+    assert_eq!(
+        theirs.try_acquire().unwrap_err().kind(),
+        ErrorKind::Contended
+    );
+    assert!(!exists(&server, "leasehold:{blocking/z}"), "all or none");
+    thread::spawn(move || {
+        assert_no_runtime_here();
+        drop(held);
+    })
+    .join()
+    .unwrap();
+    let mut taken = None;
+    assert!(
+        poll_until(LIMIT, || {
+            taken = theirs.try_acquire().ok();
+            taken.is_some()
+        }),
+        "the dropped set was never released"
+    );
+    for (name, outcome) in taken.unwrap().release().unwrap() {
+        assert_eq!(outcome, ReleaseOutcome::Released, "{name}");
+    }
 }

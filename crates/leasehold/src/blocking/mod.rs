@@ -54,9 +54,11 @@ use crate::error::{Error, Result};
 use crate::{LockInfo, RenewalStats};
 
 mod lock;
+mod lock_set;
 mod primitives;
 
 pub use lock::{Lock, LockGuard};
+pub use lock_set::{LockSet, LockSetGuard};
 pub use primitives::{Permit, ReadGuard, RwLock, Semaphore, WriteGuard};
 
 /// How long dropping the last handle or guard of a blocking [`Client`] waits for pending
@@ -226,6 +228,19 @@ impl Client {
     pub fn lock(&self, name: &str) -> Result<Lock> {
         Ok(Lock {
             lock: self.shared.client.lock(name)?,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// A handle on several locks taken together, all or none (see
+    /// [`crate::Client::locks`]). Does no I/O.
+    pub fn locks<I, S>(&self, names: I) -> Result<LockSet>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(LockSet {
+            set: self.shared.client.locks(names)?,
             shared: self.shared.clone(),
         })
     }
