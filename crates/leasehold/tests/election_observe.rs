@@ -294,3 +294,17 @@ async fn proclamations_whose_replies_are_lost_are_recorded_once() {
         leadership.resign().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_ends_with_a_shutdown_error_once_its_client_is_shut_down() {
+    let server = RedisServer::start();
+    let c = client(&server.url());
+    let mut observer = c.election("closing").unwrap().observe();
+    assert_eq!(next(&mut observer, Duration::from_secs(5)).await, None);
+    c.shutdown().await;
+    let err = tokio::time::timeout(Duration::from_secs(5), observer.next())
+        .await
+        .expect("the watch ends")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Shutdown, "{err}");
+}

@@ -206,14 +206,15 @@ impl LockSet {
 
 impl LockSet {
     /// Every member in one script, where one script reaches them all (one server, or one
-    /// Cluster slot) and every member is a plain lock: `Some` when held. `None` when the
+    /// Cluster slot) and the set has several members, each a plain lock: `Some` when held. `None` when the
     /// members must be taken one by one: the topology or a member does not allow it,
     /// another task of this client waits for a member, or (`waiting`) a member is held.
     /// Without `waiting`, a held member is [`ErrorKind::Contended`](crate::ErrorKind) at
     /// once, with nothing taken even for a moment.
     async fn at_once(&self, waiting: bool) -> Result<Option<LockSetGuard>> {
         use crate::backend::set::{AtOnce, Member};
-        if !self.members.iter().all(Lock::joins_at_once) {
+        // A set of one is its lock, acquired as the lock is.
+        if self.members.len() == 1 || !self.members.iter().all(Lock::joins_at_once) {
             return Ok(None);
         }
         let inner = &self.members[0].inner;

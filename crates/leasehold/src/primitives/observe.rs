@@ -109,7 +109,7 @@ impl Observer {
     ///
     /// Connection failures are retried (with backoff up to 2 s) and never end the
     /// watch; an error is returned only for what retrying cannot fix (a RedLock client,
-    /// a key of another type under the election's name).
+    /// a key of another type under the election's name, a client that was shut down).
     ///
     /// # Cancel safety
     /// Cancel-safe: it only reads; a change read by a dropped call is returned by the
@@ -120,6 +120,8 @@ impl Observer {
             if let Some(change) = self.pending.pop_front() {
                 return Ok(change);
             }
+            // A client that was shut down ends the watch (not retried).
+            self.inner.check_open()?;
             if self.sub.is_none() {
                 let deadline = Instant::now() + self.inner.conn.response_timeout();
                 self.sub = Some(self.inner.waker.subscribe(&self.channel, deadline).await);
