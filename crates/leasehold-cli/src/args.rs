@@ -239,7 +239,7 @@ pub enum OnLostAction {
 /// `leasehold run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The lock's name; with several, all of them are held (taken in sorted order, so
+    /// The lock's name; with several, all of them are held (taken in one canonical order, so
     /// runs naming the same locks in any order never deadlock), or none.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,

@@ -113,7 +113,7 @@ impl Held {
     }
 
     /// `LEASEHOLD_LOCK` and `LEASEHOLD_FENCING_TOKEN`: the names one per line and the
-    /// tokens separated by spaces, in the same (sorted) order.
+    /// tokens separated by spaces, in the same (canonical) order.
     fn environment(&self) -> [(&'static str, String); 2] {
         let names: Vec<&str> = self.leases.iter().map(Lease::name).collect();
         let tokens: Vec<String> = self

@@ -395,4 +395,32 @@ async fn a_lock_set_whose_names_share_a_slot_is_taken_in_one_script_on_a_cluster
     for (_, outcome) in held.release().await.unwrap() {
         assert_eq!(outcome, ReleaseOutcome::Released);
     }
+    // With a member from another slot: one script per slot, the slot's members together.
+    let other = (0..)
+        .map(|i| format!("other/{i}"))
+        .find(|n| slot(n) != target)
+        .unwrap();
+    let mut mixed = names.clone();
+    mixed.push(other.clone());
+    let set = client.locks(&mixed).unwrap();
+    set.acquire().await.unwrap().release().await.unwrap();
+    let all = |c: &RedisCluster| {
+        (0..c.nodes().len())
+            .map(|i| evalsha_calls(c, i))
+            .sum::<u64>()
+    };
+    let before = all(&cluster);
+    let held = set.acquire().await.unwrap();
+    assert_eq!(
+        all(&cluster) - before,
+        2,
+        "one script per slot for 4 locks in 2 slots"
+    );
+    let order: Vec<&str> = held.members().iter().map(|g| g.name()).collect();
+    let pos = order.iter().position(|n| *n == other).unwrap();
+    assert!(
+        pos == 0 || pos == 3,
+        "a slot's members are neighbours: {order:?}"
+    );
+    held.release().await.unwrap();
 }

@@ -30,6 +30,16 @@ pub(crate) enum AtOnce {
     Refused { index: usize },
 }
 
+/// Where a lock (by its hash key) falls in a lock set's canonical order, before its name:
+/// its hash slot on Redis Cluster (so that members sharing a slot are neighbours, taken by
+/// one script), else 0 (the names alone decide).
+pub(crate) fn order_key(inner: &Inner, lock_key: &str) -> u16 {
+    match Topology::of(inner) {
+        Topology::Cluster => crate::net::coalesce::slot_of(lock_key.as_bytes()),
+        Topology::Server | Topology::RedLock => 0,
+    }
+}
+
 /// Whether one script reaches every member on this client's topology.
 pub(crate) fn reachable(inner: &Inner, members: &[Member<'_>]) -> bool {
     match Topology::of(inner) {

@@ -42,7 +42,7 @@ impl LockSet {
         }
     }
 
-    /// The members' names, in the order they are taken (sorted).
+    /// The members' names, in the order they are taken (the canonical order).
     pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.set.names()
     }

@@ -678,7 +678,8 @@ impl Client {
     }
 
     /// A handle on several locks taken together, all or none, in one canonical order
-    /// (names sorted), so callers listing the same names in any order never deadlock; see
+    /// (names sorted; on Cluster by hash slot first), so callers listing the same names in
+    /// any order never deadlock; see
     /// [`LockSet`](crate::LockSet). Refuses an empty list, a name listed twice, more than
     /// [`MAX_LOCK_SET`](crate::MAX_LOCK_SET) names and any name [`lock`](Self::lock)
     /// refuses.

@@ -1,19 +1,18 @@
 //! Lock sets: several named locks held together, all or none, without deadlock.
 //!
-//! A [`LockSet`] takes its members one after another in one canonical order — their
-//! names sorted bytewise — whatever order the caller listed them in, each with the lock's
-//! own idempotent acquire, waiting and handoff (on one server, through Sentinel, on
-//! Cluster and on RedLock alike). Two callers naming the same locks in different orders
-//! therefore wait in the same order, and no cycle of waiters can form: whoever holds a
-//! member waits only for members that sort after it. When a member cannot be had (the
-//! wait runs out, it is contended for `try_acquire`, a connection fails), the members
-//! already taken are released before the error is returned, so a failed acquire holds
-//! nothing. The [`LockSetGuard`] holds every member's lease, each renewed by the watchdog
-//! with its own fencing token; the set is lost as soon as any member is.
-//!
-//! Where one script reaches every member (one server, or one Cluster slot) and each is a
-//! plain lock, the set is first tried in one script (`backend/set.rs`): all granted in one
-//! round trip, or none. Only a waiting caller refused there goes on member by member.
+//! A [`LockSet`] takes its members in one canonical order — their names sorted bytewise;
+//! on Redis Cluster by hash slot first, then name — whatever order the caller listed them
+//! in. Two callers naming the same locks in different orders therefore wait in the same
+//! order, and no cycle of waiters can form: whoever holds a member waits only for members
+//! that come after it. The members one script can reach together (all of them on one
+//! server or through Sentinel, those sharing a slot on Cluster) are tried in one script
+//! (`backend/set.rs`): all granted in one round trip, or none. A group refused there, when
+//! the caller waits, and every member on RedLock or of a fair set, is taken member by
+//! member with the lock's own idempotent acquire, waiting and handoff. When a member cannot
+//! be had (the wait runs out, it is contended for `try_acquire`, a connection fails), the
+//! members already taken are released before the error is returned, so a failed acquire
+//! holds nothing. The [`LockSetGuard`] holds every member's lease, each renewed by the
+//! watchdog with its own fencing token; the set is lost as soon as any member is.
 
 use std::time::Duration;
 
@@ -33,9 +32,9 @@ pub const MAX_LOCK_SET: usize = 64;
 /// A handle on several locks taken together, all or none. Cheap to clone; holds nothing
 /// by itself. Get one from [`Client::locks`](crate::Client::locks).
 ///
-/// The members are taken in one canonical order (their names sorted), so callers that
-/// list the same names in different orders never deadlock; each member is a [`Lock`]
-/// with the set's settings.
+/// The members are taken in one canonical order (their names sorted; on Redis Cluster by
+/// hash slot, then name), so callers that list the same names in different orders never
+/// deadlock; each member is a [`Lock`] with the set's settings.
 ///
 /// ```no_run
 /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
@@ -43,7 +42,7 @@ pub const MAX_LOCK_SET: usize = 64;
 /// let accounts = client.locks(["accounts/7", "accounts/3"])?;
 /// let held = accounts.acquire().await?;
 /// for (name, token) in held.fencing_tokens() {
-///     println!("{name}: token {token}"); // accounts/3 first: the canonical order
+///     println!("{name}: token {token}"); // accounts/3 first (on one server): sorted
 /// }
 /// held.release().await?;
 /// # Ok(()) }
@@ -68,7 +67,15 @@ impl LockSet {
                 members.len()
             )));
         }
-        members.sort_by(|a, b| a.name().as_bytes().cmp(b.name().as_bytes()));
+        // The canonical order: by name; on Cluster by hash slot first, so that the members
+        // of one slot are neighbours (one script takes them together).
+        let inner = members[0].inner.clone();
+        members.sort_by_cached_key(|l| {
+            (
+                crate::backend::set::order_key(&inner, &l.keys.lock),
+                l.name().as_bytes().to_vec(),
+            )
+        });
         if let Some(w) = members.windows(2).find(|w| w[0].name() == w[1].name()) {
             return Err(Error::invalid(format!(
                 "lock {:?} is listed twice in one lock set: name each lock once",
@@ -78,7 +85,7 @@ impl LockSet {
         Ok(LockSet { members, wait })
     }
 
-    /// The members' names, in the order they are taken (sorted).
+    /// The members' names, in the order they are taken (the canonical order).
     pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.members.iter().map(Lock::name)
     }
@@ -186,44 +193,61 @@ impl LockSet {
 
     async fn acquire_until(&self, deadline: Instant, waiting: bool) -> Result<LockSetGuard> {
         self.check()?;
-        if let Some(held) = self.at_once(waiting).await? {
-            return Ok(held);
-        }
+        let inner = &self.members[0].inner;
         let mut held = Vec::with_capacity(self.members.len());
-        for lock in &self.members {
-            match lock.acquire_until(deadline, waiting).await {
-                Ok(guard) => held.push(guard),
-                Err(e) => {
-                    // All or none: give back what was taken before reporting.
-                    join_all(held.into_iter().map(LockGuard::release)).await;
-                    return Err(e);
-                }
+        // The members one script could reach together: one group on one server, one per
+        // slot on Cluster (neighbours in the canonical order).
+        let key = |l: &Lock| crate::backend::set::order_key(inner, &l.keys.lock);
+        for group in self.members.chunk_by(|a, b| key(a) == key(b)) {
+            if let Err(e) = Self::take(group, deadline, waiting, &mut held).await {
+                // All or none: give back what was taken before reporting.
+                join_all(held.into_iter().map(LockGuard::release)).await;
+                return Err(e);
             }
         }
         Ok(LockSetGuard::new(held))
     }
+
+    /// Take `group` (members one script may reach) into `held`: in one script where that
+    /// works, else member by member.
+    async fn take(
+        group: &[Lock],
+        deadline: Instant,
+        waiting: bool,
+        held: &mut Vec<LockGuard>,
+    ) -> Result<()> {
+        if let Some(guards) = Self::at_once(group, waiting).await? {
+            held.extend(guards);
+            return Ok(());
+        }
+        for lock in group {
+            held.push(lock.acquire_until(deadline, waiting).await?);
+        }
+        Ok(())
+    }
 }
 
 impl LockSet {
-    /// Every member in one script, where one script reaches them all (one server, or one
-    /// Cluster slot) and the set has several members, each a plain lock: `Some` when held. `None` when the
-    /// members must be taken one by one: the topology or a member does not allow it,
-    /// another task of this client waits for a member, or (`waiting`) a member is held.
+    /// Every member of `group` in one script, where one script reaches them all (one
+    /// server, or one Cluster slot) and the group has several members, each a plain lock:
+    /// `Some` when held. `None` when the members must be taken one by one: the topology
+    /// or a member does not allow it, another task of this client waits for a member, or
+    /// (`waiting`) a member is held.
     /// Without `waiting`, a held member is [`ErrorKind::Contended`](crate::ErrorKind) at
     /// once, with nothing taken even for a moment.
-    async fn at_once(&self, waiting: bool) -> Result<Option<LockSetGuard>> {
+    async fn at_once(group: &[Lock], waiting: bool) -> Result<Option<Vec<LockGuard>>> {
         use crate::backend::set::{AtOnce, Member};
-        // A set of one is its lock, acquired as the lock is.
-        if self.members.len() == 1 || !self.members.iter().all(Lock::joins_at_once) {
+        // A group of one is its lock, acquired as the lock is.
+        if group.len() == 1 || !group.iter().all(Lock::joins_at_once) {
             return Ok(None);
         }
-        let inner = &self.members[0].inner;
+        let inner = &group[0].inner;
         inner.check_open()?;
-        let holds: Vec<_> = self.members.iter().map(Lock::hold).collect();
+        let holds: Vec<_> = group.iter().map(Lock::hold).collect();
         // As a single acquire does: tasks of this client queue locally per lock, and a
         // set does not pass a task queued for one of its members.
-        let mut places = Vec::with_capacity(self.members.len());
-        for (lock, hold) in self.members.iter().zip(&holds) {
+        let mut places = Vec::with_capacity(group.len());
+        for (lock, hold) in group.iter().zip(&holds) {
             if lock
                 .owner
                 .as_ref()
@@ -236,9 +260,8 @@ impl LockSet {
                 Err(_) => return Ok(None),
             }
         }
-        let series: Vec<_> = self.members.iter().map(Lock::series).collect();
-        let members: Vec<Member<'_>> = self
-            .members
+        let series: Vec<_> = group.iter().map(Lock::series).collect();
+        let members: Vec<Member<'_>> = group
             .iter()
             .zip(&series)
             .zip(&holds)
@@ -254,19 +277,18 @@ impl LockSet {
             AtOnce::Granted(grants) => {
                 drop(members);
                 // No await from here on: every grant becomes a guard at once.
-                let guards = self
-                    .members
+                let guards = group
                     .iter()
                     .zip(grants)
                     .zip(holds)
                     .zip(&series)
                     .map(|(((lock, grant), hold), series)| lock.guard_for(grant, hold, series))
                     .collect();
-                Ok(Some(LockSetGuard::new(guards)))
+                Ok(Some(guards))
             }
             AtOnce::Refused { .. } if waiting => Ok(None),
             AtOnce::Refused { index } => {
-                let lock = &self.members[index];
+                let lock = &group[index];
                 crate::metrics::contended(&series[index]);
                 crate::metrics::acquisition(&series[index], "contended");
                 Err(Error::new(
@@ -305,7 +327,7 @@ impl LockSetGuard {
         LockSetGuard { members, any_lost }
     }
 
-    /// Every member's guard, in canonical (sorted) order.
+    /// Every member's guard, in the canonical order.
     pub fn members(&self) -> &[LockGuard] {
         &self.members
     }
