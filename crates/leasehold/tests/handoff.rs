@@ -296,7 +296,10 @@ async fn a_released_permit_goes_to_the_oldest_waiter_which_holds_it_without_anot
         async move {
             let now: Vec<u64> = redis::cmd("TIME").query_async(&mut con).await.unwrap();
             let exp = zscore(&mut con, "leasehold:{pool}:sem", &req).await;
-            exp.is_some_and(|e| e > (now[0] * 1000) as f64 + 1_000.0)
+            // Server time in ms, microseconds included: the short grant (the claim
+            // window) never passes for the renewed lease.
+            let now_ms = now[0] * 1000 + now[1] / 1000;
+            exp.is_some_and(|e| e > now_ms as f64 + 1_000.0)
         }
     })
     .await;
