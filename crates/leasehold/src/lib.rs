@@ -87,6 +87,7 @@ pub use primitives::semaphore::{Permit, Semaphore, MAX_PERMITS};
 pub use protocol::keys::{DEFAULT_PREFIX, MAX_NAME_LEN};
 pub use protocol::scripts;
 pub use validate::MAX_OWNER_ID_LEN;
+pub use validate::MAX_PERMITS_PER_GRANT;
 
 /// A random 128-bit identifier in hex (owner ids, request ids).
 pub(crate) fn random_id() -> String {

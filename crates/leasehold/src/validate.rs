@@ -12,13 +12,20 @@ pub const MAX_PERMITS: u32 = 100_000;
 /// Check how many permits one acquire asks of a semaphore with `capacity`; the error
 /// says what to fix.
 pub(crate) fn validate_permits(permits: u32, capacity: u32) -> Result<()> {
-    if permits == 0 || permits > capacity {
+    let most = capacity.min(MAX_PERMITS_PER_GRANT);
+    if permits == 0 || permits > most {
         return Err(Error::invalid(format!(
-            "{permits} permits cannot be granted by a semaphore of {capacity}: ask for 1 to {capacity}"
+            "{permits} permits cannot be granted at once by a semaphore of {capacity}: ask for 1 to {most}"
         )));
     }
     Ok(())
 }
+
+/// The most permits one acquire may take at once ([`Semaphore::acquire_many`]): a grant
+/// of n permits costs the server O(n) on every renewal and release.
+///
+/// [`Semaphore::acquire_many`]: crate::Semaphore::acquire_many
+pub const MAX_PERMITS_PER_GRANT: u32 = 1_000;
 
 /// Check a semaphore's capacity; the error says what to fix.
 pub(crate) fn validate_capacity(capacity: u32) -> Result<()> {

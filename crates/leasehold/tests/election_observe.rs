@@ -308,3 +308,63 @@ async fn an_observer_ends_with_a_shutdown_error_once_its_client_is_shut_down() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Shutdown, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_behind_by_more_than_one_read_reports_every_change_once_in_order() {
+    let server = RedisServer::start();
+    let watcher = client(&server.url());
+    let mut observer = watcher.election("backlog").unwrap().observe();
+    assert_eq!(next(&mut observer, Duration::from_secs(5)).await, None);
+    // While the observer reads nothing: 70 values of one leader (more than one read
+    // returns), its resignation, and a successor.
+    let c = client(&server.url());
+    let election = c.election("backlog").unwrap();
+    let first = election.clone().value("v0").campaign().await.unwrap();
+    let t1 = first.fencing_token();
+    let mut expected = vec![Some(("v0".to_string(), t1))];
+    for i in 1..70 {
+        first.proclaim(&format!("v{i}")).await.unwrap();
+        expected.push(Some((format!("v{i}"), t1)));
+    }
+    first.resign().await.unwrap();
+    expected.push(None);
+    let second = election.clone().value("w").campaign().await.unwrap();
+    expected.push(Some(("w".to_string(), second.fencing_token())));
+    let mut seen = Vec::new();
+    for _ in 0..expected.len() {
+        let change = next(&mut observer, Duration::from_secs(5)).await;
+        seen.push(change.map(|l| (l.value, l.term)));
+    }
+    assert_eq!(seen, expected);
+    second.resign().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proclamations_leave_the_leader_and_the_server_with_one_value() {
+    let server = RedisServer::start();
+    let c = client(&server.url());
+    let leadership = c.election("racing").unwrap().campaign().await.unwrap();
+    let mut con = server.async_connection().await;
+    for round in 0..20 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        let (ra, rb) = tokio::join!(leadership.proclaim(&a), leadership.proclaim(&b));
+        ra.unwrap();
+        rb.unwrap();
+        let stored = c
+            .election("racing")
+            .unwrap()
+            .leader()
+            .await
+            .unwrap()
+            .unwrap();
+        let logged = log_entries(&mut con, "racing")
+            .await
+            .last()
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(stored.metadata.value.as_deref(), Some(logged.as_str()));
+        assert_eq!(leadership.value(), logged, "round {round}");
+    }
+    leadership.resign().await.unwrap();
+}

@@ -295,6 +295,21 @@ async fn asking_for_no_permits_or_more_than_the_capacity_is_refused() {
         assert!(err.is_invalid_input(), "{n}: {err}");
         assert!(err.to_string().contains("ask for 1 to 3"), "{err}");
     }
+    // More than one grant may take, however large the semaphore.
+    let big = c.semaphore("bounds-big", 5_000).unwrap();
+    let err = big
+        .try_acquire_many(leasehold::MAX_PERMITS_PER_GRANT + 1)
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let most = big
+        .try_acquire_many(leasehold::MAX_PERMITS_PER_GRANT)
+        .await
+        .unwrap();
+    assert_eq!(most.permits(), leasehold::MAX_PERMITS_PER_GRANT);
+    assert_eq!(big.held().await.unwrap(), leasehold::MAX_PERMITS_PER_GRANT);
+    most.release().await.unwrap();
+    assert_eq!(big.held().await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

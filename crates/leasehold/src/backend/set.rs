@@ -107,9 +107,11 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, members: &[Member<'_>]) -> Resul
                     )
                 });
                 let confirmed = matches!(outcome, Ok(AtOnce::Granted(_)));
+                let refused = matches!(outcome, Ok(AtOnce::Refused { .. }));
                 // Refused after an unknown outcome: an earlier try may have granted some
-                // members whose leases another owner has since outlived; release them.
-                if confirmed || !unknown {
+                // members whose leases another owner has since outlived; release them. A
+                // reply that cannot be read releases them too.
+                if confirmed || (refused && !unknown) {
                     for p in &mut pending {
                         p.armed = false;
                     }

@@ -163,15 +163,24 @@ impl Election {
     }
 }
 
+/// What the log holds of a leadership, as far as this leader knows.
+#[derive(Debug)]
+struct Recorded {
+    holder: HolderMetadata,
+    /// The number of the proclamation `holder` came from.
+    seq: u32,
+}
+
 /// Being the leader: valid while [`is_leader`](Self::is_leader) is true.
 #[must_use = "leadership is given up as soon as this value is dropped"]
 #[derive(Debug)]
 pub struct Leadership {
     guard: LockGuard,
     state: watch::Receiver<bool>,
-    /// The stored metadata, with the value proclaimed last.
-    holder: Mutex<HolderMetadata>,
-    /// The number of the last proclamation recorded in the log.
+    /// The stored metadata, with the value of the latest recorded proclamation.
+    holder: Mutex<Recorded>,
+    /// The number of the last proclamation sent (numbers are taken under `holder`'s lock,
+    /// so they follow the order the values were chosen in).
     proclaimed: AtomicU32,
 }
 
@@ -187,29 +196,36 @@ impl Leadership {
         Leadership {
             guard,
             state: rx,
-            holder: Mutex::new(holder),
+            holder: Mutex::new(Recorded { holder, seq: 0 }),
             proclaimed: AtomicU32::new(0),
         }
     }
 
-    fn holder(&self) -> std::sync::MutexGuard<'_, HolderMetadata> {
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.holder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record `event` in the election's log, with `value` as the new value if given.
+    /// Record `event` in the election's log, with `value` as the new value if given. The
+    /// new value becomes this leader's own once recorded, unless a later proclamation was
+    /// recorded first (the server keeps only the later one then, too).
     async fn record(&self, event: &str, value: Option<&str>) -> Result<()> {
-        let (meta, value) = {
-            let mut holder = self.holder();
+        let (meta, proposed, seq) = {
+            let recorded = self.recorded();
+            let mut proposed = recorded.holder.clone();
             let meta = match value {
                 Some(v) => {
-                    holder.value = Some(v.to_string());
-                    holder.to_json()
+                    proposed.value = Some(v.to_string());
+                    proposed.to_json()
                 }
                 None => String::new(),
             };
-            (meta, holder.value.clone().unwrap_or_default())
+            (
+                meta,
+                proposed,
+                self.proclaimed.fetch_add(1, Ordering::SeqCst) + 1,
+            )
         };
-        let seq = self.proclaimed.fetch_add(1, Ordering::SeqCst) + 1;
+        let value = proposed.value.clone().unwrap_or_default();
         let state = self.guard.lease_state();
         crate::backend::leaders::proclaim(
             self.guard.inner(),
@@ -224,13 +240,20 @@ impl Leadership {
                 seq,
             },
         )
-        .await
-        .map(|_| ())
+        .await?;
+        let mut recorded = self.recorded();
+        if seq > recorded.seq {
+            *recorded = Recorded {
+                holder: proposed,
+                seq,
+            };
+        }
+        Ok(())
     }
 
-    /// The value this leader publishes (empty if none).
+    /// The value this leader publishes (empty if none): the latest one recorded.
     pub fn value(&self) -> String {
-        self.holder().value.clone().unwrap_or_default()
+        self.recorded().holder.value.clone().unwrap_or_default()
     }
 
     /// Publish a new value with this leadership: stored with the grant and announced to
@@ -238,10 +261,14 @@ impl Leadership {
     /// [`MAX_LEADER_VALUE`] bytes.
     ///
     /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the leadership
-    /// is gone (nothing is published then), with
+    /// is gone (nothing is published then, unless an earlier send of this proclamation
+    /// that got no reply was applied before the leadership ended), with
     /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) when no reply came (it may
     /// have been published), and with
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) on RedLock clients.
+    ///
+    /// Concurrent proclamations are ordered by when they were called: one overtaken on
+    /// the way by a later one is not published (and returns `Ok`, having been superseded).
     ///
     /// # Cancel safety
     /// Cancel-safe: a dropped proclamation may or may not have been published; a later

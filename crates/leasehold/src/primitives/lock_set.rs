@@ -231,8 +231,8 @@ impl LockSet {
     /// Every member of `group` in one script, where one script reaches them all (one
     /// server, or one Cluster slot) and the group has several members, each a plain lock:
     /// `Some` when held. `None` when the members must be taken one by one: the topology
-    /// or a member does not allow it, another task of this client waits for a member, or
-    /// (`waiting`) a member is held.
+    /// or a member does not allow it, or (`waiting`) a member is held or another task of
+    /// this client waits for one.
     /// Without `waiting`, a held member is [`ErrorKind::Contended`](crate::ErrorKind) at
     /// once, with nothing taken even for a moment.
     async fn at_once(group: &[Lock], waiting: bool) -> Result<Option<Vec<LockGuard>>> {
@@ -257,7 +257,17 @@ impl LockSet {
             }
             match inner.queue(&lock.keys.lock).try_acquire_owned() {
                 Ok(place) => places.push(place),
-                Err(_) => return Ok(None),
+                Err(_) if waiting => return Ok(None),
+                // As a lone try would be refused for it: nothing is taken.
+                Err(_) => {
+                    return Err(Error::new(
+                        crate::ErrorKind::Contended,
+                        format!(
+                            "lock {:?} is wanted by another task of this client",
+                            lock.name()
+                        ),
+                    ))
+                }
             }
         }
         let series: Vec<_> = group.iter().map(Lock::series).collect();

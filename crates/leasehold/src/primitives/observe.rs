@@ -132,7 +132,11 @@ impl Observer {
             {
                 Ok(snap) => {
                     backoff = Duration::from_millis(50);
-                    self.absorb(snap);
+                    if !self.absorb(snap) {
+                        // More entries wait behind the cursor: read on before waiting
+                        // (and before judging the leader now against them).
+                        continue;
+                    }
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(election = %self.name, error = %e, "observe read failed; retrying");
@@ -167,7 +171,9 @@ impl Observer {
         self.pending.push_back(change);
     }
 
-    fn absorb(&mut self, snap: Snapshot) {
+    /// Report what `snap` shows; whether the cursor reached the log's newest entry (when
+    /// it did not, the leader now is not judged yet: entries before it are still unread).
+    fn absorb(&mut self, snap: Snapshot) -> bool {
         let now = Instant::now();
         // A lease with no TTL left to wait for (or a key without one) sets no timer.
         self.expires = snap
@@ -187,7 +193,7 @@ impl Observer {
             // The first read: the leader now; the log is read from its newest entry on.
             self.cursor = Some(snap.newest.unwrap_or(LogId { ms: 0, seq: 0 }));
             self.report(holder_now);
-            return;
+            return true;
         };
         let log_gone = snap.newest.is_none() && cursor != (LogId { ms: 0, seq: 0 });
         let recreated = snap.newest.is_some_and(|newest| newest < cursor);
@@ -196,7 +202,7 @@ impl Observer {
             // now and go on from the log's newest entry.
             self.cursor = Some(snap.newest.unwrap_or(LogId { ms: 0, seq: 0 }));
             self.report(holder_now);
-            return;
+            return true;
         }
         // Entries older than the log keeps (128) are gone; those after the cursor that
         // remain are reported in order, and the leader now settles the rest below.
@@ -214,6 +220,9 @@ impl Observer {
                 _ => {}
             }
         }
+        if snap.newest.is_some_and(|newest| self.cursor < Some(newest)) {
+            return false;
+        }
         // A leader reported earlier whose lease is gone (or taken over) has ended, even
         // when nothing was recorded (a killed leader).
         if let Some(last) = &self.last {
@@ -221,5 +230,6 @@ impl Observer {
                 self.report(None);
             }
         }
+        true
     }
 }

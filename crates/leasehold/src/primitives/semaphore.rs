@@ -169,15 +169,16 @@ impl Semaphore {
         lock
     }
 
-    /// Take `permits` permits at once (1 to the capacity), waiting up to the wait setting
+    /// Take `permits` permits at once (1 to the capacity, at most
+    /// [`MAX_PERMITS_PER_GRANT`](crate::MAX_PERMITS_PER_GRANT)), waiting up to the wait setting
     /// (default 10 s): one grant with one lease, one fencing token and one loss signal,
     /// released together. Grants go in arrival order: while this request waits, later
     /// requests — even for one permit — wait behind it, so a large request is never
     /// starved by small ones (Redisson's `acquire(permits)`, tokio's `acquire_many`).
     ///
     /// Fails as [`acquire`](Self::acquire) does, and with
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for 0 permits or more
-    /// than the capacity.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for 0 permits, or more
+    /// than the capacity or [`MAX_PERMITS_PER_GRANT`](crate::MAX_PERMITS_PER_GRANT).
     ///
     /// ```no_run
     /// # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {

@@ -57,12 +57,12 @@ impl std::fmt::Display for Unexpected {
 }
 
 /// The permits held by the grant with request id `req`: n for `REQ*n` with n in 2 to
-/// [`MAX_PERMITS`](crate::MAX_PERMITS), else 1 (the scripts' `weight`, see `PROTOCOL.md`,
-/// "Weighted permits").
+/// [`MAX_PERMITS_PER_GRANT`](crate::MAX_PERMITS_PER_GRANT), else 1 (the scripts' `weight`,
+/// see `PROTOCOL.md`, "Weighted permits").
 pub(crate) fn permits_of(req: &str) -> u32 {
     req.rsplit_once('*')
         .and_then(|(_, n)| n.parse::<u32>().ok())
-        .filter(|n| (2..=crate::MAX_PERMITS).contains(n))
+        .filter(|n| (2..=crate::MAX_PERMITS_PER_GRANT).contains(n))
         .unwrap_or(1)
 }
 

@@ -213,10 +213,10 @@ end
 -- Weighted permits: a grant of n > 1 permits has the request id 'REQ*n' and is n members
 -- of the set, the id itself and its siblings 'REQ*n#2' .. 'REQ*n#n', always with one
 -- expiry, so the live members count permits. Any other id (every lock, reader or
--- one-permit id) weighs 1, and so does an n out of 2 .. 100000.
+-- one-permit id) weighs 1, and so does an n out of 2 .. 1000 (a grant's cost grows with n).
 local function weight(req)
   local n = tonumber(string.match(req, '%*(%d+)$'))
-  if n and n >= 2 and n <= 100000 then return n end
+  if n and n >= 2 and n <= 1000 then return n end
   return 1
 end
 
