@@ -57,7 +57,7 @@ async fn eight_tasks_taking_random_pairs_in_random_orders_never_deadlock_or_over
                     assert!(resource.write(hold).is_accepted(), "stale write {hold:?}");
                 }
                 let work = rand::rng().random_range(0..3);
-                tokio::time::sleep(Duration::from_millis(work)).await;
+                tokio::time::sleep(Duration::from_millis(work)).await; // the holder's work
                 for hold in &holds {
                     assert!(resource.write(hold).is_accepted(), "stale write {hold:?}");
                     history.released(hold);
