@@ -68,16 +68,15 @@ pub(crate) struct Proclamation<'a> {
 
 /// Record `p` in the log (re-run on a fresh connection while its outcome is unknown, for
 /// at most twice the response timeout). Fails with `NotHeld` when the leadership's hold
-/// is gone, and `Ambiguous` when no reply came.
+/// is gone, and `Ambiguous` when no reply came, or when the hold was found gone after a
+/// try that may have recorded it.
 pub(crate) async fn proclaim(inner: &Arc<Inner>, p: &Proclamation<'_>) -> Result<LogId> {
     require(inner, Capability::LeadersLog)?;
     let log = log_key(p.keys);
     let resolve_by =
         Instant::now() + (2 * inner.conn.response_timeout()).max(2 * crate::net::conn::MIN_BUDGET);
     let context = format!("proclaim {:?}", p.name);
-    let mut last: Option<Failure> = None;
-    let mut unknown = false;
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
+    let call = || {
         let mut inv = inner.scripts.proclaim.key(&p.keys.lock);
         inv.key(&log)
             .arg(p.owner_id)
@@ -88,43 +87,32 @@ pub(crate) async fn proclaim(inner: &Arc<Inner>, p: &Proclamation<'_>) -> Result
             .arg(p.seq)
             .arg(LOG_LIFETIME_MS)
             .arg(&log);
-        match inner
-            .conn
-            .eval_tagged(&mut inv, resolve_by - Instant::now())
-            .await
-        {
-            Ok(reply) => {
-                return match reply.as_slice() {
-                    [1, ms, seq] => Ok(LogId {
-                        ms: u64::try_from(*ms).unwrap_or(0),
-                        seq: u64::try_from(*seq).unwrap_or(0),
-                    }),
-                    [0, ..] => Err(Error::not_held(p.name, NotHeldReason::Expired)),
-                    [-1, ..] => Err(Error::not_held(p.name, NotHeldReason::HeldByOther)),
-                    other => Err(Error::new(
-                        crate::ErrorKind::Server,
-                        format!("{context}: unexpected reply {other:?}"),
-                    )),
-                };
-            }
-            Err(Failure::Server(e)) => return Err(Error::from_redis(&context, e)),
-            Err(f) => {
-                unknown |= matches!(f, Failure::Unknown(_));
-                last = Some(f);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        inv
+    };
+    let maybe = "observers may or may not have been told";
+    let (reply, saw_unknown) = match crate::backend::resolve(inner, call, resolve_by).await {
+        Ok(answer) => answer,
+        Err(f) => return Err(outcome_error(&context, f, maybe)),
+    };
+    let gone = |reason| {
+        if saw_unknown {
+            outcome_error(&context, Failure::Unknown(None), maybe)
+        } else {
+            Error::not_held(p.name, reason)
         }
+    };
+    match reply.as_slice() {
+        [1, ms, seq] => Ok(LogId {
+            ms: u64::try_from(*ms).unwrap_or(0),
+            seq: u64::try_from(*seq).unwrap_or(0),
+        }),
+        [0, ..] => Err(gone(NotHeldReason::Expired)),
+        [-1, ..] => Err(gone(NotHeldReason::HeldByOther)),
+        other => Err(Error::new(
+            crate::ErrorKind::Server,
+            format!("{context}: unexpected reply {other:?}"),
+        )),
     }
-    let f = last.unwrap_or(Failure::NotSent(None));
-    Err(if unknown {
-        outcome_error(
-            &context,
-            Failure::Unknown(f.into_redis()),
-            "observers may or may not have been told",
-        )
-    } else {
-        failure_error(&context, f)
-    })
 }
 
 /// The holder of an election's lock, as an observe read found it.

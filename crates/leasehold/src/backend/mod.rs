@@ -433,18 +433,31 @@ pub(crate) async fn release_once(
     req: &str,
     resolve_by: Instant,
 ) -> std::result::Result<(Released, bool), Failure> {
-    let mut saw_unknown = false;
-    let mut last = None;
     let release = Release {
         keys,
         owner_id,
         req,
     };
+    let (reply, saw_unknown) = resolve(inner, || release.call(&inner.scripts), resolve_by).await?;
+    Ok((Released::decode(&reply), saw_unknown))
+}
+
+/// Run a tagged script call (made afresh by `call` for each try: the same request) until
+/// its outcome is known or `resolve_by` passes; a try whose outcome is unknown is re-run
+/// on a fresh connection. Returns the reply and whether an earlier try's outcome was
+/// unknown, or the failure — `Unknown` if any try may have been applied.
+pub(crate) async fn resolve<'a>(
+    inner: &'a Inner,
+    mut call: impl FnMut() -> crate::protocol::scripts::Call<'a>,
+    resolve_by: Instant,
+) -> std::result::Result<(Vec<i64>, bool), Failure> {
+    let mut saw_unknown = false;
+    let mut last = None;
     while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
-        let mut inv = release.call(&inner.scripts);
+        let mut inv = call();
         let budget = resolve_by.saturating_duration_since(Instant::now());
         match inner.conn.eval_tagged(&mut inv, budget).await {
-            Ok(reply) => return Ok((Released::decode(&reply), saw_unknown)),
+            Ok(reply) => return Ok((reply, saw_unknown)),
             // An earlier try may have been applied; this error says nothing about it.
             Err(Failure::Server(e)) if saw_unknown => return Err(Failure::Unknown(Some(e))),
             Err(f @ Failure::Server(_)) => return Err(f),

@@ -5,7 +5,6 @@
 //! whatever may have been granted is released in the background.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -75,9 +74,7 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, members: &[Member<'_>]) -> Resul
         started + (2 * inner.conn.response_timeout()).max(2 * crate::net::conn::MIN_BUDGET);
     let names: Vec<&str> = members.iter().map(|m| &**m.lock.name).collect();
     let context = format!("acquire the lock set {names:?}");
-    let mut unknown = false;
-    let mut last = None;
-    while resolve_by.saturating_duration_since(Instant::now()) >= crate::net::conn::MIN_BUDGET {
+    let call = || {
         let mut inv = inner.scripts.set_acquire.prepare_invoke();
         for m in members {
             inv.key(&m.lock.keys.lock)
@@ -90,78 +87,72 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, members: &[Member<'_>]) -> Resul
         inv.arg(millis(first.ttl))
             .arg(u8::from(members[0].hold.reentrant))
             .arg(&**first.metadata);
-        // From the send on, the members may be granted: released unless confirmed.
-        for p in &mut pending {
-            p.armed = true;
-        }
-        match inner
-            .conn
-            .eval_tagged(&mut inv, resolve_by - Instant::now())
-            .await
-        {
-            Ok(reply) => {
-                let outcome = decode(&reply, members.len(), &reqs, started).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Server,
-                        format!("{context}: unexpected reply {reply:?}"),
-                    )
-                });
-                let confirmed = matches!(outcome, Ok(AtOnce::Granted(_)));
-                let refused = matches!(outcome, Ok(AtOnce::Refused { .. }));
-                // Refused after an unknown outcome: an earlier try may have granted some
-                // members whose leases another owner has since outlived; release them. A
-                // reply that cannot be read releases them too.
-                if confirmed || (refused && !unknown) {
-                    for p in &mut pending {
-                        p.armed = false;
-                    }
-                }
-                if let Ok(AtOnce::Granted(grants)) = &outcome {
-                    for (m, g) in members.iter().zip(grants) {
-                        crate::metrics::acquisition(m.lock.series, "granted");
-                        tracing::debug!(lock = %m.lock.name, token = g.token, "granted with its lock set");
-                    }
-                }
-                return outcome;
-            }
-            Err(Failure::Server(e)) => {
-                if !unknown {
-                    for p in &mut pending {
-                        p.armed = false;
-                    }
-                }
-                return Err(Error::from_redis(&context, e));
-            }
-            Err(f) => {
-                if matches!(f, Failure::Unknown(_)) {
-                    unknown = true;
-                    for (m, p) in members.iter().zip(&mut pending) {
-                        p.abandoned_connection = true;
-                        crate::metrics::unknown_outcome(m.lock.series, "acquire");
-                    }
-                } else if !unknown {
-                    for p in &mut pending {
-                        p.armed = false;
-                    }
-                }
-                last = Some(f);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        inv
+    };
+    // From the first send on, the members may be granted: released unless confirmed.
+    for p in &mut pending {
+        p.armed = true;
     }
-    let f = last.unwrap_or(Failure::NotSent(None));
+    let result = crate::backend::resolve(inner, call, resolve_by).await;
+    let unknown = match &result {
+        Ok((_, saw_unknown)) => *saw_unknown,
+        Err(f) => matches!(f, Failure::Unknown(_)),
+    };
     if unknown {
-        for m in members {
-            crate::metrics::acquisition(m.lock.series, "ambiguous");
+        for (m, p) in members.iter().zip(&mut pending) {
+            // A try went out on a connection that was then abandoned.
+            p.abandoned_connection = true;
+            crate::metrics::unknown_outcome(m.lock.series, "acquire");
         }
-        // `pending` stays armed: dropping it releases what may have been granted.
-        return Err(crate::net::failure::outcome_error(
-            &context,
-            Failure::Unknown(f.into_redis()),
-            "every member that may have been granted is released in the background",
-        ));
     }
-    Err(crate::net::failure::failure_error(&context, f))
+    let reply = match result {
+        Ok((reply, _)) => reply,
+        Err(f) => {
+            if unknown {
+                for m in members {
+                    crate::metrics::acquisition(m.lock.series, "ambiguous");
+                }
+            } else {
+                // Nothing was applied: nothing to release.
+                for p in &mut pending {
+                    p.armed = false;
+                }
+            }
+            // Still armed after an unknown outcome: dropping `pending` releases what may
+            // have been granted.
+            return Err(crate::net::failure::outcome_error(
+                &context,
+                f,
+                "every member that may have been granted is released in the background",
+            ));
+        }
+    };
+    let outcome = decode(&reply, members.len(), &reqs, started).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Server,
+            format!("{context}: unexpected reply {reply:?}"),
+        )
+    });
+    // Refused after an unknown outcome: an earlier try may have granted some members
+    // whose leases another owner has since outlived; release them. A reply that cannot be
+    // read releases them too.
+    let settled = match &outcome {
+        Ok(AtOnce::Granted(_)) => true,
+        Ok(AtOnce::Refused { .. }) => !unknown,
+        Err(_) => false,
+    };
+    if settled {
+        for p in &mut pending {
+            p.armed = false;
+        }
+    }
+    if let Ok(AtOnce::Granted(grants)) = &outcome {
+        for (m, g) in members.iter().zip(grants) {
+            crate::metrics::acquisition(m.lock.series, "granted");
+            tracing::debug!(lock = %m.lock.name, token = g.token, "granted with its lock set");
+        }
+    }
+    outcome
 }
 
 /// The script's reply: `{1, (token, count, pttl) per member}` or `{0, i, pttl, reserved}`.
