@@ -14,6 +14,7 @@
 //! holds nothing. The [`LockSetGuard`] holds every member's lease, each renewed by the
 //! watchdog with its own fencing token; the set is lost as soon as any member is.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::{join_all, select_all};
@@ -320,21 +321,17 @@ impl LockSet {
 pub struct LockSetGuard {
     /// In canonical order.
     members: Vec<LockGuard>,
-    /// Cancelled when any member's lease is lost, released or dropped.
-    any_lost: CancellationToken,
+    /// Cancelled when any member's lease is lost, released or dropped; made (with the
+    /// task that cancels it) only when first asked for.
+    any_lost: OnceLock<CancellationToken>,
 }
 
 impl LockSetGuard {
     fn new(members: Vec<LockGuard>) -> Self {
-        let any_lost = CancellationToken::new();
-        let tokens: Vec<_> = members.iter().map(|g| g.cancellation_token()).collect();
-        let fire = any_lost.clone();
-        // Ends with the first member's token: at the latest when the guard is dropped.
-        tokio::spawn(async move {
-            select_all(tokens.iter().map(|t| Box::pin(t.cancelled()))).await;
-            fire.cancel();
-        });
-        LockSetGuard { members, any_lost }
+        LockSetGuard {
+            members,
+            any_lost: OnceLock::new(),
+        }
     }
 
     /// Every member's guard, in the canonical order.
@@ -394,7 +391,24 @@ impl LockSetGuard {
 
     /// A token cancelled when any member's lease is lost, released or dropped.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.any_lost.clone()
+        self.any_lost
+            .get_or_init(|| {
+                let any = CancellationToken::new();
+                let tokens: Vec<_> = self
+                    .members
+                    .iter()
+                    .map(|g| g.cancellation_token())
+                    .collect();
+                let fire = any.clone();
+                // Ends with the first member's token: at the latest when the guard is
+                // dropped. Spawned on the client's runtime, so any thread may ask.
+                self.members[0].inner().handle.spawn(async move {
+                    select_all(tokens.iter().map(|t| Box::pin(t.cancelled()))).await;
+                    fire.cancel();
+                });
+                any
+            })
+            .clone()
     }
 
     /// Release every member (all at once) and report each outcome, in canonical order.
