@@ -261,10 +261,10 @@ impl Leadership {
     /// [`MAX_LEADER_VALUE`] bytes.
     ///
     /// Fails with [`ErrorKind::NotHeld`](crate::ErrorKind::NotHeld) when the leadership
-    /// is gone (nothing is published then, unless an earlier send of this proclamation
-    /// that got no reply was applied before the leadership ended), with
-    /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) when no reply came (it may
-    /// have been published), and with
+    /// is gone (nothing was published), with
+    /// [`ErrorKind::Ambiguous`](crate::ErrorKind::Ambiguous) when it may have been
+    /// published (no reply came, or the leadership was found gone after a send that got
+    /// no reply), and with
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) on RedLock clients.
     ///
     /// Concurrent proclamations are ordered by when they were called: one overtaken on
