@@ -90,10 +90,11 @@ pub(crate) async fn proclaim(inner: &Arc<Inner>, p: &Proclamation<'_>) -> Result
         inv
     };
     let maybe = "observers may or may not have been told";
-    let (reply, saw_unknown) = match crate::backend::resolve(inner, call, resolve_by).await {
-        Ok(answer) => answer,
-        Err(f) => return Err(outcome_error(&context, f, maybe)),
-    };
+    let (reply, saw_unknown) =
+        match Box::pin(crate::backend::resolve(inner, call, resolve_by)).await {
+            Ok(answer) => answer,
+            Err(f) => return Err(outcome_error(&context, f, maybe)),
+        };
     let gone = |reason| {
         if saw_unknown {
             outcome_error(&context, Failure::Unknown(None), maybe)

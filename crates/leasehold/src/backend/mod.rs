@@ -438,7 +438,9 @@ pub(crate) async fn release_once(
         owner_id,
         req,
     };
-    let (reply, saw_unknown) = resolve(inner, || release.call(&inner.scripts), resolve_by).await?;
+    // Boxed, as every engine future is: a caller's future would otherwise nest too deep.
+    let (reply, saw_unknown) =
+        Box::pin(resolve(inner, || release.call(&inner.scripts), resolve_by)).await?;
     Ok((Released::decode(&reply), saw_unknown))
 }
 

@@ -93,7 +93,7 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, members: &[Member<'_>]) -> Resul
     for p in &mut pending {
         p.armed = true;
     }
-    let result = crate::backend::resolve(inner, call, resolve_by).await;
+    let result = Box::pin(crate::backend::resolve(inner, call, resolve_by)).await;
     let unknown = match &result {
         Ok((_, saw_unknown)) => *saw_unknown,
         Err(f) => matches!(f, Failure::Unknown(_)),
