@@ -9,13 +9,14 @@
 //!   the server runs it whenever it arrives, its reply arrives whenever the client is
 //!   scheduled to read it. A request, or the reply to it, may be *lost* (budget `lost`),
 //!   or the reply may arrive *late*, after the client's response timeout (budget `late`).
-//!   The fate of a reply is chosen while its request is in flight (a [`Fate`]): a reply
-//!   that will be lost is never seen, whenever it would have been dropped, and one that
-//!   will be late is held back past a tick; so reading a reply is never in a race with a
-//!   fault, which lets [`Protocol::ample`] read some replies without trying every order.
-//!   A client whose reply does not come abandons the connection, closes it at the server (`CLIENT KILL`: whatever the old
-//!   connection carried either ran already or never will) and re-sends the same request
-//!   on a fresh connection.
+//!   The fate of a reply is chosen in the step in which the server runs its request: a
+//!   reply that will be lost is never seen, whenever it would have been dropped, and one
+//!   that will be late is held back past a tick; so reading a reply is never in a race
+//!   with a fault, which lets [`Protocol::ample`] read some replies without trying every
+//!   order, and a fault waiting in flight adds no states of its own.
+//!   A client whose reply does not come abandons the connection, closes it at the server
+//!   (`CLIENT KILL`: whatever the old connection carried either ran already or never
+//!   will) and re-sends the same request on a fresh connection.
 //! - **Pub/sub**: releases announce grants to subscribed waiters, in order; a message may
 //!   be lost (budget `lost_messages`).
 //! - **Faults of clients**: a client may *pause* between its check of the lease and its
@@ -157,17 +158,6 @@ pub enum Reply {
     Code(i64),
 }
 
-/// What becomes of the reply to a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Fate {
-    /// It reaches the client in the same tick.
-    Arrives,
-    /// It is lost (the connection resets after the server ran the request).
-    Lost,
-    /// It is held back past a tick (after the client's response timeout).
-    Late,
-}
-
 /// Something in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Packet {
@@ -181,8 +171,6 @@ pub enum Packet {
         node: usize,
         /// The call.
         call: Call,
-        /// What becomes of its reply.
-        fate: Fate,
     },
     /// Its reply.
     Reply {
@@ -370,10 +358,11 @@ pub enum Action {
     Deliver(usize),
     /// Request `net[i]` is lost (a reset connection, before the server ran it).
     Lose(usize),
-    /// The reply to request `net[i]` will be lost (a reset connection after the server
-    /// ran it).
+    /// The server runs request `net[i]`, and its reply is lost (a reset connection after
+    /// the server ran it).
     LoseReply(usize),
-    /// The reply to request `net[i]` will be held back past the next tick (a late reply).
+    /// The server runs request `net[i]`, and its reply is held back past the next tick (a
+    /// late reply).
     Delay(usize),
     /// Client `c` takes its next step.
     Step(usize),
@@ -385,6 +374,17 @@ pub enum Action {
     LoseMessage(usize),
     /// Client `c` crashes.
     Crash(usize),
+}
+
+/// What becomes of the reply to a request the server runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// It reaches the client in the same tick.
+    Arrives,
+    /// It is lost.
+    Lost,
+    /// It is held back past a tick.
+    Late,
 }
 
 const LOST: usize = 0;
@@ -447,7 +447,6 @@ impl Protocol {
             client: c,
             node,
             call,
-            fate: Fate::Arrives,
         });
     }
 
@@ -1030,18 +1029,58 @@ impl Protocol {
         };
     }
 
+    /// Whether client `c` has a request unanswered for its response timeout.
+    fn timeout_due(&self, s: &State, c: usize) -> bool {
+        let now = self.local(s, c);
+        let due = |sent: u64| now >= sent + self.cfg.response_timeout;
+        match &s.clients[c].phase {
+            Phase::Trying { last, .. } => due(*last),
+            Phase::Holding {
+                provisional: true,
+                confirming: Some(sent),
+                ..
+            } => due(*sent),
+            Phase::Releasing { parts, .. } => parts
+                .iter()
+                .any(|p| matches!(p, Part::Pending(sent) if due(*sent))),
+            _ => false,
+        }
+    }
+
+    /// Whether client `c` has a step due now (on what it heard, or on a timer): what
+    /// `step` would do, without doing it.
+    fn step_due(&self, s: &State, c: usize) -> bool {
+        let now = self.local(s, c);
+        let cl = &s.clients[c];
+        match &cl.phase {
+            Phase::Waiting { wake, start, .. } => {
+                !cl.inbox.is_empty() || now >= start + self.cfg.wait || now >= *wake
+            }
+            Phase::Holding {
+                provisional: true,
+                confirming,
+                ..
+            } => confirming.is_none(),
+            Phase::Round { .. } => self.after(s, &Action::Step(c)).is_some(),
+            Phase::Backoff { at, .. } => now >= *at,
+            _ => false,
+        }
+    }
+
     fn timeout(&self, s: &mut State, c: usize) -> bool {
         let cfg = &self.cfg;
         let now = self.local(s, c);
+        if !self.timeout_due(s, c) {
+            return false;
+        }
         match s.clients[c].phase.clone() {
             Phase::Trying {
                 req,
                 try_no,
                 sent,
-                last,
                 start,
                 ..
-            } if now >= last + cfg.response_timeout => {
+            } => {
                 // The outcome is unknown: the same try again (same request id, same number,
                 // lease still measured from the first send), on a fresh connection, marked
                 // as possibly queued (the lost try may have queued the caller).
@@ -1065,9 +1104,9 @@ impl Protocol {
             }
             Phase::Holding {
                 provisional: true,
-                confirming: Some(sent),
+                confirming: Some(_),
                 ..
-            } if now >= sent + cfg.response_timeout => {
+            } => {
                 self.reconnect(s, c, 0);
                 self.confirm(s, c);
                 true
@@ -1101,6 +1140,37 @@ impl Protocol {
         }
     }
 
+    /// The server runs request `net[i]`, its reply meeting `fate` (a fault spends its
+    /// budget); or the client reads reply `net[i]`; or the resource takes write `net[i]`.
+    fn deliver(&self, s: &mut State, i: usize, fate: Fate) -> bool {
+        match fate {
+            Fate::Arrives => {}
+            Fate::Lost => s.used[LOST] += 1,
+            Fate::Late => s.used[LATE] += 1,
+        }
+        match s.net.remove(i) {
+            Packet::Request { client, node, call } => {
+                let reply = self.execute(s, client, node, &call);
+                if fate != Fate::Lost {
+                    s.net.push(Packet::Reply {
+                        client,
+                        node,
+                        reply,
+                        late: fate == Fate::Late,
+                    });
+                }
+            }
+            Packet::Reply {
+                client,
+                node,
+                reply,
+                ..
+            } => self.on_reply(s, client, node, reply),
+            Packet::Write { token, seq, .. } => self.write(s, token, seq),
+        }
+        true
+    }
+
     /// Whether time may advance: nothing is in flight but late replies and paused writes,
     /// and no client has a step due now (clients act on what they heard, on their timers
     /// and on timeouts within the tick; only starting a call and working under a held
@@ -1114,16 +1184,7 @@ impl Protocol {
         if in_flight {
             return false;
         }
-        (0..s.clients.len()).all(|c| {
-            let due = match &s.clients[c].phase {
-                Phase::Idle | Phase::Done | Phase::Crashed => false,
-                Phase::Holding {
-                    provisional: false, ..
-                } => false,
-                _ => self.after(s, &Action::Step(c)).is_some(),
-            };
-            !due && self.after(s, &Action::Timeout(c)).is_none()
-        })
+        (0..s.clients.len()).all(|c| !self.step_due(s, c) && !self.timeout_due(s, c))
     }
 
     /// Take `action` in `s`, which `ruled_out` did not rule out; false if it
@@ -1143,49 +1204,12 @@ impl Protocol {
                 }
                 true
             }
-            Action::Deliver(i) => {
-                let p = s.net.remove(i);
-                match p {
-                    Packet::Request {
-                        client,
-                        node,
-                        call,
-                        fate,
-                    } => {
-                        let reply = self.execute(s, client, node, &call);
-                        if fate != Fate::Lost {
-                            s.net.push(Packet::Reply {
-                                client,
-                                node,
-                                reply,
-                                late: fate == Fate::Late,
-                            });
-                        }
-                    }
-                    Packet::Reply {
-                        client,
-                        node,
-                        reply,
-                        ..
-                    } => self.on_reply(s, client, node, reply),
-                    Packet::Write { token, seq, .. } => self.write(s, token, seq),
-                }
-                true
-            }
+            Action::Deliver(i) => self.deliver(s, i, Fate::Arrives),
+            Action::LoseReply(i) => self.deliver(s, i, Fate::Lost),
+            Action::Delay(i) => self.deliver(s, i, Fate::Late),
             Action::Lose(i) => {
                 s.used[LOST] += 1;
                 s.net.remove(i);
-                true
-            }
-            Action::LoseReply(i) | Action::Delay(i) => {
-                let (budget, to) = match action {
-                    Action::Delay(_) => (LATE, Fate::Late),
-                    _ => (LOST, Fate::Lost),
-                };
-                s.used[budget] += 1;
-                if let Packet::Request { fate, .. } = &mut s.net[i] {
-                    *fate = to;
-                }
                 true
             }
             Action::Step(c) => self.step(s, c, false),
@@ -1235,14 +1259,7 @@ impl Protocol {
                     Action::Delay(_) => s.used[LATE] >= cfg.late,
                     _ => s.used[LOST] >= cfg.lost,
                 };
-                spent
-                    || !matches!(
-                        s.net[i],
-                        Packet::Request {
-                            fate: Fate::Arrives,
-                            ..
-                        }
-                    )
+                spent || !matches!(s.net[i], Packet::Request { .. })
             }
             Action::Step(c) => matches!(
                 s.clients[c].phase,
@@ -1328,16 +1345,16 @@ impl Protocol {
     /// 3. sending the confirmation of a handoff grant;
     /// 4. a timeout with nothing of the client's in flight (a re-send on a new connection).
     ///
-    /// A reply is never in a race with a fault: faults are chosen while its request is in
-    /// flight ([`Fate`]).
-    pub fn ample(&self, s: &State) -> Option<Action> {
+    /// A reply is never in a race with a fault: its fate is chosen when the server runs its
+    /// request ([`Action::LoseReply`], [`Action::Delay`]).
+    pub fn ample(&self, s: &State, out: &mut Vec<Action>) -> bool {
         let cfg = &self.cfg;
         if !cfg.reduce
             || cfg.nodes != 1
             || cfg.liveness_steps.is_some()
             || s.used[CRASH] < cfg.crashes
         {
-            return None;
+            return false;
         }
         let hears_safely = |cl: &Client| {
             s.used[LOST_MSG] >= cfg.lost_messages || (!cl.subscribed && cl.inbox.is_empty())
@@ -1374,8 +1391,9 @@ impl Protocol {
                 ) => !cl.subscribed && cl.inbox.is_empty(),
                 _ => false,
             };
-            if qualifies && self.after(s, &Action::Timeout(*c)).is_none() {
-                return Some(Action::Deliver(i));
+            if qualifies && !self.timeout_due(s, *c) {
+                out.push(Action::Deliver(i));
+                return true;
             }
         }
         for (c, cl) in s.clients.iter().enumerate() {
@@ -1391,16 +1409,18 @@ impl Protocol {
                 _ => false,
             };
             if step {
-                return Some(Action::Step(c));
+                out.push(Action::Step(c));
+                return true;
             }
             let idle_line = !s.net.iter().any(|p| {
                 matches!(p, Packet::Request { client, .. } | Packet::Reply { client, .. } if *client == c)
             });
-            if idle_line && hears_safely(cl) && self.after(s, &Action::Timeout(c)).is_some() {
-                return Some(Action::Timeout(c));
+            if idle_line && hears_safely(cl) && self.timeout_due(s, c) {
+                out.push(Action::Timeout(c));
+                return true;
             }
         }
-        None
+        false
     }
 
     fn all_actions(&self, s: &State, faults: bool, out: &mut Vec<Action>) {
@@ -1518,8 +1538,7 @@ impl Model for Protocol {
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
-        if let Some(a) = self.ample(s) {
-            out.push(a);
+        if self.ample(s, out) {
             return;
         }
         self.all_actions(s, true, out);

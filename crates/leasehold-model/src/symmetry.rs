@@ -53,10 +53,9 @@ fn shape(s: &State, c: usize) -> u64 {
     cl.tries.hash(&mut h);
     cl.refused.len().hash(&mut h);
     for n in &s.nodes {
-        let owns = n
-            .lock
-            .as_ref()
-            .is_some_and(|l| l.value.owner.strip_prefix('o') == Some(c.to_string().as_str()));
+        let owns = n.lock.as_ref().is_some_and(|l| {
+            l.value.owner.strip_prefix('o').and_then(|d| d.parse().ok()) == Some(c)
+        });
         owns.hash(&mut h);
     }
     for p in s.net.iter().filter(|p| packet_client(p) == c) {
@@ -119,7 +118,7 @@ fn packet_client(p: &Packet) -> usize {
 /// A packet without its client's number and names.
 fn packet_shape(p: &Packet) -> (u8, usize, u8, u64) {
     match p {
-        Packet::Request { node, fate, .. } => (0, *node, *fate as u8, 0),
+        Packet::Request { node, .. } => (0, *node, 0, 0),
         Packet::Reply { node, late, .. } => (1, *node, u8::from(*late), 0),
         Packet::Write { token, seq, .. } => (2, 0, *seq, *token),
     }
@@ -129,36 +128,40 @@ fn packet_shape(p: &Packet) -> (u8, usize, u8, u64) {
 /// whole words of a string of words (messages and waiters' details are such strings).
 fn rename(name: &str, to: &[usize]) -> String {
     let mut out = String::with_capacity(name.len());
-    let mut word = String::new();
-    for ch in name.chars().chain(std::iter::once('\0')) {
-        if ch == ' ' || ch == '\n' || ch == '\0' {
-            out += &rename_word(&word, to);
-            word.clear();
-            if ch != '\0' {
-                out.push(ch);
-            }
-        } else {
-            word.push(ch);
+    let mut start = 0;
+    for (i, b) in name.bytes().enumerate() {
+        if b == b' ' || b == b'\n' {
+            rename_word(&name[start..i], to, &mut out);
+            out.push(char::from(b));
+            start = i + 1;
         }
     }
+    rename_word(&name[start..], to, &mut out);
     out
 }
 
-fn rename_word(w: &str, to: &[usize]) -> String {
-    let renumber = |digits: &str| digits.parse::<usize>().ok().and_then(|c| to.get(c));
-    if let Some(rest) = w.strip_prefix('o') {
-        if let Some(c) = renumber(rest) {
-            return format!("o{c}");
+fn rename_word(w: &str, to: &[usize], out: &mut String) {
+    use std::fmt::Write;
+    let renumber = |digits: &str| -> Option<usize> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|c| to.get(c).copied())
+    };
+    if let Some(c) = w.strip_prefix('o').and_then(renumber) {
+        let _ = write!(out, "o{c}");
+        return;
+    }
+    if let Some((digits, n)) = w.strip_prefix('c').and_then(|rest| rest.split_once('q')) {
+        if let (Some(c), true) = (renumber(digits), n.bytes().all(|b| b.is_ascii_digit())) {
+            let _ = write!(out, "c{c}q{n}");
+            return;
         }
     }
-    if let Some(rest) = w.strip_prefix('c') {
-        if let Some((digits, n)) = rest.split_once('q') {
-            if let (Some(c), true) = (renumber(digits), n.bytes().all(|b| b.is_ascii_digit())) {
-                return format!("c{c}q{n}");
-            }
-        }
-    }
-    w.to_string()
+    out.push_str(w);
 }
 
 fn rename_phase(p: &Phase, to: &[usize]) -> Phase {
@@ -248,16 +251,10 @@ fn renumber(s: &State, order: &[usize], to: &[usize]) -> State {
         .net
         .iter()
         .map(|p| match p {
-            Packet::Request {
-                client,
-                node,
-                call,
-                fate,
-            } => Packet::Request {
+            Packet::Request { client, node, call } => Packet::Request {
                 client: to[*client],
                 node: *node,
                 call: rename_call(call, to),
-                fate: *fate,
             },
             Packet::Reply {
                 client,
