@@ -1029,7 +1029,8 @@ impl Protocol {
         };
     }
 
-    /// Whether client `c` has a request unanswered for its response timeout.
+    /// Whether client `c` has a request unanswered for its response timeout: what
+    /// `timeout` would do, without doing it.
     fn timeout_due(&self, s: &State, c: usize) -> bool {
         let now = self.local(s, c);
         let due = |sent: u64| now >= sent + self.cfg.response_timeout;
@@ -1070,17 +1071,15 @@ impl Protocol {
     fn timeout(&self, s: &mut State, c: usize) -> bool {
         let cfg = &self.cfg;
         let now = self.local(s, c);
-        if !self.timeout_due(s, c) {
-            return false;
-        }
         match s.clients[c].phase.clone() {
             Phase::Trying {
                 req,
                 try_no,
                 sent,
+                last,
                 start,
                 ..
-            } => {
+            } if now >= last + cfg.response_timeout => {
                 // The outcome is unknown: the same try again (same request id, same number,
                 // lease still measured from the first send), on a fresh connection, marked
                 // as possibly queued (the lost try may have queued the caller).
@@ -1104,9 +1103,9 @@ impl Protocol {
             }
             Phase::Holding {
                 provisional: true,
-                confirming: Some(_),
+                confirming: Some(sent),
                 ..
-            } => {
+            } if now >= sent + cfg.response_timeout => {
                 self.reconnect(s, c, 0);
                 self.confirm(s, c);
                 true
@@ -1628,5 +1627,70 @@ impl Model for Protocol {
             ));
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stateright::Model;
+
+    use super::*;
+
+    /// `step_due` and `timeout_due` (which decide whether time may advance, and which
+    /// steps the partial order may take alone) say what taking the step would do: along
+    /// random walks with every fault in the budget, in every state, for every client.
+    #[test]
+    fn a_due_step_or_timeout_is_one_that_taking_would_change_the_state() {
+        let m = Protocol::new(Config {
+            liveness_steps: None,
+            reduce: false,
+            ..Config::ci()
+        });
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let (mut due, mut checked) = (0, 0);
+        let mut actions = Vec::new();
+        for _walk in 0..80 {
+            let mut s = m.init_states().remove(0);
+            for _step in 0..80 {
+                for c in 0..s.clients.len() {
+                    let timeout = m.after(&s, &Action::Timeout(c)).is_some();
+                    assert_eq!(m.timeout_due(&s, c), timeout, "timeout of {c} in {s:?}");
+                    let free = matches!(
+                        s.clients[c].phase,
+                        Phase::Idle
+                            | Phase::Done
+                            | Phase::Crashed
+                            | Phase::Holding {
+                                provisional: false,
+                                ..
+                            }
+                    );
+                    if !free {
+                        let step = m.after(&s, &Action::Step(c)).is_some();
+                        assert_eq!(m.step_due(&s, c), step, "step of {c} in {s:?}");
+                        due += usize::from(step);
+                    }
+                    due += usize::from(timeout);
+                    checked += 1;
+                }
+                actions.clear();
+                m.actions(&s, &mut actions);
+                let mut next: Vec<State> = actions
+                    .drain(..)
+                    .filter_map(|a| m.next_state(&s, a))
+                    .collect();
+                if next.is_empty() {
+                    break;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s = next.swap_remove((seed % next.len() as u64) as usize);
+            }
+        }
+        assert!(
+            checked > 10_000 && due > 500,
+            "{checked} checked, {due} due"
+        );
     }
 }
