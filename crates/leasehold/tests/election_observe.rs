@@ -24,6 +24,16 @@ async fn next(observer: &mut Observer, limit: Duration) -> Option<Leader> {
         .expect("observe")
 }
 
+/// The next `n` changes as (value, term), `None` for "no leader"; each within `limit`.
+async fn changes(observer: &mut Observer, n: usize, limit: Duration) -> Vec<Option<(String, u64)>> {
+    let mut seen = Vec::with_capacity(n);
+    for _ in 0..n {
+        let change = next(observer, limit).await;
+        seen.push(change.map(|l| (l.value, l.term)));
+    }
+    seen
+}
+
 fn leads(change: &Option<Leader>, value: &str, term: u64) -> bool {
     change
         .as_ref()
@@ -153,11 +163,7 @@ async fn an_observer_reports_the_changes_made_while_its_connection_was_down_in_o
     expected.push(Some(("last".to_string(), last.fencing_token())));
 
     proxy.set_refuse_new(false);
-    let mut seen = Vec::new();
-    for _ in 0..expected.len() {
-        let change = next(&mut observer, Duration::from_secs(10)).await;
-        seen.push(change.map(|l| (l.value, l.term)));
-    }
+    let seen = changes(&mut observer, expected.len(), Duration::from_secs(10)).await;
     assert_eq!(
         seen, expected,
         "every change, in order, after the reconnect"
@@ -330,11 +336,7 @@ async fn an_observer_behind_by_more_than_one_read_reports_every_change_once_in_o
     expected.push(None);
     let second = election.clone().value("w").campaign().await.unwrap();
     expected.push(Some(("w".to_string(), second.fencing_token())));
-    let mut seen = Vec::new();
-    for _ in 0..expected.len() {
-        let change = next(&mut observer, Duration::from_secs(5)).await;
-        seen.push(change.map(|l| (l.value, l.term)));
-    }
+    let seen = changes(&mut observer, expected.len(), Duration::from_secs(5)).await;
     assert_eq!(seen, expected);
     second.resign().await.unwrap();
 }

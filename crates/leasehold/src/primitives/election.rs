@@ -11,7 +11,6 @@
 //! value, resigned — is recorded in the election's log and announced, for observers
 //! (`primitives/observe.rs`) who watch without campaigning.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -169,6 +168,9 @@ struct Recorded {
     holder: HolderMetadata,
     /// The number of the proclamation `holder` came from.
     seq: u32,
+    /// The number of the last proclamation sent: numbers are taken under the lock, so
+    /// they follow the order the values were chosen in.
+    sent: u32,
 }
 
 /// Being the leader: valid while [`is_leader`](Self::is_leader) is true.
@@ -179,9 +181,6 @@ pub struct Leadership {
     state: watch::Receiver<bool>,
     /// The stored metadata, with the value of the latest recorded proclamation.
     holder: Mutex<Recorded>,
-    /// The number of the last proclamation sent (numbers are taken under `holder`'s lock,
-    /// so they follow the order the values were chosen in).
-    proclaimed: AtomicU32,
 }
 
 impl Leadership {
@@ -196,8 +195,11 @@ impl Leadership {
         Leadership {
             guard,
             state: rx,
-            holder: Mutex::new(Recorded { holder, seq: 0 }),
-            proclaimed: AtomicU32::new(0),
+            holder: Mutex::new(Recorded {
+                holder,
+                seq: 0,
+                sent: 0,
+            }),
         }
     }
 
@@ -210,7 +212,8 @@ impl Leadership {
     /// recorded first (the server keeps only the later one then, too).
     async fn record(&self, event: &str, value: Option<&str>) -> Result<()> {
         let (meta, proposed, seq) = {
-            let recorded = self.recorded();
+            let mut recorded = self.recorded();
+            recorded.sent += 1;
             let mut proposed = recorded.holder.clone();
             let meta = match value {
                 Some(v) => {
@@ -219,11 +222,7 @@ impl Leadership {
                 }
                 None => String::new(),
             };
-            (
-                meta,
-                proposed,
-                self.proclaimed.fetch_add(1, Ordering::SeqCst) + 1,
-            )
+            (meta, proposed, recorded.sent)
         };
         let value = proposed.value.clone().unwrap_or_default();
         let state = self.guard.lease_state();
@@ -243,10 +242,8 @@ impl Leadership {
         .await?;
         let mut recorded = self.recorded();
         if seq > recorded.seq {
-            *recorded = Recorded {
-                holder: proposed,
-                seq,
-            };
+            recorded.holder = proposed;
+            recorded.seq = seq;
         }
         Ok(())
     }
