@@ -1346,14 +1346,14 @@ impl Protocol {
     ///
     /// A reply is never in a race with a fault: its fate is chosen when the server runs its
     /// request ([`Action::LoseReply`], [`Action::Delay`]).
-    pub fn ample(&self, s: &State, out: &mut Vec<Action>) -> bool {
+    pub fn ample(&self, s: &State) -> Option<Action> {
         let cfg = &self.cfg;
         if !cfg.reduce
             || cfg.nodes != 1
             || cfg.liveness_steps.is_some()
             || s.used[CRASH] < cfg.crashes
         {
-            return false;
+            return None;
         }
         let hears_safely = |cl: &Client| {
             s.used[LOST_MSG] >= cfg.lost_messages || (!cl.subscribed && cl.inbox.is_empty())
@@ -1391,8 +1391,7 @@ impl Protocol {
                 _ => false,
             };
             if qualifies && !self.timeout_due(s, *c) {
-                out.push(Action::Deliver(i));
-                return true;
+                return Some(Action::Deliver(i));
             }
         }
         for (c, cl) in s.clients.iter().enumerate() {
@@ -1408,18 +1407,16 @@ impl Protocol {
                 _ => false,
             };
             if step {
-                out.push(Action::Step(c));
-                return true;
+                return Some(Action::Step(c));
             }
             let idle_line = !s.net.iter().any(|p| {
                 matches!(p, Packet::Request { client, .. } | Packet::Reply { client, .. } if *client == c)
             });
             if idle_line && hears_safely(cl) && self.timeout_due(s, c) {
-                out.push(Action::Timeout(c));
-                return true;
+                return Some(Action::Timeout(c));
             }
         }
-        false
+        None
     }
 
     fn all_actions(&self, s: &State, faults: bool, out: &mut Vec<Action>) {
@@ -1537,7 +1534,8 @@ impl Model for Protocol {
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
-        if self.ample(s, out) {
+        if let Some(a) = self.ample(s) {
+            out.push(a);
             return;
         }
         self.all_actions(s, true, out);
@@ -1630,10 +1628,45 @@ impl Model for Protocol {
     }
 }
 
+/// Random walks through `m` for tests: `walks` walks of at most `steps` steps from the
+/// initial state, each step to a successor picked by a fixed pseudo-random sequence; `visit`
+/// sees every state on the way with its successors.
+#[cfg(test)]
+pub(crate) fn random_walks(
+    m: &Protocol,
+    walks: usize,
+    steps: usize,
+    mut visit: impl FnMut(&State, &[State]),
+) {
+    use stateright::Model;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut actions = Vec::new();
+    for _walk in 0..walks {
+        let mut s = m.init_states().remove(0);
+        for _step in 0..steps {
+            actions.clear();
+            m.actions(&s, &mut actions);
+            let mut next: Vec<State> = actions
+                .drain(..)
+                .filter_map(|a| m.next_state(&s, a))
+                .collect();
+            // The successors in a stable order, whatever order the actions came in.
+            next.sort_by_key(|t| format!("{t:?}"));
+            next.dedup();
+            visit(&s, &next);
+            if next.is_empty() {
+                break;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            s = next.swap_remove((seed % next.len() as u64) as usize);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use stateright::Model;
-
     use super::*;
 
     /// `step_due` and `timeout_due` (which decide whether time may advance, and which
@@ -1646,48 +1679,30 @@ mod tests {
             reduce: false,
             ..Config::ci()
         });
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let (mut due, mut checked) = (0, 0);
-        let mut actions = Vec::new();
-        for _walk in 0..80 {
-            let mut s = m.init_states().remove(0);
-            for _step in 0..80 {
-                for c in 0..s.clients.len() {
-                    let timeout = m.after(&s, &Action::Timeout(c)).is_some();
-                    assert_eq!(m.timeout_due(&s, c), timeout, "timeout of {c} in {s:?}");
-                    let free = matches!(
-                        s.clients[c].phase,
-                        Phase::Idle
-                            | Phase::Done
-                            | Phase::Crashed
-                            | Phase::Holding {
-                                provisional: false,
-                                ..
-                            }
-                    );
-                    if !free {
-                        let step = m.after(&s, &Action::Step(c)).is_some();
-                        assert_eq!(m.step_due(&s, c), step, "step of {c} in {s:?}");
-                        due += usize::from(step);
-                    }
-                    due += usize::from(timeout);
-                    checked += 1;
+        random_walks(&m, 80, 80, |s, _| {
+            for c in 0..s.clients.len() {
+                let timeout = m.after(s, &Action::Timeout(c)).is_some();
+                assert_eq!(m.timeout_due(s, c), timeout, "timeout of {c} in {s:?}");
+                let free = matches!(
+                    s.clients[c].phase,
+                    Phase::Idle
+                        | Phase::Done
+                        | Phase::Crashed
+                        | Phase::Holding {
+                            provisional: false,
+                            ..
+                        }
+                );
+                if !free {
+                    let step = m.after(s, &Action::Step(c)).is_some();
+                    assert_eq!(m.step_due(s, c), step, "step of {c} in {s:?}");
+                    due += usize::from(step);
                 }
-                actions.clear();
-                m.actions(&s, &mut actions);
-                let mut next: Vec<State> = actions
-                    .drain(..)
-                    .filter_map(|a| m.next_state(&s, a))
-                    .collect();
-                if next.is_empty() {
-                    break;
-                }
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                s = next.swap_remove((seed % next.len() as u64) as usize);
+                due += usize::from(timeout);
+                checked += 1;
             }
-        }
+        });
         assert!(
             checked > 10_000 && due > 500,
             "{checked} checked, {due} due"

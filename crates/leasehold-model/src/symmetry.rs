@@ -321,39 +321,24 @@ mod tests {
             ..Config::ci()
         });
         let perms: [[usize; 3]; 5] = [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut checked = 0;
-        for _walk in 0..60 {
-            let mut s = m.init_states().remove(0);
-            for _step in 0..60 {
-                let next: Vec<State> = successors(&m, &s).into_iter().collect();
-                if next.is_empty() {
-                    break;
+        crate::model::random_walks(&m, 60, 60, |s, next| {
+            for order in perms {
+                let mut to = [0; 3];
+                for (new, &old) in order.iter().enumerate() {
+                    to[old] = new;
                 }
-                for order in perms {
-                    let mut to = [0; 3];
-                    for (new, &old) in order.iter().enumerate() {
-                        to[old] = new;
-                    }
-                    let moved = renumber(&s, &order, &to);
-                    let expected: HashSet<State> =
-                        next.iter().map(|t| renumber(t, &order, &to)).collect();
-                    assert_eq!(
-                        successors(&m, &moved),
-                        expected,
-                        "renumbering {order:?} of {s:?}"
-                    );
-                    checked += 1;
-                }
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                // The successors are a set: pick by a stable order.
-                let mut next = next;
-                next.sort_by_key(|t| format!("{t:?}"));
-                s = next.swap_remove((seed % next.len() as u64) as usize);
+                let moved = renumber(s, &order, &to);
+                let expected: HashSet<State> =
+                    next.iter().map(|t| renumber(t, &order, &to)).collect();
+                assert_eq!(
+                    successors(&m, &moved),
+                    expected,
+                    "renumbering {order:?} of {s:?}"
+                );
+                checked += 1;
             }
-        }
+        });
         assert!(checked > 5_000, "only {checked} renumberings checked");
     }
 }
