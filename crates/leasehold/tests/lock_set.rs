@@ -307,6 +307,40 @@ async fn a_try_on_a_set_with_a_held_member_takes_nothing_even_for_a_moment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_on_a_set_whose_member_another_task_of_the_client_waits_for_takes_nothing() {
+    let server = RedisServer::start();
+    let mut con = server.async_connection().await;
+    let c = client(&server.url());
+    let other = client(&server.url());
+    let blocker = other.lock("queued/c").unwrap().acquire().await.unwrap();
+    // A task of this client waits for queued/c: it has the client's local place for it.
+    let waiting = c.lock("queued/c").unwrap();
+    let waiters = format!("{}:waiters", waiting.redis_key());
+    let task = tokio::spawn(async move { waiting.acquire_timeout(Duration::from_secs(20)).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !exists(&mut con, &waiters).await {
+        assert!(Instant::now() < deadline, "the waiting task never queued");
+        tokio::task::yield_now().await;
+    }
+    let err = c
+        .locks(["queued/a", "queued/c"])
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Contended, "{err}");
+    assert!(err.to_string().contains("queued/c"), "{err}");
+    // A grant writes the member's fencing counter: none was written for queued/a.
+    let fence = c.lock("queued/a").unwrap().fence_key().to_string();
+    assert!(
+        !exists(&mut con, &fence).await,
+        "queued/a was granted for a moment"
+    );
+    blocker.release().await.unwrap();
+    task.await.unwrap().unwrap().release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_on_redlock_holds_every_member_on_a_quorum_and_excludes_a_second_set() {
     let masters = Masters::start(3);
     let redlock = |_| {
